@@ -1,0 +1,35 @@
+# Quick start: `make demo` and `make test`. Both create .venv themselves.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_WORKDIR ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo detect-demo clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  PYBIN=$$(tools/find_python.sh) || exit 1; \
+	  echo "creating $(VENV) with $$PYBIN"; \
+	  $$PYBIN -m venv $(VENV) || exit 1; \
+	fi
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+# The whole suite, CPU only, with 4 simulated devices available to tests that ask for them.
+test: venv
+	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# Trains experiments/demo.py on the embedded synthetic set (generated and cached on first use),
+# evaluates it with COCO metrics, and draws detections for a few val images.
+demo: venv
+	$(PY) -m centernet_jax.main --config experiments/demo.py --workdir $(DEMO_WORKDIR)
+	$(PY) -m centernet_jax.detect --workdir $(DEMO_WORKDIR) --output_dir $(DEMO_WORKDIR)/detections \
+	  --images "$$($(PY) -m centernet_jax.data.synthetic --print_val_images 6 --config experiments/demo.py)"
+	@echo "demo done: metrics in $(DEMO_WORKDIR)/eval_metrics.json, pictures in $(DEMO_WORKDIR)/detections/"
+
+clean:
+	rm -rf $(VENV) runs
