@@ -1,0 +1,116 @@
+"""Default configuration shared by every experiment file.
+
+Experiment files under `experiments/` call `base_config()` and override what their recipe
+changes. Every field can be overridden on the command line, e.g.
+`--config.dataset.train_annotations=/data/x.json --config.batch_size=16`.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Returns the defaults: a ResNet-50 v1 FPN CenterNet at 512x512 on COCO-format data."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # ---- data ----
+  c.dataset = ml_collections.ConfigDict()
+  # 'coco_json': annotation JSON + image folder (any COCO-format set);
+  # 'synthetic': the embedded generator, written under `synthetic_dir` on first use;
+  # 'tfds': TFDS `coco/2017` for images, with the official val JSON for evaluation.
+  c.dataset.source = 'coco_json'
+  c.dataset.train_annotations = ''
+  c.dataset.train_images = ''
+  c.dataset.val_annotations = ''
+  c.dataset.val_images = ''
+  c.dataset.synthetic_dir = 'data_cache/synthetic'
+  c.dataset.synthetic_num_train = 2000
+  c.dataset.synthetic_num_val = 200
+  c.dataset.synthetic_image_size = 128
+  c.dataset.synthetic_min_object_size = 8
+  c.dataset.tfds_name = 'coco/2017'
+  c.dataset.tfds_data_dir = ''
+  c.dataset.tfds_train_split = 'train'
+  c.dataset.tfds_val_split = 'validation'
+  # 'contiguous': sorted category ids -> 0..N-1; 'id_minus_one': channel = id - 1 (TF2 zoo).
+  c.dataset.label_map_mode = 'contiguous'
+  c.dataset.max_boxes = 100
+  c.dataset.shuffle_buffer = 1000
+  c.dataset.num_parallel_calls = -1  # tf.data.AUTOTUNE
+  c.dataset.cache_decoded = False  # cache decoded train images in memory (small sets only)
+
+  # ---- input / augmentation ----
+  c.input = ml_collections.ConfigDict()
+  c.input.size = 512  # square input side S; output maps are S/4
+  c.input.random_flip = True
+  c.input.random_crop = True  # zoo random_crop_image semantics
+  c.input.crop_min_aspect_ratio = 0.5
+  c.input.crop_max_aspect_ratio = 1.7
+  c.input.crop_min_area = 0.1
+  c.input.crop_max_area = 1.0
+  c.input.crop_overlap_thresh = 0.3
+  c.input.crop_keep_original_prob = 0.25  # the zoo's random_coef
+  c.input.random_pad = True  # zoo random_absolute_pad_image
+  c.input.max_pad_pixels = 200
+  c.input.color_jitter = True
+  c.input.hue_delta = 0.02
+  c.input.contrast_range = (0.8, 1.25)
+  c.input.saturation_range = (0.8, 1.25)
+  c.input.brightness_delta = 0.2
+
+  # ---- model ----
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone = 'resnet_v1_fpn'
+  c.model.depth = 50
+  c.model.width_multiplier = 1.0  # < 1 gives narrow test/demo variants
+  c.model.num_classes = 0  # 0: take the number of categories from the dataset
+  c.model.head_channels = 256
+  c.model.heatmap_bias_init = -2.19
+  c.model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+  c.model.depthwise_heads = False  # separable 3x3 in the heads (MobileNet FPN sep-conv rows)
+
+  # ---- targets and loss ----
+  c.targets = ml_collections.ConfigDict()
+  c.targets.min_overlap = 0.7
+  # 'odapi': CornerNet's radius with its original bug, as the TF2 zoo trained;
+  # 'corrected': the fixed roots (CornerNet commit 3e71377).
+  c.targets.radius_variant = 'odapi'
+  c.loss = ml_collections.ConfigDict()
+  c.loss.center_weight = 1.0
+  c.loss.scale_weight = 0.1
+  c.loss.offset_weight = 1.0
+  c.loss.focal_alpha = 2.0
+  c.loss.focal_beta = 4.0
+
+  # ---- optimisation ----
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.adam_epsilon = 1e-7
+  c.optimizer.schedule = 'cosine'  # 'cosine' (linear warmup) or 'manual_steps'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_learning_rate = 2.5e-4
+  c.optimizer.warmup_steps = 5000
+  c.optimizer.manual_boundaries = (90000, 120000)
+  c.optimizer.manual_rates = (1e-3, 1e-4, 1e-5)
+  c.optimizer.grad_clip_norm = 0.0  # 0 disables; the zoo used none
+
+  c.batch_size = 128  # global, over all devices and processes
+  c.num_train_steps = 140000
+
+  # ---- bookkeeping ----
+  c.log_every_steps = 50
+  c.eval_every_steps = 5000
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.init_checkpoint = ''  # optional orbax checkpoint dir to initialise params from
+
+  # ---- evaluation ----
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 8  # global
+  c.eval.max_detections = 100
+  c.eval.num_examples = 0  # 0: the whole val set
+  c.eval.on_train_end = True
+
+  # ---- devices ----
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1: all devices on the data axis
+  return c

@@ -1,0 +1,144 @@
+"""CenterNet losses, following the TF2 Object Detection API (`CenterNetMetaArch.loss`).
+
+- Center heatmap: penalty-reduced logistic focal loss (CornerNet, alpha 2, beta 4), multiplied
+  by the valid-pixel mask (the padded area of the input gives no loss).
+- Box scale and offset: L1 gathered at the floored box centers, summed over the two components
+  and weighted by the box weight; the valid-pixel mask is not applied.
+- Each is summed over the batch, divided by `max(num_boxes, 1)` and averaged over the feature
+  outputs (2 for the hourglass). Inside a jitted step over the global batch, `num_boxes` is
+  the global count (normalisation over the global batch, `docs/conventions.md`).
+
+All arithmetic is float32, whatever the dtype of the head outputs.
+"""
+
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+_PROB_MIN = 1e-4
+_PROB_MAX = 1.0 - 1e-4
+
+
+def penalty_reduced_focal_loss(logits, target_heatmap, *, alpha: float = 2.0,
+                               beta: float = 4.0, valid_mask=None):
+  """CornerNet's penalty-reduced focal loss on logits; returns the SUM (caller normalizes).
+
+  With `p = clip(sigmoid(logit), 1e-4, 1 - 1e-4)` and target `y`:
+    - where `y == 1` exactly: `-(1 - p)^alpha * log(p)`;
+    - elsewhere: `-(1 - y)^beta * p^alpha * log(1 - p)`.
+
+  `log p` and `log(1 - p)` come from `log_sigmoid(+-logit)` clipped to the logs of the clip
+  bounds (the same values and, like `clip`, zero gradient outside the bounds), so nothing
+  overflows or cancels for large logits; `1 - p` is computed as `sigmoid(-logit)`.
+
+  Args:
+    logits: `[B, H, W, C]` (any float dtype).
+    target_heatmap: `[B, H, W, C]` in [0, 1].
+    alpha, beta: focal exponents.
+    valid_mask: optional `[B, H, W]` (broadcast over C) or `[B, H, W, C]`; multiplies the
+      per-pixel loss.
+
+  Returns:
+    float32 scalar, the sum over all elements.
+  """
+  x = jnp.asarray(logits, jnp.float32)
+  y = jnp.asarray(target_heatmap, jnp.float32)
+  log_lo, log_hi = jnp.log(jnp.float32(_PROB_MIN)), jnp.log1p(jnp.float32(-1e-4))
+  log_p = jnp.clip(jax.nn.log_sigmoid(x), log_lo, log_hi)
+  log_1mp = jnp.clip(jax.nn.log_sigmoid(-x), log_lo, log_hi)
+  p = jnp.exp(log_p)
+  one_minus_p = jnp.exp(log_1mp)
+  positive = y == 1.0
+  pos_loss = -(one_minus_p ** alpha) * log_p
+  neg_loss = -((1.0 - y) ** beta) * (p ** alpha) * log_1mp
+  loss = jnp.where(positive, pos_loss, neg_loss)
+  if valid_mask is not None:
+    mask = jnp.asarray(valid_mask, jnp.float32)
+    if mask.ndim == loss.ndim - 1:
+      mask = mask[..., None]
+    loss = loss * mask
+  return jnp.sum(loss)
+
+
+def gather_at_indices(prediction, indices):
+  """`prediction [B, H, W, D]` at `indices [B, M, 2]` `(y, x)` -> `[B, M, D]`."""
+  batch, height, width, depth = prediction.shape
+  flat = prediction.reshape(batch, height * width, depth)
+  idx = jnp.asarray(indices, jnp.int32)
+  flat_idx = idx[..., 0] * width + idx[..., 1]
+  return jnp.take_along_axis(flat, flat_idx[..., None], axis=1)
+
+
+def l1_at_indices(prediction, indices, target, weights):
+  """Weighted L1 at box centers; returns the SUM over boxes (caller normalizes).
+
+  Args:
+    prediction: `[B, H, W, 2]` head output.
+    indices: int `[B, M, 2]` `(y, x)` inside the grid.
+    target: `[B, M, 2]`.
+    weights: `[B, M]` box weights (0 for padding).
+
+  Returns:
+    float32 scalar `sum_boxes (|dy| + |dx|) * weight`.
+  """
+  pred = gather_at_indices(jnp.asarray(prediction, jnp.float32), indices)
+  diff = jnp.abs(pred - jnp.asarray(target, jnp.float32))
+  per_box = jnp.sum(diff, axis=-1) * jnp.asarray(weights, jnp.float32)
+  return jnp.sum(per_box)
+
+
+def _cfg(config: Any, name: str, default: float) -> float:
+  if config is None:
+    return default
+  if isinstance(config, Mapping):
+    return float(config.get(name, default))
+  return float(getattr(config, name, default))
+
+
+def centernet_loss(head_outputs_list: Sequence[Mapping[str, jax.Array]],
+                   targets: Mapping[str, jax.Array], loss_config: Any = None,
+                   valid_mask=None):
+  """The CenterNet detection loss over every feature output.
+
+  Args:
+    head_outputs_list: list of head dicts (`'object_center'` `[B, H, W, C]` logits,
+      `'box/scale'` and `'box/offset'` `[B, H, W, 2]`), one per feature output.
+    targets: the dict from `targets.build_targets`.
+    loss_config: `config.loss` (`center_weight`, `scale_weight`, `offset_weight`,
+      `focal_alpha`, `focal_beta`), a mapping with those keys, or None for the defaults
+      (1.0, 0.1, 1.0, 2, 4).
+    valid_mask: optional `[B, H, W]` from `targets.valid_output_mask` (center loss only).
+
+  Returns:
+    `(total, components)`. `components` maps 'object_center', 'box/scale', 'box/offset' to
+    the **weighted** losses (as the OD API reports its `Loss/...` keys), each summed over
+    the batch, divided by `max(num_boxes, 1)` and averaged over the feature outputs;
+    `total` is their sum.
+  """
+  if not head_outputs_list:
+    raise ValueError('head_outputs_list is empty')
+  center_w = _cfg(loss_config, 'center_weight', 1.0)
+  scale_w = _cfg(loss_config, 'scale_weight', 0.1)
+  offset_w = _cfg(loss_config, 'offset_weight', 1.0)
+  alpha = _cfg(loss_config, 'focal_alpha', 2.0)
+  beta = _cfg(loss_config, 'focal_beta', 4.0)
+
+  normalizer = jnp.maximum(jnp.asarray(targets['num_boxes'], jnp.float32), 1.0)
+  num_outputs = len(head_outputs_list)
+  center = scale = offset = jnp.float32(0.0)
+  for outputs in head_outputs_list:
+    center += penalty_reduced_focal_loss(outputs['object_center'], targets['heatmap'],
+                                         alpha=alpha, beta=beta, valid_mask=valid_mask)
+    scale += l1_at_indices(outputs['box/scale'], targets['indices'], targets['size'],
+                           targets['weights'])
+    offset += l1_at_indices(outputs['box/offset'], targets['indices'], targets['offset'],
+                            targets['weights'])
+  denom = normalizer * num_outputs
+  components = {
+      'object_center': center_w * center / denom,
+      'box/scale': scale_w * scale / denom,
+      'box/offset': offset_w * offset / denom,
+  }
+  total = components['object_center'] + components['box/scale'] + components['box/offset']
+  return total, components

@@ -1,0 +1,290 @@
+"""Training and evaluation loop: `train_and_evaluate(config, workdir)`.
+
+One jitted step over a `data`-axis mesh of every device: the batch is sharded, the state is
+replicated, the state buffers are donated. Resumes from the latest checkpoint in the workdir at
+the same step with the data stream continuing where it stopped.
+"""
+
+import json
+import math
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+from etils import epath
+
+from centernet_jax import checkpointing
+from centernet_jax import evaluate
+from centernet_jax import losses
+from centernet_jax import models
+from centernet_jax import optimizer as optimizer_lib
+from centernet_jax import sharding
+from centernet_jax import targets as targets_lib
+from centernet_jax.data import pipeline
+
+TRAIN_KEYS = ('image', 'boxes', 'classes', 'box_mask', 'true_size')
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: number of optimizer updates done
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def output_size(input_size: int) -> tuple[int, int]:
+  """Every backbone has output stride 4."""
+  return input_size // 4, input_size // 4
+
+
+def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
+                       input_size: int) -> TrainState:
+  variables = model.init(rng, jnp.zeros((1, input_size, input_size, 3), jnp.float32),
+                         train=False)
+  params = variables['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+
+
+def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    config: ml_collections.ConfigDict, num_classes: int):
+  """Returns the (state, batch) -> (state, metrics) step, to be jitted by the caller.
+
+  The batch holds the global arrays of `TRAIN_KEYS` (see docs/conventions.md). Targets are
+  built here, on device, from the padded boxes.
+  """
+  input_size = config.input.size
+  out_size = output_size(input_size)
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array]):
+    targets = targets_lib.build_targets(
+        batch['boxes'], batch['classes'], batch['box_mask'], output_size=out_size,
+        num_classes=num_classes, min_overlap=config.targets.min_overlap,
+        radius_variant=config.targets.radius_variant)
+    valid = targets_lib.valid_output_mask(batch['true_size'], input_size, out_size)
+
+    def loss_fn(params):
+      outputs, new_vars = model.apply(
+          {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+          mutable=['batch_stats'])
+      total, components = losses.centernet_loss(outputs, targets, config.loss, valid)
+      return total, (components, new_vars['batch_stats'])
+
+    (loss, (components, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+               'learning_rate': schedule(state.step), 'num_boxes': targets['num_boxes'],
+               **{f'loss/{k}': v for k, v in components.items()}}
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+def _check_finite(step: int, metrics: dict[str, float], workdir) -> None:
+  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+  if bad:
+    raise NonFiniteLossError(
+        f'Non-finite training metrics at step {step}: {bad}. Training stopped; the last good '
+        f'checkpoint in {checkpointing.checkpoint_dir(workdir)} is kept (no checkpoint is written '
+        f'from a non-finite state). Lower optimizer.learning_rate or check the data.')
+
+
+def _meta(config, label_map_info: dict[str, Any], step: int) -> dict[str, Any]:
+  return {'step': int(step), 'config': json.loads(config.to_json_best_effort()),
+          'label_map': label_map_info}
+
+
+class Trainer:
+  """Everything `train_and_evaluate` and the eval mode share: mesh, data, model, state."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    self.workdir = epath.Path(workdir)
+    self.mesh = sharding.make_mesh(config.mesh)
+    self.replicated = sharding.replicated(self.mesh)
+    self.label_map, self.num_classes = pipeline.dataset_info(config)
+    self.model = models.build_model(config.model, self.num_classes)
+    self.tx, self.schedule = optimizer_lib.make_optimizer(config)
+    init_fn = lambda rng: create_train_state(rng, self.model, self.tx, config.input.size)
+    rng = jax.random.key(config.seed)
+    self.state = jax.jit(init_fn, out_shardings=self.replicated)(rng)
+    self.manager = checkpointing.make_manager(self.workdir, keep=config.keep_checkpoints)
+    self.predict_fn = evaluate.make_predict_fn(
+        self.model, input_size=config.input.size, max_detections=config.eval.max_detections)
+
+  @property
+  def label_map_info(self) -> dict[str, Any]:
+    return self.label_map.to_json_dict()
+
+  def restore_or_initialize(self) -> int:
+    """Resumes from the workdir, else from `init_checkpoint`, else keeps the fresh init."""
+    restored = checkpointing.restore(self.manager, self.state)
+    if restored is not None:
+      self.state, _ = restored
+      logging.info('Resumed from the workdir at step %d.', int(self.state.step))
+    elif self.config.init_checkpoint:
+      other = checkpointing.make_manager(self.config.init_checkpoint, read_only=True)
+      loaded = checkpointing.restore(other, self.state)
+      if loaded is None:
+        raise FileNotFoundError(f'init_checkpoint {self.config.init_checkpoint}: no checkpoint.')
+      init_state, _ = loaded
+      self.state = self.state.replace(params=init_state.params,
+                                      batch_stats=init_state.batch_stats)
+      logging.info('Initialised params from %s.', self.config.init_checkpoint)
+    return int(self.state.step)
+
+  def variables(self) -> dict[str, Any]:
+    return {'params': self.state.params, 'batch_stats': self.state.batch_stats}
+
+  def evaluate(self, step: int, writer=None) -> dict[str, float] | None:
+    config = self.config
+    eval_iter, num_batches, annotation_file = pipeline.make_eval_iterator(
+        config, process_index=jax.process_index(), process_count=jax.process_count())
+    max_batches = 0
+    if config.eval.num_examples > 0:
+      max_batches = math.ceil(config.eval.num_examples / config.eval.batch_size)
+    metrics = evaluate.run_evaluation(
+        variables=self.variables(), predict_fn=self.predict_fn, eval_iterator=eval_iter,
+        num_batches=num_batches, mesh=self.mesh, annotation_file=annotation_file,
+        channel_to_category_id=self.label_map.channel_to_category_id(),
+        max_batches=max_batches)
+    if jax.process_index() == 0 and metrics is not None:
+      logging.info('Eval at step %d: %s', step,
+                   ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
+      evaluate.write_metrics(self.workdir, step, metrics)
+      if writer is not None:
+        writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
+    return metrics
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints) and evaluates it.
+
+  Returns the last evaluation metrics (process 0), or the last training metrics if no
+  evaluation ran.
+  """
+  trainer = Trainer(config, workdir)
+  sharding.check_batch_size(config.batch_size, trainer.mesh, 'batch_size')
+  sharding.check_batch_size(config.eval.batch_size, trainer.mesh, 'eval.batch_size')
+  start_step = trainer.restore_or_initialize()
+  if jax.process_index() == 0:
+    trainer.workdir.mkdir(parents=True, exist_ok=True)
+    (trainer.workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+    (trainer.workdir / 'label_map.json').write_text(
+        json.dumps(trainer.label_map_info, indent=2))
+  writer = metric_writers.create_default_writer(
+      str(trainer.workdir), just_logging=jax.process_index() > 0, asynchronous=True)
+  num_params = sum(x.size for x in jax.tree.leaves(trainer.state.params))
+  logging.info('Model %s with %d classes, %s parameters; %d devices; global batch %d.',
+               config.model.backbone, trainer.num_classes, f'{num_params:,}',
+               jax.device_count(), config.batch_size)
+  if start_step == 0:
+    writer.write_hparams({k: v for k, v in _flat_config(config).items()})
+
+  train_step = jax.jit(
+      make_train_step(trainer.model, trainer.tx, trainer.schedule, config,
+                      trainer.num_classes),
+      donate_argnums=(0,), out_shardings=(trainer.replicated, trainer.replicated))
+  train_iter = pipeline.make_train_iterator(
+      config, start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  report = periodic_actions.ReportProgress(
+      num_train_steps=config.num_train_steps, writer=writer,
+      every_steps=config.log_every_steps)
+
+  last_metrics: dict[str, float] = {}
+  sums: dict[str, float] = {}
+  count = 0
+  pending = None  # (step, device metrics) of the step dispatched last: read one step late
+  eval_metrics = None
+  step = start_step
+
+  def consume(done_step: int, device_metrics) -> None:
+    nonlocal sums, count, last_metrics
+    host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    _check_finite(done_step, host, workdir)
+    for k, v in host.items():
+      sums[k] = sums.get(k, 0.0) + v
+    count += 1
+    if done_step % config.log_every_steps == 0 or done_step == config.num_train_steps:
+      last_metrics = {k: v / count for k, v in sums.items()}
+      writer.write_scalars(done_step, {f'train/{k}': v for k, v in last_metrics.items()})
+      sums, count = {}, 0
+
+  try:
+    for step in range(start_step + 1, config.num_train_steps + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        batch = sharding.to_global(next(train_iter), trainer.mesh, TRAIN_KEYS)
+        trainer.state, metrics = train_step(trainer.state, batch)
+      if pending is not None:
+        consume(*pending)
+      pending = (step, metrics)
+      report(step)
+      is_last = step == config.num_train_steps
+      save_now = step % config.checkpoint_every_steps == 0 or is_last
+      eval_now = (config.eval_every_steps > 0 and step % config.eval_every_steps == 0) or (
+          is_last and config.eval.on_train_end)
+      if save_now or eval_now:
+        consume(*pending)  # a checkpoint is only written from a state with finite metrics
+        pending = None
+      if save_now:
+        checkpointing.save(trainer.manager, step, trainer.state,
+                           _meta(config, trainer.label_map_info, step))
+      if eval_now:
+        with report.timed('eval'):
+          eval_metrics = trainer.evaluate(step, writer)
+    if pending is not None:
+      consume(*pending)
+  finally:
+    trainer.manager.wait_until_finished()
+    trainer.manager.close()
+    writer.flush()
+  if start_step >= config.num_train_steps:
+    logging.info('Nothing to train: the workdir is already at step %d.', start_step)
+    if config.eval.on_train_end and not (trainer.workdir / 'eval_metrics.json').exists():
+      eval_metrics = trainer.evaluate(start_step, writer)
+  return eval_metrics if eval_metrics is not None else last_metrics
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: int | None = None) -> dict[str, float] | None:
+  """Evaluates a saved checkpoint of `workdir` (the latest if `step` is None)."""
+  trainer = Trainer(config, workdir)
+  restored = checkpointing.restore(trainer.manager, trainer.state, step)
+  if restored is None:
+    raise FileNotFoundError(f'No checkpoint under {checkpointing.checkpoint_dir(workdir)}.')
+  trainer.state, _ = restored
+  done_step = int(trainer.state.step)
+  writer = metric_writers.create_default_writer(
+      str(trainer.workdir), just_logging=jax.process_index() > 0)
+  try:
+    return trainer.evaluate(done_step, writer)
+  finally:
+    writer.flush()
+    trainer.manager.close()
+
+
+def _flat_config(config: ml_collections.ConfigDict, prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      flat.update(_flat_config(v, f'{prefix}{k}.'))
+    elif isinstance(v, (int, float, str, bool)):
+      flat[prefix + k] = v
+    else:
+      flat[prefix + k] = str(v)
+  return flat

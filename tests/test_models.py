@@ -1,0 +1,187 @@
+"""Tests for the CenterNet model, heads and registry (centernet_jax.models)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from centernet_jax import models
+from centernet_jax.config_base import base_config
+from centernet_jax.models import heads as heads_lib
+from centernet_jax.models import resnet_v1_fpn
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _model_config(depth=18, width=0.25, head_channels=16, dtype='float32'):
+  c = base_config().model
+  c.depth = depth
+  c.width_multiplier = width
+  c.head_channels = head_channels
+  c.dtype = dtype
+  return c
+
+
+def _images(batch=2, size=64, seed=0):
+  return jax.random.uniform(jax.random.key(seed), (batch, size, size, 3), jnp.float32, 0, 255)
+
+
+@pytest.mark.parametrize('depth,trainable_fe,bn_stats', [
+    (50, 24_809_920, 53_632),
+    (101, 43_828_160, 105_856),
+])
+def test_zoo_parameter_counts(depth, trainable_fe, bn_stats):
+  """Research table 1.0: COCO 90 classes, 512x512; BN stats = moving mean + variance."""
+  model = models.build_model(_model_config(depth, 1.0, 256), 90)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 512, 512, 3)), train=False))
+  params = variables['params']
+  heads = {k: v for k, v in params.items() if k != 'backbone'}
+  assert _count(params['backbone']) == trainable_fe
+  assert _count(heads) == 467_294
+  assert _count(params) == trainable_fe + 467_294
+  assert _count(variables['batch_stats']) == bn_stats
+  assert set(variables['batch_stats']) == {'backbone'}
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+def test_output_shapes_and_dtypes(depth):
+  num_classes = 3
+  model = models.build_model(_model_config(depth, 0.25, 16), num_classes)
+  images = _images()
+  variables = model.init(jax.random.key(0), images, train=False)
+  outputs = model.apply(variables, images, train=False)
+  assert isinstance(outputs, list) and len(outputs) == 1
+  out = outputs[0]
+  assert set(out) == {'object_center', 'box/scale', 'box/offset'}
+  assert out['object_center'].shape == (2, 16, 16, num_classes)
+  assert out['box/scale'].shape == (2, 16, 16, 2)
+  assert out['box/offset'].shape == (2, 16, 16, 2)
+  for v in out.values():
+    assert v.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(v)))
+  # All params and BN statistics are float32.
+  for leaf in jax.tree_util.tree_leaves(variables):
+    assert leaf.dtype == jnp.float32
+
+
+def test_heatmap_bias_init_and_head_init():
+  model = models.build_model(_model_config(18, 0.25, 16), 5)
+  params = model.init(jax.random.key(0), _images(1), train=False)['params']
+  np.testing.assert_allclose(params['object_center_0']['conv_1x1']['bias'], -2.19 * np.ones(5))
+  for name in ('box_scale_0', 'box_offset_0'):
+    np.testing.assert_array_equal(params[name]['conv_1x1']['bias'], np.zeros(2))
+  for name in ('object_center_0', 'box_scale_0', 'box_offset_0'):
+    np.testing.assert_array_equal(params[name]['conv_3x3']['bias'], np.zeros(16))
+    kernel = np.asarray(params[name]['conv_3x3']['kernel'])
+    assert kernel.shape == (3, 3, 16, 16)  # FPN out 64 * 0.25 = 16 channels in
+    # Glorot uniform: |w| <= sqrt(6 / (fan_in + fan_out)).
+    limit = np.sqrt(6.0 / (9 * 16 + 9 * 16))
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.5 * limit
+
+
+class _TwoOutputBackbone(nn.Module):
+  """Stand-in for the hourglass: two stride-4 outputs."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.Conv(8, (4, 4), strides=(4, 4), name='stem')(x)
+    return [nn.relu(x), nn.Conv(8, (1, 1), name='second')(x)]
+
+
+def test_heads_not_shared_between_outputs():
+  model = models.CenterNet(backbone=_TwoOutputBackbone(), normalize=lambda x: x / 255.0,
+                           num_classes=4, head_channels=8)
+  images = _images(1, 32)
+  variables = model.init(jax.random.key(0), images, train=False)
+  params = variables['params']
+  for key in ('object_center', 'box_scale', 'box_offset'):
+    a, b = params[f'{key}_0'], params[f'{key}_1']
+    assert not np.allclose(a['conv_3x3']['kernel'], b['conv_3x3']['kernel'])
+  outputs = model.apply(variables, images, train=False)
+  assert len(outputs) == 2
+  assert outputs[1]['object_center'].shape == (1, 8, 8, 4)
+
+
+def test_depthwise_heads():
+  c = _model_config(18, 0.25, 16)
+  c.depthwise_heads = True
+  model = models.build_model(c, 3)
+  params = model.init(jax.random.key(0), _images(1), train=False)['params']
+  head = params['object_center_0']
+  assert set(head) == {'depthwise_3x3', 'pointwise_1x1', 'conv_1x1'}
+  assert head['depthwise_3x3']['kernel'].shape == (3, 3, 1, 16)
+  assert 'bias' not in head['depthwise_3x3']
+  assert head['pointwise_1x1']['kernel'].shape == (1, 1, 16, 16)
+  assert head['pointwise_1x1']['bias'].shape == (16,)
+
+
+def test_bfloat16_mode():
+  images = _images()
+  f32 = models.build_model(_model_config(18, 0.25, 16, 'float32'), 3)
+  bf16 = models.build_model(_model_config(18, 0.25, 16, 'bfloat16'), 3)
+  variables = f32.init(jax.random.key(0), images, train=False)
+  variables_bf16 = bf16.init(jax.random.key(0), images, train=False)
+  for leaf in jax.tree_util.tree_leaves(variables_bf16):
+    assert leaf.dtype == jnp.float32  # params and BN stats stay float32
+  out32 = f32.apply(variables, images, train=False)[0]
+  out16, new_vars = bf16.apply(variables, images, train=True, mutable=['batch_stats'])
+  for leaf in jax.tree_util.tree_leaves(new_vars):
+    assert leaf.dtype == jnp.float32
+  out16 = bf16.apply(variables, images, train=False)[0]
+  for key in out32:
+    assert out16[key].dtype == jnp.float32
+    scale = np.abs(np.asarray(out32[key])).max() + 1e-3
+    assert np.abs(np.asarray(out16[key]) - np.asarray(out32[key])).max() < 0.1 * scale
+
+
+def test_batch_stats_update_only_in_train_mode():
+  model = models.build_model(_model_config(18, 0.25, 16), 3)
+  images = _images()
+  variables = model.init(jax.random.key(0), images, train=False)
+  stats = variables['batch_stats']
+  _, new_vars = model.apply(variables, images, train=True, mutable=['batch_stats'])
+  new_stats = new_vars['batch_stats']
+  changed = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), stats, new_stats)
+  assert all(jax.tree_util.tree_leaves(changed))
+  # Keras momentum semantics: moving = 0.99 * moving + 0.01 * batch (init mean 0, var 1).
+  stem_mean = np.asarray(new_stats['backbone']['resnet']['conv1_bn']['mean'])
+  stem_var = np.asarray(new_stats['backbone']['resnet']['conv1_bn']['var'])
+  conv1 = nn.Conv(16, (7, 7), strides=(2, 2), padding='VALID')
+  x = jnp.pad(resnet_v1_fpn.normalize_input(images), ((0, 0), (3, 3), (3, 3), (0, 0)))
+  y = conv1.apply({'params': variables['params']['backbone']['resnet']['conv1_conv']}, x)
+  np.testing.assert_allclose(stem_mean, 0.01 * np.asarray(y.mean((0, 1, 2))), rtol=1e-3,
+                             atol=1e-4)
+  np.testing.assert_allclose(stem_var, 0.99 + 0.01 * np.asarray(y.var((0, 1, 2))), rtol=1e-3)
+  # Eval mode: no mutable collection needed, stats untouched, output independent of batch.
+  out_a = model.apply(variables, images, train=False)[0]['object_center']
+  out_b = model.apply(variables, images[:1], train=False)[0]['object_center']
+  np.testing.assert_allclose(out_a[:1], out_b, rtol=1e-4, atol=1e-4)
+  _, eval_vars = model.apply(variables, images, train=False, mutable=['batch_stats'])
+  same = jax.tree_util.tree_map(lambda a, b: np.array_equal(a, b), stats,
+                                eval_vars['batch_stats'])
+  assert all(jax.tree_util.tree_leaves(same))
+
+
+def test_caffe_normalization_known_pixel():
+  norm = models.input_normalization('resnet_v1_fpn')
+  assert norm is resnet_v1_fpn.normalize_input
+  pixel = jnp.asarray([[[[10.0, 20.0, 30.0]]]])  # R, G, B
+  out = np.asarray(norm(pixel))[0, 0, 0]
+  np.testing.assert_allclose(out, [30.0 - 103.939, 20.0 - 116.779, 10.0 - 123.68], rtol=1e-6)
+  assert norm(jnp.zeros((1, 1, 1, 3), jnp.uint8)).dtype == jnp.float32
+
+
+def test_registry_errors():
+  c = _model_config()
+  with pytest.raises(ValueError, match='Unknown backbone'):
+    c.backbone = 'nope'
+    models.build_model(c, 3)
+  with pytest.raises(ValueError, match='model.dtype'):
+    models.build_model(_model_config(dtype='float16'), 3)
+  with pytest.raises(ValueError, match='num_classes'):
+    models.build_model(_model_config(), 0)
+  assert 'resnet_v1_fpn' in models.BACKBONES

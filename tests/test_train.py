@@ -1,0 +1,181 @@
+"""The training loop: sharded step equivalence, learning, checkpoints, resume, NaN handling."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from centernet_jax import checkpointing
+from centernet_jax import models
+from centernet_jax import optimizer as optimizer_lib
+from centernet_jax import sharding
+from centernet_jax import train
+from centernet_jax.data import pipeline
+
+from tests import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('synthetic')
+
+
+def _setup(config, num_devices):
+  config.mesh.data = num_devices
+  mesh = sharding.make_mesh(config.mesh)
+  _, num_classes = pipeline.dataset_info(config)
+  model = models.build_model(config.model, num_classes)
+  tx, schedule = optimizer_lib.make_optimizer(config)
+  replicated = sharding.replicated(mesh)
+  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config.input.size),
+                  out_shardings=replicated)(jax.random.key(0))
+  step = jax.jit(train.make_train_step(model, tx, schedule, config, num_classes),
+                 out_shardings=(replicated, replicated))
+  return mesh, state, step
+
+
+def _batches(config, n):
+  it = pipeline.make_train_iterator(config)
+  return [next(it) for _ in range(n)]
+
+
+def test_sharded_step_on_4_devices_equals_1_device(data_dir):
+  assert jax.device_count() >= 4, 'tests/conftest.py should give 4 CPU devices'
+  config = tiny.tiny_config(data_dir)
+  batches = _batches(config, 2)
+  results = []
+  for n in (1, 4):
+    mesh, state, step = _setup(config.copy_and_resolve_references(), n)
+    for b in batches:
+      state, metrics = step(state, sharding.to_global(b, mesh, train.TRAIN_KEYS))
+    results.append((jax.device_get(state), jax.device_get(metrics)))
+  (state1, m1), (state4, m4) = results
+  np.testing.assert_allclose(m1['loss'], m4['loss'], rtol=1e-5)
+  # Params after two Adam steps and BN statistics over the global batch agree to round-off.
+  chex.assert_trees_all_close(state1.params, state4.params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(state1.batch_stats, state4.batch_stats, rtol=1e-4, atol=1e-5)
+
+
+def test_train_step_compiles_once(data_dir):
+  config = tiny.tiny_config(data_dir)
+  config.mesh.data = 2
+  mesh = sharding.make_mesh(config.mesh)
+  _, num_classes = pipeline.dataset_info(config)
+  model = models.build_model(config.model, num_classes)
+  tx, schedule = optimizer_lib.make_optimizer(config)
+  step_fn = chex.assert_max_traces(
+      train.make_train_step(model, tx, schedule, config, num_classes), n=1)
+  step = jax.jit(step_fn, donate_argnums=(0,))
+  state = train.create_train_state(jax.random.key(0), model, tx, config.input.size)
+  for b in _batches(config, 3):  # different box counts per batch, same shapes
+    state, _ = step(state, sharding.to_global(b, mesh, train.TRAIN_KEYS))
+
+
+def test_short_training_lowers_the_loss(data_dir):
+  config = tiny.tiny_config(data_dir)
+  config.optimizer.learning_rate = 3e-3
+  mesh, state, step = _setup(config, 1)
+  batch = sharding.to_global(_batches(config, 1)[0], mesh, train.TRAIN_KEYS)
+  losses = []
+  for _ in range(25):  # fitting one batch: the loss must fall clearly
+    state, metrics = step(state, batch)
+    losses.append(float(metrics['loss']))
+  assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+
+
+def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path):
+  config = tiny.tiny_config(data_dir)
+  config.num_train_steps = 4
+  config.eval.on_train_end = False
+  train.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  interrupted = config.copy_and_resolve_references()
+  interrupted.num_train_steps = 2
+  train.train_and_evaluate(interrupted, str(tmp_path / 'resumed'))
+  train.train_and_evaluate(config, str(tmp_path / 'resumed'))  # resumes at step 2
+
+  def final_params(workdir):
+    trainer = train.Trainer(config, workdir)
+    restored, meta = checkpointing.restore(trainer.manager, trainer.state)
+    trainer.manager.close()
+    return restored, meta
+
+  straight, meta = final_params(str(tmp_path / 'straight'))
+  resumed, _ = final_params(str(tmp_path / 'resumed'))
+  assert int(straight.step) == int(resumed.step) == 4 == meta['step']
+  chex.assert_trees_all_close(straight.params, resumed.params, rtol=1e-6, atol=1e-7)
+  assert meta['label_map']['names']
+  assert json.loads((tmp_path / 'straight' / 'config.json').read_text())['batch_size'] == 8
+
+
+def test_killed_run_resumes_at_its_last_checkpoint(data_dir, tmp_path):
+  """A real SIGKILL of a training process, then a restart in the same workdir."""
+  config = tiny.tiny_config(data_dir)
+  pipeline.dataset_info(config)  # generate the data before the child starts
+  workdir = tmp_path / 'killed'
+  overrides = [f'--config.dataset.{k}={v}' for k, v in config.dataset.items()
+               if k.startswith('synthetic_')]
+  cmd = [sys.executable, '-m', 'centernet_jax.main', '--config', 'tests/tiny_experiment.py',
+         '--workdir', str(workdir), '--config.num_train_steps=1000',
+         '--config.checkpoint_every_steps=2', *overrides]
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, start_new_session=True)
+  ckpts = checkpointing.checkpoint_dir(workdir)
+  deadline = time.time() + 240
+  try:
+    while time.time() < deadline:
+      done = [int(p.name) for p in ckpts.glob('*') if p.name.isdigit() and p.name != '0'] \
+          if ckpts.exists() else []
+      if done and max(done) >= 4:
+        break
+      if proc.poll() is not None:
+        pytest.fail('training exited early: ' + proc.stderr.read().decode()[-3000:])
+      time.sleep(0.5)
+    else:
+      pytest.fail('no checkpoint appeared within 240 s')
+  finally:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+  manager = checkpointing.make_manager(workdir, read_only=True)
+  last = manager.latest_step()
+  manager.close()
+  assert last is not None and last >= 2 and last % 2 == 0
+
+  config.num_train_steps = last + 2
+  config.eval.on_train_end = False
+  trainer = train.Trainer(config, str(workdir))
+  assert trainer.restore_or_initialize() == last
+  trainer.manager.close()
+  train.train_and_evaluate(config, str(workdir))
+  manager = checkpointing.make_manager(workdir, read_only=True)
+  assert manager.latest_step() == last + 2
+  manager.close()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+  config = tiny.tiny_config(data_dir)
+  config.num_train_steps = 8
+  real = pipeline.make_train_iterator
+
+  def poisoned(*args, **kwargs):
+    for i, batch in enumerate(real(*args, **kwargs)):
+      if i == 4:  # the 5th step sees a NaN image
+        batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+      yield batch
+
+  monkeypatch.setattr(pipeline, 'make_train_iterator', poisoned)
+  with pytest.raises(train.NonFiniteLossError, match='step 5'):
+    train.train_and_evaluate(config, str(tmp_path))
+  manager = checkpointing.make_manager(tmp_path, read_only=True)
+  assert manager.latest_step() == 4
+  manager.close()
