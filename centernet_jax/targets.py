@@ -175,6 +175,8 @@ def _draw_heatmap(index_y, index_x, sigma, classes, weights, *, out_h, out_w, nu
     cy, cx, sig, cls, wgt = per_box  # each [B]
     dist2 = ((grid_y - cy[:, None, None]) ** 2 + (grid_x - cx[:, None, None]) ** 2)
     gauss = jnp.exp(-dist2 / (2.0 * (sig * sig)[:, None, None])) * wgt[:, None, None]
+    # A where, not only the product, so a padding row holding garbage (NaN) stays harmless.
+    gauss = jnp.where(wgt[:, None, None] > 0, gauss, 0.0)
     heatmap = heatmap.at[batch_index, :, :, cls].max(gauss, mode='drop')
     return heatmap, None
 
