@@ -28,6 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.synthetic_num_val = 200
   c.dataset.synthetic_image_size = 128
   c.dataset.synthetic_min_object_size = 8
+  c.dataset.synthetic_seed = 0  # generation seed of the synthetic set (independent of c.seed)
   c.dataset.tfds_name = 'coco/2017'
   c.dataset.tfds_data_dir = ''
   c.dataset.tfds_train_split = 'train'
@@ -38,6 +39,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.shuffle_buffer = 1000
   c.dataset.num_parallel_calls = -1  # tf.data.AUTOTUNE
   c.dataset.cache_decoded = False  # cache decoded train images in memory (small sets only)
+  # Image files are header-checked (PIL) when records load: corrupt files or JSON width/height
+  # that disagree with the file raise a ValueError, or are skipped and counted when True.
+  c.dataset.check_images = True
+  c.dataset.skip_bad_images = False
 
   # ---- input / augmentation ----
   c.input = ml_collections.ConfigDict()
