@@ -14,7 +14,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from centernet_jax.models import heads
+from centernet_jax.models import hourglass
+from centernet_jax.models import mobilenet_v2_fpn
 from centernet_jax.models import resnet_v1_fpn
+from centernet_jax.models import resnet_v2
 from centernet_jax.models.centernet import CenterNet
 from centernet_jax.models.centernet import detection_head_specs
 
@@ -25,7 +28,10 @@ class BackboneSpec(NamedTuple):
 
 
 BACKBONES = {
+    'hourglass': BackboneSpec(hourglass.build, hourglass.normalize_input),
+    'mobilenet_v2_fpn': BackboneSpec(mobilenet_v2_fpn.build, mobilenet_v2_fpn.normalize_input),
     'resnet_v1_fpn': BackboneSpec(resnet_v1_fpn.build, resnet_v1_fpn.normalize_input),
+    'resnet_v2': BackboneSpec(resnet_v2.build, resnet_v2.normalize_input),
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

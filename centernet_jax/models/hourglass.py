@@ -177,6 +177,21 @@ class EncoderDecoderBlock(nn.Module):
     return skip + upsample_nearest_2x(decoded)
 
 
+class DownsampleInput(nn.Module):
+  """The stem: ConvBlock(7, initial, stride 2) -> ResidualBlock(residual, stride 2, skip)."""
+  initial_channels: int
+  residual_channels: int
+  dtype: Any = jnp.float32
+  bn_momentum: float = BN_MOMENTUM
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    x = ConvBlock(self.initial_channels, 7, 2, relu=True, dtype=self.dtype,
+                  bn_momentum=self.bn_momentum, name='conv_block')(x, train)
+    return ResidualBlock(self.residual_channels, 2, skip_conv=True, dtype=self.dtype,
+                         bn_momentum=self.bn_momentum, name='residual_block')(x, train)
+
+
 class HourglassNetwork(nn.Module):
   """Stacked hourglass; returns `num_hourglasses` feature maps at stride 4.
 
@@ -210,7 +225,7 @@ class HourglassNetwork(nn.Module):
     x = jnp.asarray(x, self.dtype)
 
     # Stem (`downsample_input`): stride 4.
-    x = _DownsampleInput(dims[0], dims[1], name='downsample_input', **kw)(x, train)
+    x = DownsampleInput(dims[0], dims[1], name='downsample_input', **kw)(x, train)
 
     outputs = []
     for i in range(num_hourglasses):
@@ -223,21 +238,6 @@ class HourglassNetwork(nn.Module):
         b = ConvBlock(dims[1], 1, 1, relu=False, name=f'intermediate_conv2_{i}', **kw)(out, train)
         x = ResidualBlock(dims[1], name=f'intermediate_residual_{i}', **kw)(nn.relu(a + b), train)
     return outputs
-
-
-class _DownsampleInput(nn.Module):
-  """The stem: ConvBlock(7, initial, stride 2) -> ResidualBlock(residual, stride 2, skip)."""
-  initial_channels: int
-  residual_channels: int
-  dtype: Any = jnp.float32
-  bn_momentum: float = BN_MOMENTUM
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = ConvBlock(self.initial_channels, 7, 2, relu=True, dtype=self.dtype,
-                  bn_momentum=self.bn_momentum, name='conv_block')(x, train)
-    return ResidualBlock(self.residual_channels, 2, skip_conv=True, dtype=self.dtype,
-                         bn_momentum=self.bn_momentum, name='residual_block')(x, train)
 
 
 def build(model_config, dtype: Any = jnp.float32) -> HourglassNetwork:
