@@ -1,0 +1,436 @@
+"""COCO-format instances JSON + image folder -> host records, and the category label map.
+
+Conventions (docs/conventions.md):
+- Records hold boxes **y-first in pixels** of the original image: `[ymin, xmin, ymax, xmax]`,
+  converted from COCO's `[x, y, w, h]` here, at the edge.
+- Classes are contiguous channels `0..C-1`; `LabelMap` maps COCO category ids <-> channels.
+
+Rules applied while reading:
+- `iscrowd` annotations are excluded from the targets (counted in `stats['crowd']`).
+- Images without objects are kept.
+- Boxes are clipped to the image; boxes with zero or negative area after clipping are dropped
+  (counted in `stats['degenerate']`).
+- An unknown category id, a missing field, a wrongly typed field or a missing image file raises
+  `ValueError` naming the file, the record and the field.
+- Image files are opened (header + PIL `verify`, cheap) to catch corrupt files and JSON
+  width/height that disagree with the file; both raise unless `skip_bad_images=True`, which
+  skips those images and counts them. (PIL `verify` checks PNG chunk CRCs; for JPEG it only
+  checks the header, so a truncated JPEG is only caught when TF decodes it.)
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+from absl import logging
+import numpy as np
+from PIL import Image
+
+LABEL_MAP_MODES = ('contiguous', 'id_minus_one')
+
+
+class LabelMap:
+  """COCO category id <-> contiguous channel <-> name.
+
+  Modes:
+  - 'contiguous': the sorted category ids map to channels 0..N-1 (num_channels = N).
+  - 'id_minus_one': channel = id - 1 and num_channels = max id (the TF2 zoo's 90-channel COCO
+    layout); channels whose id has no category are unused (`channel_to_id_array` is -1 there).
+  """
+
+  def __init__(self, categories: Iterable[Any], mode: str = 'contiguous'):
+    """`categories`: (id, name) pairs or COCO category dicts with 'id' and 'name'."""
+    if mode not in LABEL_MAP_MODES:
+      raise ValueError(f'label_map_mode must be one of {LABEL_MAP_MODES}, got {mode!r}')
+    names = {}
+    for cat in categories:
+      if isinstance(cat, Mapping):
+        cid, name = cat['id'], cat['name']
+      else:
+        cid, name = cat
+      cid = int(cid)
+      if cid in names:
+        raise ValueError(f'duplicate category id {cid}')
+      names[cid] = str(name)
+    if not names:
+      raise ValueError('a label map needs at least one category')
+    self.mode = mode
+    self.ids = tuple(sorted(names))
+    self._names = names
+    if mode == 'contiguous':
+      self._id_to_channel = {cid: ch for ch, cid in enumerate(self.ids)}
+      self.num_channels = len(self.ids)
+    else:
+      if self.ids[0] < 1:
+        raise ValueError(f"label_map_mode 'id_minus_one' needs ids >= 1, got id {self.ids[0]}")
+      self._id_to_channel = {cid: cid - 1 for cid in self.ids}
+      self.num_channels = self.ids[-1]
+    arr = np.full([self.num_channels], -1, np.int64)
+    for cid, ch in self._id_to_channel.items():
+      arr[ch] = cid
+    self.channel_to_id_array = arr  # channel -> category id, -1 for unused channels
+    self._channel_to_id = {ch: cid for cid, ch in self._id_to_channel.items()}
+
+  @classmethod
+  def from_coco_json(cls, annotation_file: str, mode: str = 'contiguous') -> 'LabelMap':
+    with open(annotation_file, 'r') as f:
+      data = json.load(f)
+    return cls(_parse_categories(data, annotation_file), mode)
+
+  @property
+  def num_categories(self) -> int:
+    return len(self.ids)
+
+  def has_id(self, category_id: int) -> bool:
+    return int(category_id) in self._id_to_channel
+
+  def id_to_channel(self, category_id: int) -> int:
+    try:
+      return self._id_to_channel[int(category_id)]
+    except KeyError:
+      raise ValueError(f'unknown category id {category_id}; known ids: {list(self.ids)}') from None
+
+  def channel_to_id(self, channel: int) -> int:
+    try:
+      return self._channel_to_id[int(channel)]
+    except KeyError:
+      raise ValueError(f'channel {channel} has no category (num_channels {self.num_channels}, '
+                       f'mode {self.mode!r})') from None
+
+  def id_to_name(self, category_id: int) -> str:
+    self.id_to_channel(category_id)  # raises for unknown ids
+    return self._names[int(category_id)]
+
+  def channel_to_name(self, channel: int) -> str:
+    return self._names[self.channel_to_id(channel)]
+
+  def id_to_channel_array(self) -> np.ndarray:
+    """int64 [max_id + 1]: channel of each id, -1 for ids without a category."""
+    arr = np.full([self.ids[-1] + 1], -1, np.int64)
+    for cid, ch in self._id_to_channel.items():
+      arr[cid] = ch
+    return arr
+
+  def categories(self) -> list[dict[str, Any]]:
+    """COCO-style category dicts, sorted by id."""
+    return [{'id': cid, 'name': self._names[cid]} for cid in self.ids]
+
+  def to_json_dict(self) -> dict[str, Any]:
+    """JSON-serialisable form (checkpoint meta / label_map.json).
+
+    Per channel: 'names' (f'unused_{channel + 1}' for channels without a category) and
+    'category_ids' (-1 for unused); plus 'mode', 'num_channels' and 'categories'.
+    """
+    ids = [int(i) for i in self.channel_to_id_array]
+    names = [self._names[cid] if cid >= 0 else f'unused_{ch + 1}' for ch, cid in enumerate(ids)]
+    return {'mode': self.mode, 'num_channels': int(self.num_channels), 'names': names,
+            'category_ids': ids, 'categories': self.categories()}
+
+  @classmethod
+  def from_json_dict(cls, d: Mapping[str, Any]) -> 'LabelMap':
+    """Inverse of `to_json_dict`."""
+    lm = cls(d['categories'], d['mode'])
+    if lm.num_channels != int(d['num_channels']):
+      raise ValueError(f'label map: num_channels {d["num_channels"]} does not match its '
+                       f'categories ({lm.num_channels} channels in mode {d["mode"]!r})')
+    return lm
+
+  def __eq__(self, other):
+    return (isinstance(other, LabelMap) and self.mode == other.mode
+            and self._names == other._names)
+
+  def __repr__(self):
+    return (f'LabelMap(mode={self.mode!r}, num_categories={len(self.ids)}, '
+            f'num_channels={self.num_channels})')
+
+
+@dataclasses.dataclass
+class ImageRecord:
+  """One image: `boxes` float32 [N, 4] y-first pixels, `classes` int32 [N] channels."""
+  path: str
+  image_id: int
+  height: int
+  width: int
+  boxes: np.ndarray
+  classes: np.ndarray
+  num_crowd: int = 0  # crowd annotations excluded from this image's targets
+  num_degenerate: int = 0  # boxes dropped as empty after clipping
+
+
+@dataclasses.dataclass
+class CocoDataset:
+  """Records of one annotation file, its label map and the counts of what was skipped."""
+  records: list[ImageRecord]
+  label_map: LabelMap
+  annotation_file: str
+  image_dir: str
+  # images, images_without_objects, boxes, crowd, degenerate, corrupt_images,
+  # size_mismatch_images, annotations_of_skipped_images
+  stats: dict[str, int]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation helpers.
+
+
+def _is_int(v) -> bool:
+  if isinstance(v, bool):
+    return False
+  if isinstance(v, (int, np.integer)):
+    return True
+  return isinstance(v, float) and math.isfinite(v) and v == int(v)
+
+
+def _is_number(v) -> bool:
+  return (not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating))
+          and math.isfinite(float(v)))
+
+
+def _short(v, limit=80) -> str:
+  s = repr(v)
+  return s if len(s) <= limit else s[:limit] + '...'
+
+
+class _Ctx:
+  """Builds error messages 'file: record: field ...'."""
+
+  def __init__(self, fname: str):
+    self.fname = fname
+
+  def error(self, record: str, message: str) -> ValueError:
+    return ValueError(f'{self.fname}: {record}: {message}')
+
+  def get(self, obj, field, record, kind):
+    if not isinstance(obj, Mapping):
+      raise self.error(record, f'must be a JSON object, got {_short(obj)}')
+    if field not in obj:
+      raise self.error(record, f"missing field '{field}'")
+    v = obj[field]
+    if kind == 'int' and not _is_int(v):
+      raise self.error(record, f"field '{field}' must be an integer, got {_short(v)}")
+    if kind == 'pos_int' and (not _is_int(v) or v <= 0):
+      raise self.error(record, f"field '{field}' must be a positive integer, got {_short(v)}")
+    if kind == 'str' and not isinstance(v, str):
+      raise self.error(record, f"field '{field}' must be a string, got {_short(v)}")
+    return int(v) if kind in ('int', 'pos_int') else v
+
+
+def _parse_categories(data, fname) -> list[tuple[int, str]]:
+  ctx = _Ctx(fname)
+  if not isinstance(data, Mapping):
+    raise ValueError(f'{fname}: top level must be a JSON object, got {type(data).__name__}')
+  if 'categories' not in data:
+    raise ValueError(f"{fname}: missing top-level field 'categories'")
+  cats = data['categories']
+  if not isinstance(cats, list) or not cats:
+    raise ValueError(f"{fname}: field 'categories' must be a non-empty list")
+  out, seen = [], set()
+  for i, c in enumerate(cats):
+    rec = f'category (index {i})'
+    cid = ctx.get(c, 'id', rec, 'int')
+    rec = f'category id {cid} (index {i})'
+    name = ctx.get(c, 'name', rec, 'str')
+    if cid in seen:
+      raise ctx.error(rec, f"duplicate category field 'id' {cid}")
+    seen.add(cid)
+    out.append((cid, name))
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Image checks.
+
+
+def check_image_file(path: str) -> tuple[int, int]:
+  """Opens the header (and PIL-verifies) an image; returns (height, width). Raises on failure."""
+  with Image.open(path) as im:
+    width, height = im.size
+    im.verify()
+  return int(height), int(width)
+
+
+def _check_images(items, num_threads=16):
+  """items: list of (path); returns list of (hw or None, error or None)."""
+
+  def one(path):
+    try:
+      return check_image_file(path), None
+    except Exception as e:  # pylint: disable=broad-except
+      return None, f'{type(e).__name__}: {e}'
+
+  if len(items) <= 8:
+    return [one(p) for p in items]
+  with concurrent.futures.ThreadPoolExecutor(num_threads) as ex:
+    return list(ex.map(one, items))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reader.
+
+
+def load_coco_json(annotation_file: str,
+                   image_dir: str,
+                   *,
+                   label_map_mode: str = 'contiguous',
+                   label_map: LabelMap | None = None,
+                   check_images: bool = True,
+                   skip_bad_images: bool = False) -> CocoDataset:
+  """Reads a COCO instances JSON and its image folder into `CocoDataset` host records.
+
+  Args:
+    annotation_file: path of the instances JSON.
+    image_dir: folder holding the images (`file_name` is relative to it).
+    label_map_mode: 'contiguous' or 'id_minus_one', used when `label_map` is None.
+    label_map: a fixed map (e.g. the train set's) to use instead of this file's categories;
+      an annotation whose category id is not in it is an error.
+    check_images: open every image header (PIL) to check that it exists, decodes and has the
+      JSON's width/height.
+    skip_bad_images: skip (and count) corrupt / mismatched images instead of raising.
+
+  Returns:
+    CocoDataset with records in the JSON's image order.
+  """
+  fname = str(annotation_file)
+  ctx = _Ctx(fname)
+  if not os.path.exists(fname):
+    raise ValueError(f'{fname}: annotation file does not exist')
+  try:
+    with open(fname, 'r') as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{fname}: not valid JSON: {e}') from e
+
+  categories = _parse_categories(data, fname)
+  if label_map is None:
+    label_map = LabelMap(categories, label_map_mode)
+
+  if 'images' not in data:
+    raise ValueError(f"{fname}: missing top-level field 'images'")
+  images = data['images']
+  if not isinstance(images, list):
+    raise ValueError(f"{fname}: field 'images' must be a list")
+  annotations = data.get('annotations', [])
+  if not isinstance(annotations, list):
+    raise ValueError(f"{fname}: field 'annotations' must be a list")
+
+  # Images.
+  img_info = {}
+  order = []
+  for i, im in enumerate(images):
+    rec = f'image (index {i})'
+    iid = ctx.get(im, 'id', rec, 'int')
+    rec = f'image id {iid} (index {i})'
+    if iid in img_info:
+      raise ctx.error(rec, f"duplicate image field 'id' {iid}")
+    file_name = ctx.get(im, 'file_name', rec, 'str')
+    width = ctx.get(im, 'width', rec, 'pos_int')
+    height = ctx.get(im, 'height', rec, 'pos_int')
+    img_info[iid] = (os.path.join(image_dir, file_name), height, width, rec)
+    order.append(iid)
+
+  # Annotations.
+  boxes = collections.defaultdict(list)
+  classes = collections.defaultdict(list)
+  n_crowd = collections.Counter()
+  n_degen = collections.Counter()
+  for i, ann in enumerate(annotations):
+    rec = f'annotation (index {i})'
+    if isinstance(ann, Mapping) and 'id' in ann:
+      rec = f'annotation id {ann["id"]} (index {i})'
+    iid = ctx.get(ann, 'image_id', rec, 'int')
+    if iid not in img_info:
+      raise ctx.error(rec, f"field 'image_id' {iid} is not an image in 'images'")
+    cid = ctx.get(ann, 'category_id', rec, 'int')
+    if not label_map.has_id(cid):
+      raise ctx.error(rec, f"field 'category_id' {cid} is not a known category id "
+                      f'(known: {list(label_map.ids)})')
+    bbox = ctx.get(ann, 'bbox', rec, None)
+    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+        or not all(_is_number(v) for v in bbox)):
+      raise ctx.error(rec, f"field 'bbox' must be 4 numbers, got {_short(bbox)}")
+    crowd = ann.get('iscrowd', 0)
+    if crowd not in (0, 1) or (not isinstance(crowd, (bool, int))):
+      raise ctx.error(rec, f"field 'iscrowd' must be 0 or 1, got {_short(crowd)}")
+    if crowd:
+      n_crowd[iid] += 1
+      continue
+    _, height, width, _ = img_info[iid]
+    x, y, w, h = (float(v) for v in bbox)
+    ymin, xmin = max(0.0, y), max(0.0, x)
+    ymax, xmax = min(float(height), y + h), min(float(width), x + w)
+    if ymax <= ymin or xmax <= xmin:
+      n_degen[iid] += 1
+      continue
+    boxes[iid].append((ymin, xmin, ymax, xmax))
+    classes[iid].append(label_map.id_to_channel(cid))
+
+  # Image files.
+  paths = [img_info[iid][0] for iid in order]
+  missing = [(iid, p) for iid, p in zip(order, paths) if not os.path.isfile(p)]
+  if missing:
+    iid, p = missing[0]
+    raise ValueError(f'{fname}: {img_info[iid][3]}: image file {p!r} (field \'file_name\') does '
+                     f'not exist ({len(missing)} missing in total)')
+  bad = {}
+  n_corrupt = n_mismatch = 0
+  if check_images:
+    results = _check_images(paths)
+    for iid, p, (hw, err) in zip(order, paths, results):
+      _, height, width, rec = img_info[iid]
+      if err is not None:
+        msg = f'{fname}: {rec}: image file {p!r} cannot be read ({err})'
+        n_corrupt += 1
+      elif hw != (height, width):
+        field = 'height' if hw[0] != height else 'width'
+        msg = (f"{fname}: {rec}: field '{field}' disagrees with image file {p!r}: JSON says "
+               f'height={height} width={width}, the file is height={hw[0]} width={hw[1]}')
+        n_mismatch += 1
+      else:
+        continue
+      if not skip_bad_images:
+        raise ValueError(msg)
+      logging.warning('skipping bad image: %s', msg)
+      bad[iid] = msg
+
+  records = []
+  n_boxes = n_empty = skipped_anns = 0
+  for iid in order:
+    path, height, width, _ = img_info[iid]
+    if iid in bad:
+      skipped_anns += len(boxes[iid])
+      continue
+    b = np.asarray(boxes[iid], np.float32).reshape(-1, 4)
+    c = np.asarray(classes[iid], np.int32).reshape(-1)
+    n_boxes += len(b)
+    n_empty += int(len(b) == 0)
+    records.append(ImageRecord(path=path, image_id=iid, height=height, width=width, boxes=b,
+                               classes=c, num_crowd=n_crowd[iid], num_degenerate=n_degen[iid]))
+  stats = {
+      'images': len(records),
+      'images_without_objects': n_empty,
+      'boxes': n_boxes,
+      'crowd': sum(n_crowd.values()),
+      'degenerate': sum(n_degen.values()),
+      'corrupt_images': n_corrupt,
+      'size_mismatch_images': n_mismatch,
+      'annotations_of_skipped_images': skipped_anns,
+  }
+  logging.info(
+      '%s: %d images (%d without objects), %d boxes, %d crowd annotations excluded, '
+      '%d degenerate boxes dropped, %d corrupt and %d size-mismatched images skipped; '
+      '%d categories -> %d channels (%s)', fname, stats['images'],
+      stats['images_without_objects'], stats['boxes'], stats['crowd'], stats['degenerate'],
+      n_corrupt, n_mismatch, label_map.num_categories, label_map.num_channels, label_map.mode)
+  return CocoDataset(records=records, label_map=label_map, annotation_file=fname,
+                     image_dir=str(image_dir), stats=stats)
+
+
+def records_summary(records: Sequence[ImageRecord]) -> str:
+  n = sum(len(r.boxes) for r in records)
+  return f'{len(records)} images, {n} boxes'

@@ -1,0 +1,194 @@
+"""TFDS `coco/2017` as a data source.
+
+Facts this relies on (tfds 4.9.10, builder `Coco` 1.1.0): features `image` (uint8 jpeg),
+`image/id`, `objects/{id, area, bbox (normalized y-first), label, is_crowd}`; `label` is a
+ClassLabel 0..79 in the order of the annotation file's categories (sorted COCO ids), NOT a COCO
+category id. Labels are mapped back to category ids through the official 80-entry
+(id, name) table below, then to channels through the LabelMap, so channels match those of the
+official JSON (`contiguous`: 0..79; `id_minus_one`: id - 1, 90 channels). Crowd objects are
+excluded; images without objects are kept.
+
+For evaluation the ground truth is the official val JSON (`config.dataset.val_annotations`),
+never the TFDS boxes/areas (areas are truncated to int, crowd handling differs).
+
+Ordering guarantees (weaker than the file-backed sources, because TFRecords are streams):
+- each process reads its own `tfds.split_for_jax_process` share (drop_remainder=True), so the
+  global batch depends on the process count;
+- epoch e of process p reads its share with a file order and a shuffle buffer seeded by
+  (config.seed, e, p): deterministic given the same process count;
+- resuming at `start_step` skips whole epochs without reading them and, inside the first
+  epoch, skips records without decoding their images (images are decoded after the skip);
+- augmentation seeds come from the global stream position, as for the other sources;
+- the stream ends after enough epochs for `config.num_train_steps`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from centernet_jax.data import coco_json
+
+# The official COCO 2017 detection categories (id, name), in id order = TFDS label order.
+COCO_CATEGORIES = (
+    (1, 'person'), (2, 'bicycle'), (3, 'car'), (4, 'motorcycle'), (5, 'airplane'), (6, 'bus'),
+    (7, 'train'), (8, 'truck'), (9, 'boat'), (10, 'traffic light'), (11, 'fire hydrant'),
+    (13, 'stop sign'), (14, 'parking meter'), (15, 'bench'), (16, 'bird'), (17, 'cat'),
+    (18, 'dog'), (19, 'horse'), (20, 'sheep'), (21, 'cow'), (22, 'elephant'), (23, 'bear'),
+    (24, 'zebra'), (25, 'giraffe'), (27, 'backpack'), (28, 'umbrella'), (31, 'handbag'),
+    (32, 'tie'), (33, 'suitcase'), (34, 'frisbee'), (35, 'skis'), (36, 'snowboard'),
+    (37, 'sports ball'), (38, 'kite'), (39, 'baseball bat'), (40, 'baseball glove'),
+    (41, 'skateboard'), (42, 'surfboard'), (43, 'tennis racket'), (44, 'bottle'),
+    (46, 'wine glass'), (47, 'cup'), (48, 'fork'), (49, 'knife'), (50, 'spoon'), (51, 'bowl'),
+    (52, 'banana'), (53, 'apple'), (54, 'sandwich'), (55, 'orange'), (56, 'broccoli'),
+    (57, 'carrot'), (58, 'hot dog'), (59, 'pizza'), (60, 'donut'), (61, 'cake'), (62, 'chair'),
+    (63, 'couch'), (64, 'potted plant'), (65, 'bed'), (67, 'dining table'), (70, 'toilet'),
+    (72, 'tv'), (73, 'laptop'), (74, 'mouse'), (75, 'remote'), (76, 'keyboard'),
+    (77, 'cell phone'), (78, 'microwave'), (79, 'oven'), (80, 'toaster'), (81, 'sink'),
+    (82, 'refrigerator'), (84, 'book'), (85, 'clock'), (86, 'vase'), (87, 'scissors'),
+    (88, 'teddy bear'), (89, 'hair drier'), (90, 'toothbrush'),
+)
+assert len(COCO_CATEGORIES) == 80
+
+# TFDS label (0..79) -> COCO category id.
+LABEL_TO_CATEGORY_ID = np.asarray([cid for cid, _ in COCO_CATEGORIES], np.int64)
+
+
+def _builder(config):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  d = config.dataset
+  return tfds.builder(d.tfds_name, data_dir=d.tfds_data_dir or None)
+
+
+def label_map(config) -> coco_json.LabelMap:
+  """LabelMap of the official categories (from `dataset.val_annotations` when set)."""
+  d = config.dataset
+  if d.val_annotations:
+    lm = coco_json.LabelMap.from_coco_json(d.val_annotations, d.label_map_mode)
+    ids = tuple(cid for cid, _ in COCO_CATEGORIES)
+    if lm.ids != ids:
+      raise ValueError(f'{d.val_annotations}: categories are not the official 80 COCO '
+                       f'categories that TFDS labels map to (ids {list(lm.ids)[:10]}...)')
+    return lm
+  return coco_json.LabelMap(COCO_CATEGORIES, d.label_map_mode)
+
+
+def check_label_names(builder) -> None:
+  """Raises if the builder's label names are not the official table's (when it has names)."""
+  try:
+    names = list(builder.info.features['objects']['label'].names)
+  except Exception:  # pylint: disable=broad-except
+    return
+  expected = [n for _, n in COCO_CATEGORIES]
+  if len(names) == 80 and names != expected and not all(n == str(i)
+                                                        for i, n in enumerate(names)):
+    raise ValueError(f'TFDS label names differ from the official COCO table: {names[:5]}...')
+
+
+def convert_example(example, lm: coco_json.LabelMap):
+  """A TFDS coco example dict -> {'image' uint8 [H,W,3], 'boxes' [N,4] normalized y-first,
+  'classes' int32 [N] channels, 'image_id' int32}.
+
+  `example['image']` may be a decoded uint8 tensor or encoded bytes (SkipDecoding).
+  Crowd objects are removed; boxes are clipped to [0, 1] and empty ones dropped.
+  """
+  image = example['image']
+  if image.dtype == tf.string:
+    image = tf.io.decode_image(image, channels=3, expand_animations=False, dtype=tf.uint8)
+  image.set_shape([None, None, 3])
+  objects = example['objects']
+  bbox = tf.reshape(tf.cast(objects['bbox'], tf.float32), [-1, 4])
+  label = tf.reshape(tf.cast(objects['label'], tf.int64), [-1])
+  crowd = tf.reshape(tf.cast(objects['is_crowd'], tf.bool), [-1])
+  keep = tf.logical_not(crowd)
+  bbox = tf.clip_by_value(tf.boolean_mask(bbox, keep), 0.0, 1.0)
+  label = tf.boolean_mask(label, keep)
+  cat_ids = tf.gather(tf.constant(LABEL_TO_CATEGORY_ID), label)
+  channels = tf.gather(tf.constant(lm.id_to_channel_array()), cat_ids)
+  valid = tf.logical_and(bbox[:, 2] > bbox[:, 0], bbox[:, 3] > bbox[:, 1])
+  return {
+      'image': image,
+      'boxes': tf.boolean_mask(bbox, valid),
+      'classes': tf.cast(tf.boolean_mask(channels, valid), tf.int32),
+      'image_id': tf.cast(example['image/id'], tf.int32),
+  }
+
+
+def _skip_decoding():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return {'image': tfds.decode.SkipDecoding()}
+
+
+def _epoch_seed(config, epoch, process_index):
+  return int(np.random.SeedSequence([int(config.seed) & 0x7FFFFFFF, 0x7FD5, epoch,
+                                     process_index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def train_examples(config, *, start_step=0, process_index=0, process_count=1):
+  """Unbatched converted examples of this process from `start_step`, each with 'position'
+
+  (its global stream position g = step * global_batch + process_index * local_batch + i, for
+  the augmentation seed).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  d = config.dataset
+  builder = _builder(config)
+  check_label_names(builder)
+  lm = label_map(config)
+  split = tfds.split_for_jax_process(d.tfds_train_split, process_index=process_index,
+                                     process_count=process_count, drop_remainder=True)
+  n = int(builder.info.splits[split].num_examples)
+  if n == 0:
+    raise ValueError(f'{d.tfds_name} {d.tfds_train_split}: empty share for process '
+                     f'{process_index}/{process_count}')
+  global_batch = int(config.batch_size)
+  local = global_batch // process_count
+  j0 = int(start_step) * local
+  e0, off = divmod(j0, n)
+  end = max(int(config.num_train_steps), int(start_step) + 1) * local
+  e_end = max(e0 + 1, int(math.ceil(end / n)))
+
+  def epoch_ds(e):
+    seed = _epoch_seed(config, e, process_index)
+    rc = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
+    ds = builder.as_dataset(split=split, shuffle_files=True, read_config=rc,
+                            decoders=_skip_decoding())
+    if d.shuffle_buffer > 1:
+      ds = ds.shuffle(int(d.shuffle_buffer), seed=seed, reshuffle_each_iteration=False)
+    return ds
+
+  ds = epoch_ds(e0).skip(off)
+  for e in range(e0 + 1, e_end):
+    ds = ds.concatenate(epoch_ds(e))
+  logging.info('tfds train: %d examples per process share, epochs %d..%d', n, e0, e_end - 1)
+
+  def fn(j, ex):
+    out = convert_example(ex, lm)
+    step = j // local
+    out['position'] = step * global_batch + process_index * local + j % local
+    return out
+
+  ds = ds.enumerate(start=j0)
+  return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def eval_examples(config, *, process_index=0, process_count=1):
+  """(dataset of converted examples, this process's count, max count, total) for evaluation."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  d = config.dataset
+  builder = _builder(config)
+  check_label_names(builder)
+  lm = label_map(config)
+  split = d.tfds_val_split
+  if int(config.eval.num_examples) > 0:
+    split = f'{split}[:{int(config.eval.num_examples)}]'
+  subs = tfds.even_splits(split, n=process_count)
+  counts = [int(builder.info.splits[s].num_examples) for s in subs]
+  ds = builder.as_dataset(split=subs[process_index], shuffle_files=False,
+                          decoders=_skip_decoding())
+  ds = ds.map(lambda ex: convert_example(ex, lm), num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  return ds, counts[process_index], max(counts), sum(counts)
