@@ -19,6 +19,7 @@ import numpy as np
 from absl import app, flags, logging
 from etils import epath
 from PIL import Image
+import tensorflow as tf
 
 from centernet_jax import checkpointing
 from centernet_jax import evaluate
@@ -70,13 +71,21 @@ class Detector:
     results = []
     for start in range(0, len(images), self.batch_size):
       chunk = list(images[start:start + self.batch_size])
-      prepared = [pipeline.preprocess_for_inference(im, self.input_size) for im in chunk]
+      prepared = [prepare_image(im, self.input_size) for im in chunk]
       # A fixed batch shape: the last chunk is padded by repeating its first image.
       prepared += [prepared[0]] * (self.batch_size - len(chunk))
       batch = {k: np.stack([p[k] for p in prepared]) for k in evaluate.PREDICT_KEYS}
       out = jax.device_get(self.predict_fn(self.variables, batch))
       results.extend({k: v[i] for k, v in out.items()} for i in range(len(chunk)))
     return results
+
+
+def prepare_image(image: np.ndarray, input_size: int) -> dict[str, np.ndarray]:
+  """uint8 [H, W, 3] RGB -> the model input with the eval pipeline's resize and padding."""
+  padded, _, true_size = pipeline.resize_and_pad(
+      tf.convert_to_tensor(image, tf.float32), tf.zeros([0, 4], tf.float32), input_size)
+  return {'image': padded.numpy(), 'true_size': true_size.numpy().astype(np.int32),
+          'original_size': np.asarray(image.shape[:2], np.int32)}
 
 
 def expand_image_paths(spec: str) -> list[str]:

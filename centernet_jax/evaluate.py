@@ -35,7 +35,8 @@ def boxes_to_coco_json(image_ids: np.ndarray, boxes: np.ndarray, scores: np.ndar
     boxes: [N, K, 4] y-first boxes in original image pixels.
     scores: [N, K].
     classes: [N, K] contiguous channels.
-    channel_to_category_id: the COCO category id of each channel.
+    channel_to_category_id: the COCO category id of each channel (-1: a channel with no
+      category, as in the zoo's 90-channel layout; its detections are dropped).
   Returns:
     A list of {'image_id', 'category_id', 'bbox': [x, y, w, h] pixels, 'score'}.
   """
@@ -44,6 +45,8 @@ def boxes_to_coco_json(image_ids: np.ndarray, boxes: np.ndarray, scores: np.ndar
   for image_id, b, s, c in zip(image_ids, boxes, scores, classes):
     ymin, xmin, ymax, xmax = (b[:, i].astype(np.float64) for i in range(4))
     for k in range(b.shape[0]):
+      if ids[c[k]] < 0:
+        continue
       results.append({
           'image_id': int(image_id), 'category_id': int(ids[c[k]]),
           'bbox': [round(xmin[k], 3), round(ymin[k], 3),
@@ -120,15 +123,12 @@ PREDICT_KEYS = ('image', 'true_size', 'original_size')
 
 
 def run_evaluation(*, variables, predict_fn, eval_iterator, num_batches: int, mesh,
-                   annotation_file: str, channel_to_category_id: Sequence[int],
-                   max_batches: int = 0) -> dict[str, float] | None:
+                   annotation_file: str, channel_to_category_id: Sequence[int]
+                   ) -> dict[str, float] | None:
   """Predicts on every eval batch and returns the COCO metrics (None on processes > 0)."""
   evaluator = CocoDetectionEvaluator(annotation_file, channel_to_category_id)
   start = time.time()
-  total = num_batches if max_batches <= 0 else min(num_batches, max_batches)
-  for i, local_batch in enumerate(eval_iterator):
-    if i >= total:
-      break
+  for _, local_batch in zip(range(num_batches), eval_iterator):
     batch = sharding.to_global(local_batch, mesh, PREDICT_KEYS)
     detections = sharding.to_host(predict_fn(variables, batch))
     host = sharding.to_host(sharding.to_global(
@@ -136,7 +136,7 @@ def run_evaluation(*, variables, predict_fn, eval_iterator, num_batches: int, me
     if jax.process_index() == 0:
       evaluator.add(host['image_id'], detections['boxes'], detections['scores'],
                     detections['classes'], host['example_mask'])
-  logging.info('Predicted %d eval batches in %.1f s.', total, time.time() - start)
+  logging.info('Predicted %d eval batches in %.1f s.', num_batches, time.time() - start)
   if jax.process_index() != 0:
     return None
   return evaluator.compute()

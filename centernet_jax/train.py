@@ -152,16 +152,12 @@ class Trainer:
 
   def evaluate(self, step: int, writer=None) -> dict[str, float] | None:
     config = self.config
-    eval_iter, num_batches, annotation_file = pipeline.make_eval_iterator(
+    eval_iter, num_batches = pipeline.make_eval_iterator(
         config, process_index=jax.process_index(), process_count=jax.process_count())
-    max_batches = 0
-    if config.eval.num_examples > 0:
-      max_batches = math.ceil(config.eval.num_examples / config.eval.batch_size)
     metrics = evaluate.run_evaluation(
         variables=self.variables(), predict_fn=self.predict_fn, eval_iterator=eval_iter,
-        num_batches=num_batches, mesh=self.mesh, annotation_file=annotation_file,
-        channel_to_category_id=self.label_map.channel_to_category_id(),
-        max_batches=max_batches)
+        num_batches=num_batches, mesh=self.mesh, annotation_file=eval_iter.annotation_file,
+        channel_to_category_id=self.label_map.channel_to_id_array)
     if jax.process_index() == 0 and metrics is not None:
       logging.info('Eval at step %d: %s', step,
                    ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
