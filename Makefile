@@ -43,3 +43,14 @@ PARITY_DIR ?= runs/parity
 .PHONY: parity
 parity: venv
 	parity/run_all.sh $(PY) $(PARITY_DIR)
+
+# Keypoints: trains experiments/demo_keypoints.py (a narrow ResNet-18 FPN with the keypoint
+# heads) on the embedded synthetic stick-figure set (generated and cached on first use),
+# evaluates box and keypoint (OKS) AP, and draws detections with skeletons for a few val images.
+DEMO_KEYPOINTS_WORKDIR ?= runs/demo_keypoints
+.PHONY: demo-keypoints
+demo-keypoints: venv
+	$(PY) -m centernet_jax.main --config experiments/demo_keypoints.py --workdir $(DEMO_KEYPOINTS_WORKDIR)
+	$(PY) -m centernet_jax.detect --workdir $(DEMO_KEYPOINTS_WORKDIR) --output_dir $(DEMO_KEYPOINTS_WORKDIR)/detections \
+	  --images "$$($(PY) -m centernet_jax.data.synthetic_keypoints --print_val_images 6 --config experiments/demo_keypoints.py)"
+	@echo "demo-keypoints done: metrics in $(DEMO_KEYPOINTS_WORKDIR)/eval_metrics.json (keypoints/AP, ...), pictures in $(DEMO_KEYPOINTS_WORKDIR)/detections/"

@@ -8,6 +8,7 @@ Restores go onto the caller's shardings, so a checkpoint written on one device c
 onto another.
 """
 
+import os
 from typing import Any
 
 import jax
@@ -20,6 +21,10 @@ META = 'meta'
 
 
 def checkpoint_dir(workdir: str | epath.PathLike) -> epath.Path:
+  """DIR/checkpoints, made absolute for local paths (orbax requires it); gs:// kept as is."""
+  workdir = str(workdir)
+  if '://' not in workdir:
+    workdir = os.path.abspath(workdir)
   return epath.Path(workdir) / 'checkpoints'
 
 

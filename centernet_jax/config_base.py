@@ -23,6 +23,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.train_images = ''
   c.dataset.val_annotations = ''
   c.dataset.val_images = ''
+  # Optional second COCO JSON per split holding the keypoints (COCO's person_keypoints_*.json):
+  # its annotations add `keypoints` to the annotations of the same id in *_annotations. Empty:
+  # the keypoints are read from *_annotations itself. Keypoint AP uses the val one when set.
+  c.dataset.train_keypoint_annotations = ''
+  c.dataset.val_keypoint_annotations = ''
   c.dataset.synthetic_dir = 'data_cache/synthetic'
   c.dataset.synthetic_num_train = 2000
   c.dataset.synthetic_num_val = 200
@@ -62,6 +67,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.input.contrast_range = (0.8, 1.25)
   c.input.saturation_range = (0.8, 1.25)
   c.input.brightness_delta = 0.2
+  # zoo random_square_crop_by_scale (HG104 1024 rows), after the colour ops
+  c.input.random_square_crop = False
+  c.input.square_crop_scale_min = 0.6
+  c.input.square_crop_scale_max = 1.3
+  c.input.square_crop_max_border = 128
+  c.input.square_crop_num_scales = 8
+  # zoo random_patch_gaussian (MobileNetV2 rows), right after the flip
+  c.input.random_patch_gaussian = False
+  c.input.patch_gaussian_min_size = 1  # patch side U[min, max) pixels
+  c.input.patch_gaussian_max_size = 250
+  c.input.patch_gaussian_min_stddev = 0.0  # sigma U[min, max), on x/255
+  c.input.patch_gaussian_max_stddev = 1.0
+  c.input.patch_gaussian_keep_original_prob = 0.0  # the zoo's random_coef (0: always applied)
 
   # ---- model ----
   c.model = ml_collections.ConfigDict()
@@ -88,6 +106,30 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.offset_weight = 1.0
   c.loss.focal_alpha = 2.0
   c.loss.focal_beta = 4.0
+
+  # ---- keypoints (a zoo keypoint_estimation_task; see keypoint_spec.py) ----
+  # Off: nothing keypoint-related exists (box-only models, batches and code paths).
+  # On: the dataset's keypoint category (its 'keypoints' names and 'skeleton') defines the
+  # joints; the heads `<task_name>/keypoint/{heatmap,offset,regression}` are added.
+  c.keypoints = ml_collections.ConfigDict()
+  c.keypoints.enabled = False
+  c.keypoints.class_name = ''  # '' = the one category whose 'keypoints' list is non-empty
+  c.keypoints.task_name = 'human_pose'
+  # Empty tuples: derived from the joint names (keypoint_spec.py); one value: for all joints.
+  c.keypoints.flip_permutation = ()
+  c.keypoints.std_devs = ()  # heatmap sigma = std_dev x box sigma (zoo table for COCO names)
+  c.keypoints.oks_sigmas = ()  # COCO sigmas for COCO names, else 0.05 (the OD API default)
+  c.keypoints.heatmap_loss_weight = 1.0
+  c.keypoints.offset_loss_weight = 1.0
+  c.keypoints.regression_loss_weight = 0.1
+  c.keypoints.offset_peak_radius = 3  # offset/regression targets on the 29-pixel disc
+  c.keypoints.per_keypoint_offset = True
+  # Decoding (the OD API's min_distance refinement; its proto defaults).
+  c.keypoints.num_candidates = 100
+  c.keypoints.candidate_score_threshold = 0.1
+  c.keypoints.unmatched_score = 0.1
+  c.keypoints.box_scale = 1.2
+  c.keypoints.candidate_search_scale = 0.3
 
   # ---- optimisation ----
   c.optimizer = ml_collections.ConfigDict()
@@ -119,5 +161,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # ---- devices ----
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1  # -1: all devices on the data axis
+  c.mesh.data = -1  # -1: every device the fsdp axis leaves
+  # > 1 splits parameters and optimizer state over this many devices (FSDP); the batch is
+  # split over data x fsdp either way.
+  c.mesh.fsdp = 1
   return c

@@ -15,17 +15,46 @@
 As in the OD API, peaks inside the padded area are not suppressed (its `mask_from_true_image_shape`
 is effectively a no-op); such boxes end up clipped to the image border.
 
+Keypoints (`keypoint_params`; the OD API's `_postprocess_keypoints_*` with the
+`min_distance` candidate ranking of `refine_keypoints`), for every detection, in output pixels:
+6a. Regressed joints: the integer peak `(y, x)` plus the `<task>/keypoint/regression` pair of
+    each joint read at the peak.
+6b. Candidates per joint type: `sigmoid(<task>/keypoint/heatmap)`, the same 3x3 peak test, the
+    top `num_candidates` (100) per channel; position = peak pixel + that joint's own
+    `<task>/keypoint/offset` pair at it; candidates scoring below
+    `candidate_score_threshold` (0.1) are invalid (their distance counts as 1e5).
+6c. Snap: each regressed joint takes its nearest valid candidate of the same type, unless
+    that candidate lies outside the detection box scaled by `box_scale` (1.2) about its center,
+    scores below the threshold, or is farther than `candidate_search_scale` (0.3) x the longer
+    side of the scaled box; then the regressed joint is kept with score `unmatched_score`
+    (0.1). A snapped joint's score is the candidate's heatmap score. (The box is the clipped
+    output-pixel box of step 4.)
+6d. Only detections of the keypoint class (with a score > 0) get joints; the others get
+    coordinates and scores 0. Joints go to original image pixels like the boxes, NOT clipped.
+
 Every shape is static, so `jax.jit(decode_detections, static_argnames=('input_size',
 'max_detections'))` compiles once per input shape, and works on batch-sharded inputs.
 """
 
-from typing import Mapping, Sequence, Union
+from typing import Mapping, NamedTuple, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 
 PEAK_TOLERANCE = 1e-6
 PEAK_POOL_SIZE = 3
+INVALID_CANDIDATE_DISTANCE = 1e5
+
+
+class KeypointDecodeParams(NamedTuple):
+  """Static keypoint-decoding settings (the OD API's proto defaults; `config.keypoints`)."""
+  task_name: str = 'human_pose'
+  class_channel: int = 0
+  num_candidates: int = 100
+  candidate_score_threshold: float = 0.1
+  unmatched_score: float = 0.1
+  box_scale: float = 1.2
+  candidate_search_scale: float = 0.3
 
 
 def _pair(value: Union[int, Sequence[int]]) -> tuple[int, int]:
@@ -45,8 +74,9 @@ def peak_mask(prob):
 
 
 def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, original_size,
-                      input_size: Union[int, Sequence[int]], max_detections: int = 100):
-  """Decodes the last feature output into the top-k boxes per image.
+                      input_size: Union[int, Sequence[int]], max_detections: int = 100,
+                      keypoint_params: KeypointDecodeParams | None = None):
+  """Decodes the last feature output into the top-k boxes (and joints) per image.
 
   Args:
     head_outputs: the head dict of the LAST feature output: 'object_center' `[B, H, W, C]`
@@ -56,11 +86,15 @@ def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, origi
     original_size: int/float `[B, 2]` (height, width) of the decoded image, pixels.
     input_size: static `S` (or `(S_h, S_w)`), the padded input canvas.
     max_detections: static `K`, at most `H * W * C`.
+    keypoint_params: static `KeypointDecodeParams` of the keypoint task whose heads
+      `<task>/keypoint/{heatmap,offset,regression}` the outputs hold; None: boxes only.
 
   Returns:
     {'boxes': float32 `[B, K, 4]` y-first `[ymin, xmin, ymax, xmax]` in original image pixels,
      'scores': float32 `[B, K]` sigmoid scores, descending,
-     'classes': int32 `[B, K]` contiguous channel ids}.
+     'classes': int32 `[B, K]` contiguous channel ids}, plus with `keypoint_params`
+    'keypoints' float32 `[B, K, J, 2]` (y, x) original image pixels and 'keypoint_scores'
+    float32 `[B, K, J]` (zeros for detections of other classes).
   """
   logits = jnp.asarray(head_outputs['object_center'], jnp.float32)
   scale = jnp.asarray(head_outputs['box/scale'], jnp.float32)
@@ -109,4 +143,98 @@ def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, origi
       jnp.clip(ymax * fy, 0.0, orig_h),
       jnp.clip(xmax * fx, 0.0, orig_w),
   ], axis=-1)
-  return {'boxes': boxes, 'scores': scores, 'classes': classes}
+  out = {'boxes': boxes, 'scores': scores, 'classes': classes}
+  if keypoint_params is not None:
+    strided_boxes = jnp.stack([ymin, xmin, ymax, xmax], axis=-1)
+    kps, kp_scores = decode_keypoints(head_outputs, y=y, x=x, pixel=pixel,
+                                      strided_boxes=strided_boxes, scores=scores,
+                                      classes=classes, params=keypoint_params)
+    out['keypoints'] = kps * factor[:, None, None, :]
+    out['keypoint_scores'] = kp_scores
+  return out
+
+
+def keypoint_candidates(heatmap_logits, offsets, num_candidates: int):
+  """Per-joint-type candidates: top `num_candidates` 3x3 peaks of each heatmap channel.
+
+  Args:
+    heatmap_logits: `[B, H, W, J]`.
+    offsets: `[B, H, W, 2J]` (per-joint (y, x) pairs) or `[B, H, W, 2]` (shared).
+    num_candidates: static N (clamped to H * W).
+
+  Returns:
+    (positions `[B, J, N, 2]` (y, x) output pixels = peak pixel + offset,
+     scores `[B, J, N]` sigmoid scores, descending per joint).
+  """
+  logits = jnp.asarray(heatmap_logits, jnp.float32)
+  batch, out_h, out_w, num_joints = logits.shape
+  n = min(int(num_candidates), out_h * out_w)
+  prob = jax.nn.sigmoid(logits)
+  prob = prob * peak_mask(prob)
+  per_joint = jnp.transpose(prob, (0, 3, 1, 2)).reshape(batch, num_joints, out_h * out_w)
+  scores, pix = jax.lax.top_k(per_joint, n)  # [B, J, N]
+  off = jnp.asarray(offsets, jnp.float32)
+  pairs = off.shape[-1] // 2
+  off = off.reshape(batch, out_h * out_w * pairs, 2)
+  channel = jnp.arange(num_joints)[None, :, None] if pairs == num_joints else 0
+  flat = (pix * pairs + channel).reshape(batch, num_joints * n)
+  picked = jnp.take_along_axis(off, flat[..., None], axis=1).reshape(batch, num_joints, n, 2)
+  cy = (pix // out_w).astype(jnp.float32) + picked[..., 0]
+  cx = (pix % out_w).astype(jnp.float32) + picked[..., 1]
+  return jnp.stack([cy, cx], axis=-1), scores
+
+
+def decode_keypoints(head_outputs: Mapping[str, jax.Array], *, y, x, pixel, strided_boxes,
+                     scores, classes, params: KeypointDecodeParams):
+  """Joints of the detections in output pixels (steps 6a-6d of the module docstring).
+
+  Args:
+    head_outputs: the last feature output's head dict (with the keypoint heads).
+    y, x: float `[B, K]` integer peak positions; pixel: int `[B, K]` their flat `y * W + x`.
+    strided_boxes: `[B, K, 4]` the detection boxes in output pixels.
+    scores, classes: `[B, K]` of the detections.
+    params: the `KeypointDecodeParams`.
+
+  Returns:
+    (keypoints `[B, K, J, 2]` (y, x) output pixels, scores `[B, K, J]`).
+  """
+  prefix = f'{params.task_name}/keypoint/'
+  regression = jnp.asarray(head_outputs[prefix + 'regression'], jnp.float32)
+  batch, out_h, out_w, reg_depth = regression.shape
+  num_joints = reg_depth // 2
+  flat_reg = regression.reshape(batch, out_h * out_w, reg_depth)
+  reg = jnp.take_along_axis(flat_reg, pixel[..., None], axis=1)
+  reg = reg.reshape(batch, -1, num_joints, 2) + jnp.stack([y, x], axis=-1)[:, :, None, :]
+
+  cands, cand_scores = keypoint_candidates(head_outputs[prefix + 'heatmap'],
+                                           head_outputs[prefix + 'offset'],
+                                           params.num_candidates)
+  threshold = float(params.candidate_score_threshold)
+  valid = cand_scores >= threshold  # [B, J, N]
+  diff = reg[:, :, :, None, :] - cands[:, None, :, :, :]  # [B, K, J, N, 2]
+  dist = jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+  dist = jnp.where(valid[:, None], dist, INVALID_CANDIDATE_DISTANCE)
+  nearest = jnp.argmin(dist, axis=-1)  # [B, K, J]
+  min_dist = jnp.min(dist, axis=-1)
+  k = reg.shape[1]
+  cand_b = jnp.broadcast_to(cands[:, None], (batch, k) + cands.shape[1:])
+  chosen = jnp.take_along_axis(cand_b, nearest[..., None, None], axis=3)[:, :, :, 0, :]
+  score_b = jnp.broadcast_to(cand_scores[:, None], (batch, k) + cand_scores.shape[1:])
+  chosen_score = jnp.take_along_axis(score_b, nearest[..., None], axis=3)[..., 0]
+
+  ymin, xmin, ymax, xmax = (strided_boxes[..., i] for i in range(4))
+  cy, cx = (ymin + ymax) / 2.0, (xmin + xmax) / 2.0
+  half_h = (ymax - ymin) * params.box_scale / 2.0
+  half_w = (xmax - xmin) * params.box_scale / 2.0
+  sy0, sy1 = (cy - half_h)[..., None], (cy + half_h)[..., None]
+  sx0, sx1 = (cx - half_w)[..., None], (cx + half_w)[..., None]
+  radius = (jnp.maximum(2.0 * half_h, 2.0 * half_w) * params.candidate_search_scale)[..., None]
+  keep_regressed = ((chosen[..., 0] < sy0) | (chosen[..., 0] > sy1) | (chosen[..., 1] < sx0)
+                    | (chosen[..., 1] > sx1) | (chosen_score < threshold)
+                    | (min_dist > radius))
+  keypoints = jnp.where(keep_regressed[..., None], reg, chosen)
+  kp_scores = jnp.where(keep_regressed, jnp.float32(params.unmatched_score), chosen_score)
+  has_joints = ((classes == int(params.class_channel)) & (scores > 0))[..., None]
+  keypoints = jnp.where(has_joints[..., None], keypoints, 0.0)
+  kp_scores = jnp.where(has_joints, kp_scores, 0.0)
+  return keypoints, kp_scores

@@ -7,6 +7,11 @@ Writes `<output_dir>/<image stem>.png` (boxes, class names, scores drawn) and
 `<output_dir>/detections.json` (every detection: COCO category id and name, score, the box as
 y-first pixels and as COCO [x, y, w, h]). The model, its config and its label map all come from
 the checkpoint, so no dataset is needed.
+
+A keypoint model (its label map carries the keypoint task) also draws each drawn detection's
+skeleton (limbs from the dataset's skeleton, joints coloured by side, hollow where the joint was
+not snapped to a heatmap peak) and writes, for detections of the keypoint class,
+`keypoints`: one {name, x, y, score} per joint in image pixels.
 """
 
 import glob
@@ -23,6 +28,7 @@ import tensorflow as tf
 
 from centernet_jax import checkpointing
 from centernet_jax import evaluate
+from centernet_jax import keypoint_spec as kp_spec_lib
 from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import sharding
@@ -49,7 +55,10 @@ class Detector:
     self.category_ids = list(self.label_map['category_ids'])
     self.batch_size = batch_size
     self.input_size = self.config.input.size
-    self.model = models.build_model(self.config.model, len(self.class_names))
+    kp = self.label_map.get('keypoints')
+    self.keypoint_spec = kp_spec_lib.KeypointSpec.from_json_dict(kp) if kp else None
+    self.model = models.build_model(self.config.model, len(self.class_names),
+                                    self.keypoint_spec)
     tx, _ = optimizer_lib.make_optimizer(self.config)
     mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': 1}))
     replicated = sharding.replicated(mesh)
@@ -64,7 +73,8 @@ class Detector:
     self.variables = {'params': state.params, 'batch_stats': state.batch_stats}
     self.predict_fn = evaluate.make_predict_fn(
         self.model, input_size=self.input_size,
-        max_detections=self.config.eval.max_detections)
+        max_detections=self.config.eval.max_detections,
+        keypoint_params=evaluate.keypoint_decode_params(self.keypoint_spec, self.config))
 
   def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """Detects on uint8 RGB [H, W, 3] images; boxes come back in each image's pixels."""
@@ -120,18 +130,32 @@ def detect_files(workdir: str, image_paths: Sequence[str], output_dir: str, *,
   out_dir.mkdir(parents=True, exist_ok=True)
   images = [load_rgb(p) for p in image_paths]
   records = []
+  spec = detector.keypoint_spec
   for path, image, det in zip(image_paths, images, detector(images)):
+    kp_args = {}
+    if spec is not None:
+      kp_args = dict(keypoints=det['keypoints'], keypoint_scores=det['keypoint_scores'],
+                     skeleton=spec.skeleton, keypoint_channel=spec.channel,
+                     flip_permutation=spec.flip_permutation,
+                     snapped_threshold=float(detector.config.get('keypoints', {}).get(
+                         'unmatched_score', 0.1)))
     picture = visualize.draw_detections(image, det['boxes'], det['scores'], det['classes'],
-                                        detector.class_names, min_score)
+                                        detector.class_names, min_score, **kp_args)
     picture_path = out_dir / (epath.Path(path).stem + '.png')
     picture.save(picture_path)
     dets = []
-    for box, score, cls in zip(det['boxes'], det['scores'], det['classes']):
+    for k, (box, score, cls) in enumerate(zip(det['boxes'], det['scores'], det['classes'])):
       ymin, xmin, ymax, xmax = (float(v) for v in box)
-      dets.append({'category_id': int(detector.category_ids[int(cls)]),
-                   'category_name': detector.class_names[int(cls)], 'score': float(score),
-                   'box_yxyx': [ymin, xmin, ymax, xmax],
-                   'bbox': [xmin, ymin, xmax - xmin, ymax - ymin]})
+      record = {'category_id': int(detector.category_ids[int(cls)]),
+                'category_name': detector.class_names[int(cls)], 'score': float(score),
+                'box_yxyx': [ymin, xmin, ymax, xmax],
+                'bbox': [xmin, ymin, xmax - xmin, ymax - ymin]}
+      if spec is not None and int(cls) == spec.channel:
+        record['keypoints'] = [
+            {'name': name, 'x': float(x), 'y': float(y), 'score': float(js)}
+            for name, (y, x), js in zip(spec.names, det['keypoints'][k],
+                                        det['keypoint_scores'][k])]
+      dets.append(record)
     records.append({'image': str(path), 'height': int(image.shape[0]),
                     'width': int(image.shape[1]), 'picture': str(picture_path),
                     'detections': dets})

@@ -9,7 +9,7 @@ The archive directory holds `checkpoint/ckpt-0.{index,data-*}` and `pipeline.con
 zoo tarballs unpack). What happens:
   1. `pipeline.config` is read with a small text-proto parser (no OD API protos needed) for
      the feature extractor type, num_classes, the keep-aspect-ratio resizer size, `use_depthwise`
-     and the presence of keypoint tasks.
+     and the keypoint tasks (name, `per_keypoint_offset`, decoding parameters).
   2. The experiment file is `--experiment`, else `experiments/<archive dir name>.py`, else the
      one experiment under `experiments/` whose model/input settings match the pipeline.config;
      its settings are checked against the pipeline.config (a mismatch is refused, naming the
@@ -22,6 +22,14 @@ zoo tarballs unpack). What happens:
      `dataset.label_map_mode='id_minus_one'` of the zoo) and the COCO label map (90 channels,
      channel = category id - 1, names from the official COCO category list), so
      `python -m centernet_jax.main --mode eval` and `python -m centernet_jax.detect` use it.
+
+Keypoint archives (`*_kpts_*`, one `keypoint_estimation_task`): the model is built with the
+task's heads (`<task>/keypoint/{heatmap,offset,regression}`, J from the checkpoint's heatmap
+head, 17 for the zoo) and they are converted like the other heads; the experiment must have
+`keypoints.enabled`; the label map in the meta carries the keypoint task (COCO's person
+keypoints: names, skeleton, flip permutation, OKS sigmas), so eval reports keypoint AP and
+`detect` draws skeletons. `--skip_keypoint_heads` still imports only the box model (with a
+box-only experiment).
 """
 
 from __future__ import annotations
@@ -174,6 +182,20 @@ def _get(msg: Dict[str, List[Any]], path: str, default: Any = None) -> Any:
   return node
 
 
+# keypoint_estimation_task field -> our `config.keypoints` field (decoding parameters).
+KEYPOINT_TASK_FIELDS = {
+    'num_candidates_per_keypoint': 'num_candidates',
+    'keypoint_candidate_score_threshold': 'candidate_score_threshold',
+    'unmatched_keypoint_score': 'unmatched_score',
+    'box_scale': 'box_scale',
+    'candidate_search_scale': 'candidate_search_scale',
+    'offset_peak_radius': 'offset_peak_radius',
+    'keypoint_heatmap_loss_weight': 'heatmap_loss_weight',
+    'keypoint_offset_loss_weight': 'offset_loss_weight',
+    'keypoint_regression_loss_weight': 'regression_loss_weight',
+}
+
+
 @dataclasses.dataclass
 class ZooModel:
   """What the importer needs from a pipeline.config."""
@@ -186,6 +208,9 @@ class ZooModel:
   channel_means: Tuple[float, ...]
   channel_stds: Tuple[float, ...]
   bgr_ordering: bool
+  # Per keypoint task: the `config.keypoints` fields it sets (task_name, per_keypoint_offset,
+  # and the KEYPOINT_TASK_FIELDS present), plus 'candidate_ranking_mode'.
+  keypoint_settings: Tuple[Dict[str, Any], ...] = ()
 
   def model_overrides(self) -> Dict[str, Any]:
     """Our `model` config fields implied by the pipeline.config."""
@@ -220,6 +245,15 @@ def read_pipeline_config(text: str) -> ZooModel:
                        f'dimension, pad_to_max_dimension); got {min_dim}/{max_dim}.')
   tasks = tuple(str(_get(t, 'task_name', 'keypoint'))
                 for t in cn.get('keypoint_estimation_task', []))
+  settings = []
+  for t in cn.get('keypoint_estimation_task', []):
+    d = {'task_name': str(_get(t, 'task_name', 'keypoint')),
+         'per_keypoint_offset': bool(_get(t, 'per_keypoint_offset', False)),
+         'candidate_ranking_mode': str(_get(t, 'candidate_ranking_mode', 'min_distance'))}
+    for theirs, ours in KEYPOINT_TASK_FIELDS.items():
+      if _get(t, theirs) is not None:
+        d[ours] = _get(t, theirs)
+    settings.append(d)
   return ZooModel(
       feature_extractor=str(fe_type), num_classes=int(_get(cn, 'num_classes', 0)),
       input_size=int(max_dim), use_depthwise=bool(_get(cn, 'use_depthwise', False)),
@@ -227,7 +261,8 @@ def read_pipeline_config(text: str) -> ZooModel:
       max_box_predictions=int(_get(cn, 'object_center_params.max_box_predictions', 100)),
       channel_means=tuple(fe.get('channel_means', [])),
       channel_stds=tuple(fe.get('channel_stds', [])),
-      bgr_ordering=bool(_get(fe, 'bgr_ordering', False)))
+      bgr_ordering=bool(_get(fe, 'bgr_ordering', False)),
+      keypoint_settings=tuple(settings))
 
 
 # ------------------------------------------------------------------------------------------
@@ -245,9 +280,18 @@ def load_experiment(path: str):
   return module.get_config()
 
 
-def config_mismatches(config, zoo: ZooModel) -> List[str]:
-  """The experiment fields that disagree with the pipeline.config."""
+def config_mismatches(config, zoo: ZooModel, with_keypoints: bool = True) -> List[str]:
+  """The experiment fields that disagree with the pipeline.config.
+
+  `with_keypoints`: the archive's keypoint tasks are imported, so the experiment must have
+  `keypoints.enabled` exactly when the archive has a keypoint task (False: a box-only import,
+  which accepts either experiment and switches keypoints off).
+  """
   problems = []
+  kp_enabled = bool((config.get('keypoints') or {}).get('enabled', False))
+  if with_keypoints and kp_enabled != bool(zoo.keypoint_tasks):
+    problems.append(f'keypoints.enabled is {kp_enabled}, the archive has keypoint tasks '
+                    f'{list(zoo.keypoint_tasks)}')
   for key, want in zoo.model_overrides().items():
     have = config.model.get(key, MODEL_FIELD_DEFAULTS.get(key))
     if key == 'num_classes' and have in (0, None):
@@ -263,8 +307,8 @@ def config_mismatches(config, zoo: ZooModel) -> List[str]:
   return problems
 
 
-def find_experiment(archive: str, zoo: ZooModel, experiments_dir: str = 'experiments'
-                    ) -> str:
+def find_experiment(archive: str, zoo: ZooModel, experiments_dir: str = 'experiments',
+                    with_keypoints: bool = True) -> str:
   """`experiments/<archive name>.py`, else the single experiment matching `zoo`."""
   name = os.path.basename(os.path.normpath(archive))
   candidate = os.path.join(experiments_dir, name + '.py')
@@ -276,7 +320,7 @@ def find_experiment(archive: str, zoo: ZooModel, experiments_dir: str = 'experim
       config = load_experiment(path)
     except Exception:  # pylint: disable=broad-except
       continue
-    if not config_mismatches(config, zoo):
+    if not config_mismatches(config, zoo, with_keypoints):
       matches.append(path)
   if len(matches) == 1:
     return matches[0]
@@ -315,6 +359,45 @@ def label_map_json(label_map) -> Dict[str, Any]:
           'names': names, 'category_ids': ids, 'categories': label_map.categories()}
 
 
+def zoo_keypoint_spec(zoo: ZooModel, tf_variables: Dict[str, Any], label_map):
+  """The `KeypointSpec` of the archive's (single) keypoint task.
+
+  J is read from the checkpoint's heatmap head (`[1, 1, C, J]` final kernel); a checkpoint
+  without keypoint heads (an ExtremeNet or ImageNet init for 'detection' / 'classification')
+  gives the zoo's 17 and the pipeline.config's `per_keypoint_offset`. The zoo's
+  `human_pose` task on person has COCO's 17 joints (names, skeleton, flip permutation, OKS
+  sigmas and std devs from keypoint_spec.py); another J gets names `keypoint_<j>` and no
+  left/right pairing. The task's class is person (`/m/01g317`, COCO id 1) in every zoo config.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from centernet_jax import keypoint_spec as kps  # pylint: disable=g-import-not-at-top
+  from centernet_jax import tf_checkpoint  # pylint: disable=g-import-not-at-top
+  settings = zoo.keypoint_settings[0]
+  if settings.get('candidate_ranking_mode', 'min_distance') != 'min_distance':
+    raise ArchiveImportError(
+        f"keypoint task {settings['task_name']!r}: candidate_ranking_mode "
+        f"{settings['candidate_ranking_mode']!r}; only 'min_distance' (the zoo's) is implemented.")
+  task = settings['task_name']
+  heads = {}
+  for kind in ('heatmap', 'offset'):
+    key = tf_checkpoint.variable_key(
+        tf_checkpoint.head_object_path(f'{task}/keypoint/{kind}', 0) + '/layer_with_weights-1',
+        'kernel')
+    if key in tf_variables:
+      heads[kind] = int(np.shape(tf_variables[key])[-1])
+  if 'heatmap' in heads:
+    num = heads['heatmap']
+    per_keypoint_offset = heads.get('offset') == 2 * num
+  else:
+    num = len(kps.COCO_KEYPOINT_NAMES)
+    per_keypoint_offset = bool(settings.get('per_keypoint_offset', True))
+  category = kps.coco_person_category()
+  if num != len(kps.COCO_KEYPOINT_NAMES):
+    category = dict(category, keypoints=[f'keypoint_{j}' for j in range(num)], skeleton=[])
+  overrides = {'task_name': task, 'per_keypoint_offset': per_keypoint_offset}
+  return kps.spec_from_category(category, label_map.id_to_channel(category['id']), overrides)
+
+
 # ------------------------------------------------------------------------------------------
 # Import.
 
@@ -338,25 +421,40 @@ def import_archive(archive: str, workdir: str, *, experiment: Optional[str] = No
     raise ArchiveImportError(f'{config_path} does not exist (expected the unpacked zoo archive).')
   with open(config_path) as f:
     zoo = read_pipeline_config(f.read())
-  experiment = experiment or find_experiment(archive, zoo, experiments_dir)
+  with_keypoints = bool(zoo.keypoint_tasks) and not skip_keypoint_heads
+  experiment = experiment or find_experiment(archive, zoo, experiments_dir, with_keypoints)
   config = load_experiment(experiment)
-  problems = config_mismatches(config, zoo)
+  problems = config_mismatches(config, zoo, with_keypoints)
   if problems:
     raise ArchiveImportError(f'Experiment {experiment} does not match {config_path}: ' +
                        '; '.join(problems) + '.')
   if checkpointing.make_manager(workdir, read_only=True).latest_step() is not None:
     raise ArchiveImportError(f'{workdir} already holds checkpoints; choose an empty workdir.')
-  if zoo.keypoint_tasks and not skip_keypoint_heads:
+  if len(zoo.keypoint_tasks) > 1 and with_keypoints:
     raise ArchiveImportError(
-        f'The archive has keypoint tasks {list(zoo.keypoint_tasks)}, which this project does '
-        'not predict yet; pass --skip_keypoint_heads to import the box model without them.')
+        f'The archive has {len(zoo.keypoint_tasks)} keypoint tasks {list(zoo.keypoint_tasks)}; '
+        'this project predicts one keypoint task (pass --skip_keypoint_heads for the boxes).')
+  tf_vars = tf_checkpoint.read_tf_checkpoint(checkpoint or archive)
 
   with config.unlocked():
     config.model.num_classes = zoo.num_classes
     config.dataset.label_map_mode = 'id_minus_one'
     config.eval.max_detections = zoo.max_box_predictions
   label_map = zoo_label_map(zoo.num_classes)
-  model = models.build_model(config.model, zoo.num_classes)
+  spec = None
+  if with_keypoints:
+    spec = zoo_keypoint_spec(zoo, tf_vars, label_map)
+    settings = {k: v for k, v in zoo.keypoint_settings[0].items()
+                if k != 'candidate_ranking_mode'}
+    with config.unlocked():
+      config.keypoints.enabled = True
+      for key, value in settings.items():
+        have = config.keypoints.get(key)
+        config.keypoints[key] = type(have)(value) if have is not None else value
+  elif 'keypoints' in config:
+    with config.unlocked():
+      config.keypoints.enabled = False
+  model = models.build_model(config.model, zoo.num_classes, spec)
   init_size = 128  # parameter shapes do not depend on the input size
   if init_type == 'full':
     variables = jax.eval_shape(lambda: model.init(
@@ -366,10 +464,9 @@ def import_archive(archive: str, workdir: str, *, experiment: Optional[str] = No
         rng, jnp.zeros((1, init_size, init_size, 3)), train=False))(
             jax.random.key(int(config.seed)))
   extra_skips = {}
-  for task in zoo.keypoint_tasks:
+  for task in (zoo.keypoint_tasks if not with_keypoints else ()):
     extra_skips[f'{tf_checkpoint.HEADS}/{tf_checkpoint.escape_segment(task + "/keypoint")}'] = (
         'keypoint head (--skip_keypoint_heads)')
-  tf_vars = tf_checkpoint.read_tf_checkpoint(checkpoint or archive)
   skipped_keypoint_vars = 0
   if extra_skips:  # dropped on request, counted in the summary
     prefixes = tuple(p + '.S' for p in extra_skips)
@@ -384,6 +481,8 @@ def import_archive(archive: str, workdir: str, *, experiment: Optional[str] = No
   state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            batch_stats=batch_stats, opt_state=tx.init(params))
   lm_json = label_map_json(label_map)
+  if spec is not None:
+    lm_json['keypoints'] = spec.to_json_dict()
   meta = {'step': 0, 'config': json.loads(config.to_json_best_effort()), 'label_map': lm_json,
           'imported_from': {'archive': os.path.abspath(archive), 'experiment': experiment,
                             'init_type': init_type, 'conversion': report.summary()}}
@@ -400,6 +499,8 @@ def import_archive(archive: str, workdir: str, *, experiment: Optional[str] = No
   return {'workdir': workdir, 'experiment': experiment, 'feature_extractor':
           zoo.feature_extractor, 'num_classes': zoo.num_classes, 'input_size': zoo.input_size,
           'num_params': num_params, 'conversion': report.summary(),
+          'keypoints': (f'{spec.task_name}: {spec.num_keypoints} joints of '
+                        f'{spec.category_name!r}' if spec is not None else None),
           'skipped_keypoint_head_variables': skipped_keypoint_vars}
 
 
@@ -424,7 +525,8 @@ if __name__ == '__main__':
   _INIT_TYPE = flags.DEFINE_enum('init_type', 'full', ['full', 'detection', 'classification'],
                                  'What to restore (tf_checkpoint.py).')
   _SKIP_KPTS = flags.DEFINE_bool('skip_keypoint_heads', False,
-                                 'Drop the keypoint heads of a keypoint archive.')
+                                 'Import only the box model of a keypoint archive (its keypoint '
+                                 'heads are dropped; keypoints are imported by default).')
   _EXPERIMENTS_DIR = flags.DEFINE_string('experiments_dir', 'experiments',
                                          'Where experiment files are looked up.')
   _CHECKPOINT = flags.DEFINE_string('checkpoint', None,

@@ -142,3 +142,86 @@ def centernet_loss(head_outputs_list: Sequence[Mapping[str, jax.Array]],
   }
   total = components['object_center'] + components['box/scale'] + components['box/offset']
   return total, components
+
+
+def _l1_at_keypoint_indices(prediction, indices, channels, target, weights):
+  """Weighted L1 of (y, x) channel pairs at pixels; returns the SUM (caller normalizes).
+
+  Args:
+    prediction: `[B, H, W, 2P]` head output holding P (y, x) pairs.
+    indices: int `[B, ..., 2]` (y, x) pixels.
+    channels: int array broadcastable to `indices[..., 0]`: the pair read at each entry.
+    target: `[B, ..., 2]`.
+    weights: `[B, ...]`.
+  """
+  batch, height, width, depth = prediction.shape
+  pairs = depth // 2
+  flat = jnp.asarray(prediction, jnp.float32).reshape(batch, height * width * pairs, 2)
+  idx = jnp.asarray(indices, jnp.int32)
+  flat_idx = (idx[..., 0] * width + idx[..., 1]) * pairs + jnp.asarray(channels, jnp.int32)
+  flat_idx = jnp.broadcast_to(flat_idx, idx.shape[:-1]).reshape(batch, -1)
+  pred = jnp.take_along_axis(flat, flat_idx[..., None], axis=1).reshape(idx.shape)
+  diff = jnp.sum(jnp.abs(pred - jnp.asarray(target, jnp.float32)), axis=-1)
+  return jnp.sum(diff * jnp.asarray(weights, jnp.float32))
+
+
+def keypoint_loss(head_outputs_list: Sequence[Mapping[str, jax.Array]],
+                  targets: Mapping[str, jax.Array], *, task_name: str,
+                  keypoint_config: Any = None, focal_alpha: float = 2.0,
+                  focal_beta: float = 4.0, valid_mask=None):
+  """The keypoint-task losses of the OD API (`_compute_keypoint_estimation_losses`).
+
+  - `<task>/keypoint/heatmap`: the penalty-reduced focal loss against the joint heatmaps,
+    multiplied by the valid-pixel mask and the blackout mask, summed and divided by
+    `max(number of labelled keypoint-class joints, 1)`.
+  - `<task>/keypoint/offset`: L1 (summed over y, x) of joint j's own offset pair (the shared
+    pair when the head has 2 channels) at the disc pixels around each joint, weighted, divided
+    by `max(sum of weights, 1)`.
+  - `<task>/keypoint/regression`: the same for the center -> joint regression at the disc
+    pixels around each box center.
+  Each is averaged over the feature outputs and weighted (`heatmap_loss_weight` 1.0,
+  `offset_loss_weight` 1.0, `regression_loss_weight` 0.1 by default).
+
+  Args:
+    head_outputs_list: head dicts holding `<task>/keypoint/{heatmap,offset,regression}`.
+    targets: the dict of `targets.build_keypoint_targets`.
+    task_name: the head-name prefix.
+    keypoint_config: `config.keypoints` (the three loss weights) or None for the defaults.
+    focal_alpha, focal_beta: focal exponents (`config.loss`).
+    valid_mask: optional `[B, H, W]` valid-pixel mask (heatmap loss only).
+
+  Returns:
+    `(total, components)` with the weighted components keyed by head name.
+  """
+  heat_w = _cfg(keypoint_config, 'heatmap_loss_weight', 1.0)
+  off_w = _cfg(keypoint_config, 'offset_loss_weight', 1.0)
+  reg_w = _cfg(keypoint_config, 'regression_loss_weight', 0.1)
+  prefix = f'{task_name}/keypoint/'
+  num_outputs = len(head_outputs_list)
+  mask = jnp.asarray(targets['heatmap_mask'], jnp.float32)
+  if valid_mask is not None:
+    mask = mask * jnp.asarray(valid_mask, jnp.float32)[..., None]
+  num_joints = targets['weights'].shape[-1]
+  joint_ids = jnp.arange(num_joints, dtype=jnp.int32)
+  heat = off = reg = jnp.float32(0.0)
+  for outputs in head_outputs_list:
+    heat += penalty_reduced_focal_loss(outputs[prefix + 'heatmap'], targets['heatmap'],
+                                       alpha=focal_alpha, beta=focal_beta, valid_mask=mask)
+    offset_pred = outputs[prefix + 'offset']
+    offset_channels = joint_ids[:, None] if offset_pred.shape[-1] == 2 * num_joints else 0
+    off += _l1_at_keypoint_indices(offset_pred, targets['offset_indices'], offset_channels,
+                                   targets['offset'], targets['offset_weights'])
+    reg_idx = jnp.broadcast_to(targets['regression_indices'][:, :, None],
+                               targets['regression'].shape)
+    reg += _l1_at_keypoint_indices(outputs[prefix + 'regression'], reg_idx, joint_ids[:, None],
+                                   targets['regression'], targets['regression_weights'])
+  heat_norm = jnp.maximum(jnp.asarray(targets['num_keypoints'], jnp.float32), 1.0)
+  off_norm = jnp.maximum(jnp.sum(targets['offset_weights']), 1.0)
+  reg_norm = jnp.maximum(jnp.sum(targets['regression_weights']), 1.0)
+  components = {
+      prefix + 'heatmap': heat_w * heat / (heat_norm * num_outputs),
+      prefix + 'offset': off_w * off / (off_norm * num_outputs),
+      prefix + 'regression': reg_w * reg / (reg_norm * num_outputs),
+  }
+  total = sum(components.values())
+  return total, components

@@ -209,3 +209,151 @@ def valid_output_mask(true_size, input_size: IntPair, output_size: IntPair):
   valid_y = ys[None, :] < limit_y[:, None]
   valid_x = xs[None, :] < limit_x[:, None]
   return (valid_y[:, :, None] & valid_x[:, None, :]).astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keypoints (the OD API's CenterNetKeypointTargetAssigner, `keypoint_estimation_task`).
+
+
+def disc_offsets(radius: int) -> tuple[tuple[int, int], ...]:
+  """The integer (dy, dx) with dy^2 + dx^2 <= radius^2, row-major (29 for radius 3)."""
+  r = int(radius)
+  return tuple((dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)
+               if dy * dy + dx * dx <= r * r)
+
+
+def build_keypoint_targets(boxes, classes, box_mask, keypoints, keypoint_mask,
+                           output_size: IntPair, *, keypoint_channel: int,
+                           std_devs: Sequence[float], min_overlap: float = 0.7,
+                           radius_variant: str = 'odapi', peak_radius: int = 3):
+  """Builds the keypoint targets of one keypoint task for a batch, on device.
+
+  Every instance of class `keypoint_channel` with a real box carries J joints; a joint counts
+  (weight 1) when it is labelled (`keypoint_mask`), otherwise weight 0 (the OD API's NaN
+  keypoints). Coordinates go to output pixels like the boxes (times the output size).
+
+  - Heatmap: per joint type j an untruncated Gaussian at `floor(kp)` with sigma
+    `std_devs[j] * sigma_box`, `sigma_box` the box's center-heatmap sigma
+    (`gaussian_sigma(gaussian_radius(h, w))`), times the joint weight, max-merged over
+    instances.
+  - Blackout: `heatmap_mask` is 0 at the output pixels inside any real box (y >= ymin,
+    y < ymax, x >= xmin, x < xmax in output pixels) whose weight for that joint is 0, i.e.
+    inside every box of another class and inside keypoint-class boxes where the joint is
+    unlabelled; 1 elsewhere. The heatmap loss is multiplied by it.
+  - Offsets: at every pixel `floor(kp) + d` of the disc `disc_offsets(peak_radius)` (29 pixels
+    for radius 3) inside the grid, target `kp - pixel`, read from joint j's own channels.
+  - Regression (center -> joint): at every pixel `floor(box center) + d` of the same disc,
+    target `kp - pixel` for every joint.
+
+  Args:
+    boxes: float `[B, M, 4]` y-first, normalized to the padded input canvas.
+    classes: int `[B, M]` channels.
+    box_mask: float `[B, M]`, 1 for a real box.
+    keypoints: float `[B, M, J, 2]` (y, x) normalized like the boxes.
+    keypoint_mask: float `[B, M, J]`, 1 for a labelled joint.
+    output_size: static `(H_out, W_out)` (or one int).
+    keypoint_channel: static class channel of the keypoint task.
+    std_devs: static J per-joint sigma multipliers.
+    min_overlap, radius_variant: as `build_targets` (the box sigma).
+    peak_radius: static radius of the offset/regression disc.
+
+  Returns:
+    A dict of float32 arrays unless noted (D = number of disc pixels):
+    - 'heatmap' `[B, H, W, J]`; 'heatmap_mask' `[B, H, W, J]` (the blackout);
+    - 'num_keypoints' scalar: the sum of joint weights (the heatmap loss normalizer,
+      clamped to >= 1 by the loss);
+    - 'offset_indices' int32 `[B, M, J, D, 2]` (y, x) pixels (0 where invalid),
+      'offset' `[B, M, J, D, 2]`, 'offset_weights' `[B, M, J, D]`;
+    - 'regression_indices' int32 `[B, M, D, 2]`, 'regression' `[B, M, J, D, 2]`,
+      'regression_weights' `[B, M, J, D]`;
+    - 'weights' `[B, M, J]` the joint weights.
+  """
+  out_h, out_w = _pair(output_size)
+  boxes = jnp.asarray(boxes, jnp.float32)
+  classes = jnp.asarray(classes, jnp.int32)
+  box_w8 = jnp.asarray(box_mask, jnp.float32)
+  kp_mask = jnp.asarray(keypoint_mask, jnp.float32)
+  num_joints = kp_mask.shape[-1]
+  std = jnp.asarray(tuple(float(s) for s in std_devs), jnp.float32)
+  if std.shape != (num_joints,):
+    raise ValueError(f'std_devs has {std.shape[0]} values for {num_joints} joints')
+
+  real_box = box_w8 > 0
+  instance = real_box & (classes == int(keypoint_channel))
+  weights = jnp.where(instance[..., None] & (kp_mask > 0), 1.0, 0.0)  # [B, M, J]
+  hw = jnp.array([out_h, out_w], jnp.float32)
+  kps = jnp.where(weights[..., None] > 0, jnp.asarray(keypoints, jnp.float32) * hw, 0.0)
+  abs_boxes = jnp.where(real_box[..., None], boxes * jnp.concatenate([hw, hw]), 0.0)
+  ymin, xmin, ymax, xmax = (abs_boxes[..., i] for i in range(4))
+  sigma_box = gaussian_sigma(gaussian_radius(ymax - ymin, xmax - xmin, min_overlap,
+                                             radius_variant))
+  sigma = sigma_box[..., None] * std  # [B, M, J]
+  blackout = real_box[..., None] & (weights < 1e-3)  # [B, M, J]
+
+  heatmap, heatmap_mask = _draw_keypoint_heatmaps(
+      jnp.floor(kps[..., 0]), jnp.floor(kps[..., 1]), sigma, weights, abs_boxes, blackout,
+      out_h=out_h, out_w=out_w)
+
+  disc = jnp.asarray(disc_offsets(peak_radius), jnp.float32)  # [D, 2]
+
+  def neighbours(points):  # [..., 2] output pixels -> pixels [..., D, 2], valid [..., D]
+    pix = jnp.floor(points)[..., None, :] + disc
+    valid = ((pix[..., 0] >= 0) & (pix[..., 0] < out_h) & (pix[..., 1] >= 0)
+             & (pix[..., 1] < out_w))
+    return jnp.where(valid[..., None], pix, 0.0), valid
+
+  off_pix, off_valid = neighbours(kps)  # [B, M, J, D, 2], [B, M, J, D]
+  offset = jnp.where(off_valid[..., None], kps[..., None, :] - off_pix, 0.0)
+  offset_weights = weights[..., None] * off_valid
+
+  center = jnp.stack([(ymin + ymax) / 2.0, (xmin + xmax) / 2.0], axis=-1)  # [B, M, 2]
+  reg_pix, reg_valid = neighbours(center)  # [B, M, D, 2], [B, M, D]
+  regression = kps[:, :, :, None, :] - reg_pix[:, :, None, :, :]  # [B, M, J, D, 2]
+  regression_weights = weights[..., None] * reg_valid[:, :, None, :]
+  regression = jnp.where(regression_weights[..., None] > 0, regression, 0.0)
+
+  targets = {
+      'heatmap': heatmap,
+      'heatmap_mask': heatmap_mask,
+      'num_keypoints': jnp.sum(weights),
+      'offset_indices': off_pix.astype(jnp.int32),
+      'offset': offset,
+      'offset_weights': offset_weights,
+      'regression_indices': reg_pix.astype(jnp.int32),
+      'regression': regression,
+      'regression_weights': regression_weights,
+      'weights': weights,
+  }
+  return jax.tree.map(jax.lax.stop_gradient, targets)
+
+
+def _draw_keypoint_heatmaps(floor_y, floor_x, sigma, weights, abs_boxes, blackout, *, out_h,
+                            out_w):
+  """Per-joint Gaussians max-merged over instances, and the blackout mask, by a scan over M.
+
+  floor_y, floor_x, sigma, weights, blackout: `[B, M, J]`; abs_boxes `[B, M, 4]` output
+  pixels. Returns (heatmap `[B, H, W, J]`, mask `[B, H, W, J]`).
+  """
+  batch, _, num_joints = weights.shape
+  grid_y = jnp.arange(out_h, dtype=jnp.float32)[None, :, None, None]
+  grid_x = jnp.arange(out_w, dtype=jnp.float32)[None, None, :, None]
+
+  def step(carry, per_box):
+    heat, mask = carry
+    ky, kx, sig, wgt, box, black = per_box  # [B, J] x4, [B, 4], [B, J]
+    dist2 = (grid_y - ky[:, None, None, :]) ** 2 + (grid_x - kx[:, None, None, :]) ** 2
+    sig2 = jnp.maximum(sig * sig, 1e-12)[:, None, None, :]
+    gauss = jnp.where(wgt[:, None, None, :] > 0,
+                      jnp.exp(-dist2 / (2.0 * sig2)) * wgt[:, None, None, :], 0.0)
+    heat = jnp.maximum(heat, gauss)
+    in_y = (grid_y >= box[:, 0, None, None, None]) & (grid_y < box[:, 2, None, None, None])
+    in_x = (grid_x >= box[:, 1, None, None, None]) & (grid_x < box[:, 3, None, None, None])
+    mask = jnp.where(in_y & in_x & black[:, None, None, :], 0.0, mask)
+    return (heat, mask), None
+
+  init = (jnp.zeros((batch, out_h, out_w, num_joints), jnp.float32),
+          jnp.ones((batch, out_h, out_w, num_joints), jnp.float32))
+  per_box = tuple(jnp.swapaxes(a, 0, 1) for a in
+                  (floor_y, floor_x, sigma, weights, abs_boxes, blackout))
+  (heat, mask), _ = jax.lax.scan(step, init, per_box)
+  return heat, mask

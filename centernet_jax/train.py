@@ -1,7 +1,8 @@
 """Training and evaluation loop: `train_and_evaluate(config, workdir)`.
 
-One jitted step over a `data`-axis mesh of every device: the batch is sharded, the state is
-replicated, the state buffers are donated. Resumes from the latest checkpoint in the workdir at
+One jitted step over a `('data', 'fsdp')` mesh of every device: the batch is sharded over all
+devices, the state is replicated (or split over `fsdp`, see sharding.py), the state buffers are
+donated. Resumes from the latest checkpoint in the workdir at
 the same step with the data stream continuing where it stopped.
 """
 
@@ -28,6 +29,12 @@ from centernet_jax import targets as targets_lib
 from centernet_jax.data import pipeline
 
 TRAIN_KEYS = ('image', 'boxes', 'classes', 'box_mask', 'true_size')
+KEYPOINT_TRAIN_KEYS = ('keypoints', 'keypoint_mask')
+
+
+def train_keys(keypoint_spec=None) -> tuple[str, ...]:
+  """The batch keys the train step reads (`TRAIN_KEYS`, plus the keypoints when enabled)."""
+  return TRAIN_KEYS + (KEYPOINT_TRAIN_KEYS if keypoint_spec is not None else ())
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,14 +64,16 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
 
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    config: ml_collections.ConfigDict, num_classes: int):
+                    config: ml_collections.ConfigDict, num_classes: int, keypoint_spec=None):
   """Returns the (state, batch) -> (state, metrics) step, to be jitted by the caller.
 
-  The batch holds the global arrays of `TRAIN_KEYS` (see docs/conventions.md). Targets are
-  built here, on device, from the padded boxes.
+  The batch holds the global arrays of `train_keys(keypoint_spec)` (see docs/conventions.md).
+  Targets are built here, on device, from the padded boxes (and keypoints: with a
+  `keypoint_spec` the keypoint task's targets and losses are added).
   """
   input_size = config.input.size
   out_size = output_size(input_size)
+  kp_config = config.get('keypoints')
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     targets = targets_lib.build_targets(
@@ -72,26 +81,56 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
         num_classes=num_classes, min_overlap=config.targets.min_overlap,
         radius_variant=config.targets.radius_variant)
     valid = targets_lib.valid_output_mask(batch['true_size'], input_size, out_size)
+    kp_targets = None
+    if keypoint_spec is not None:
+      kp_targets = targets_lib.build_keypoint_targets(
+          batch['boxes'], batch['classes'], batch['box_mask'], batch['keypoints'],
+          batch['keypoint_mask'], out_size, keypoint_channel=keypoint_spec.channel,
+          std_devs=keypoint_spec.std_devs, min_overlap=config.targets.min_overlap,
+          radius_variant=config.targets.radius_variant,
+          peak_radius=int(kp_config.get('offset_peak_radius', 3)))
 
     def loss_fn(params):
       outputs, new_vars = model.apply(
           {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
           mutable=['batch_stats'])
       total, components = losses.centernet_loss(outputs, targets, config.loss, valid)
+      if kp_targets is not None:
+        kp_total, kp_components = losses.keypoint_loss(
+            outputs, kp_targets, task_name=keypoint_spec.task_name, keypoint_config=kp_config,
+            focal_alpha=config.loss.focal_alpha, focal_beta=config.loss.focal_beta,
+            valid_mask=valid)
+        total = total + kp_total
+        components = {**components, **kp_components}
       return total, (components, new_vars['batch_stats'])
 
     (loss, (components, batch_stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+    metrics = {'loss': loss, 'grad_norm': safe_global_norm(grads),
                'learning_rate': schedule(state.step), 'num_boxes': targets['num_boxes'],
                **{f'loss/{k}': v for k, v in components.items()}}
+    if kp_targets is not None:
+      metrics['num_keypoints'] = kp_targets['num_keypoints']
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
     return new_state, metrics
 
   return train_step
+
+
+def safe_global_norm(tree) -> jax.Array:
+  """`optax.global_norm` without float32 overflow: the squares are taken after dividing by
+  the largest magnitude (randomly initialised deep nets with BatchNorm over tiny maps, e.g. the
+  Hourglass-104 at input 128, reach gradients of ~1e21, whose square is inf in float32)."""
+  leaves = [jnp.asarray(x, jnp.float32) for x in jax.tree.leaves(tree)]
+  if not leaves:
+    return jnp.float32(0.0)
+  scale = jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in leaves]))
+  safe = jnp.where(scale > 0, scale, 1.0)
+  total = sum(jnp.sum(jnp.square(x / safe)) for x in leaves)
+  return jnp.where(scale > 0, safe * jnp.sqrt(total), 0.0)
 
 
 def _check_finite(step: int, metrics: dict[str, float], workdir) -> None:
@@ -117,18 +156,24 @@ class Trainer:
     self.mesh = sharding.make_mesh(config.mesh)
     self.replicated = sharding.replicated(self.mesh)
     self.label_map, self.num_classes = pipeline.dataset_info(config)
-    self.model = models.build_model(config.model, self.num_classes)
+    self.keypoint_spec = pipeline.keypoint_spec_for(config)
+    self.model = models.build_model(config.model, self.num_classes, self.keypoint_spec)
     self.tx, self.schedule = optimizer_lib.make_optimizer(config)
     init_fn = lambda rng: create_train_state(rng, self.model, self.tx, config.input.size)
     rng = jax.random.key(config.seed)
-    self.state = jax.jit(init_fn, out_shardings=self.replicated)(rng)
+    self.state_shardings = sharding.state_shardings(self.mesh, jax.eval_shape(init_fn, rng))
+    self.state = jax.jit(init_fn, out_shardings=self.state_shardings)(rng)
     self.manager = checkpointing.make_manager(self.workdir, keep=config.keep_checkpoints)
     self.predict_fn = evaluate.make_predict_fn(
-        self.model, input_size=config.input.size, max_detections=config.eval.max_detections)
+        self.model, input_size=config.input.size, max_detections=config.eval.max_detections,
+        keypoint_params=evaluate.keypoint_decode_params(self.keypoint_spec, config))
 
   @property
   def label_map_info(self) -> dict[str, Any]:
-    return self.label_map.to_json_dict()
+    info = self.label_map.to_json_dict()
+    if self.keypoint_spec is not None:
+      info['keypoints'] = self.keypoint_spec.to_json_dict()
+    return info
 
   def restore_or_initialize(self) -> int:
     """Resumes from the workdir, else from `init_checkpoint`, else keeps the fresh init."""
@@ -157,7 +202,9 @@ class Trainer:
     metrics = evaluate.run_evaluation(
         variables=self.variables(), predict_fn=self.predict_fn, eval_iterator=eval_iter,
         num_batches=num_batches, mesh=self.mesh, annotation_file=eval_iter.annotation_file,
-        channel_to_category_id=self.label_map.channel_to_id_array)
+        channel_to_category_id=self.label_map.channel_to_id_array,
+        keypoint_spec=self.keypoint_spec,
+        keypoint_annotation_file=eval_iter.keypoint_annotation_file)
     if jax.process_index() == 0 and metrics is not None:
       logging.info('Eval at step %d: %s', step,
                    ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
@@ -185,16 +232,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = metric_writers.create_default_writer(
       str(trainer.workdir), just_logging=jax.process_index() > 0, asynchronous=True)
   num_params = sum(x.size for x in jax.tree.leaves(trainer.state.params))
-  logging.info('Model %s with %d classes, %s parameters; %d devices; global batch %d.',
-               config.model.backbone, trainer.num_classes, f'{num_params:,}',
-               jax.device_count(), config.batch_size)
+  logging.info('Model %s with %d classes, %s parameters; mesh %s; global batch %d; '
+               'train state %.1f MiB per device.', config.model.backbone,
+               trainer.num_classes, f'{num_params:,}', dict(trainer.mesh.shape),
+               config.batch_size,
+               sharding.bytes_per_device(trainer.state, trainer.state_shardings) / 2**20)
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flat_config(config).items()})
 
   train_step = jax.jit(
       make_train_step(trainer.model, trainer.tx, trainer.schedule, config,
-                      trainer.num_classes),
-      donate_argnums=(0,), out_shardings=(trainer.replicated, trainer.replicated))
+                      trainer.num_classes, trainer.keypoint_spec),
+      donate_argnums=(0,), out_shardings=(trainer.state_shardings, trainer.replicated))
   train_iter = pipeline.make_train_iterator(
       config, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count())
@@ -224,7 +273,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     for step in range(start_step + 1, config.num_train_steps + 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        batch = sharding.to_global(next(train_iter), trainer.mesh, TRAIN_KEYS)
+        batch = sharding.to_global(next(train_iter), trainer.mesh,
+                                   train_keys(trainer.keypoint_spec))
         trainer.state, metrics = train_step(trainer.state, batch)
       if pending is not None:
         consume(*pending)

@@ -34,10 +34,10 @@ def get_config():
   c.optimizer.warmup_learning_rate = 2e-4
   c.optimizer.warmup_steps = 200
   c.batch_size = 16
-  c.num_train_steps = 3000
+  c.num_train_steps = 1500
 
   c.log_every_steps = 100
-  c.eval_every_steps = 1000
+  c.eval_every_steps = 500
   c.checkpoint_every_steps = 500
   c.eval.batch_size = 20
   return c

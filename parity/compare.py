@@ -13,7 +13,12 @@ What is compared (tolerances in `TOLERANCES`):
   * targets: `targets.build_targets` vs `CenterNetCenterHeatmapTargetAssigner` and
     `CenterNetBoxTargetAssigner` on a 2-image ground-truth batch;
   * losses: `losses.centernet_loss` (with `targets.valid_output_mask`) vs `model.loss` after
-    `provide_groundtruth`, on the OD API's predictions and on ours.
+    `provide_groundtruth`, on the OD API's predictions and on ours;
+  * keypoint variants: `targets.build_keypoint_targets` vs `CenterNetKeypointTargetAssigner`
+    (heatmap, blackout mask, offset and regression indices/targets/weights on image 0),
+    `losses.keypoint_loss` vs the `Loss/human_pose/keypoint/*` entries of `model.loss`, and
+    the keypoints of our decoder on the OD API's outputs vs `detection_keypoints` /
+    `detection_keypoint_scores` of `model.postprocess`.
 """
 
 import argparse
@@ -86,6 +91,84 @@ def compare_detections(ours, tf_boxes, tf_scores, tf_classes):
           'classes_equal_ranked': int((classes == tf_classes).sum()),
           'rank_swaps': int((~same).sum()) - len(unmatched),
           'unmatched': unmatched, 'n': n, 'pass': not unmatched}
+
+
+def compare_keypoints(case, row, outputs, tf_pred_list, tf_heads, true_size, original, size,
+                      num_classes, k):
+  """The keypoint task (17 joints of class 0, `human_pose`): targets, losses, postprocess."""
+  import jax
+  import jax.numpy as jnp
+  from centernet_jax import decoder, keypoint_spec, losses, targets
+  std = (0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.89,
+         0.89, 0.89, 0.89)  # odapi_build.KEYPOINT_STD (the zoo's, research note 2.3)
+  assert std == keypoint_spec.default_std_devs(keypoint_spec.COCO_KEYPOINT_NAMES)
+  boxes = case['gt/boxes/0'][None]
+  classes = case['gt/classes/0'][None]
+  weights = case['gt/weights/0'][None]
+  raw = case['gt/keypoints/0']
+  labelled = ~np.isnan(raw[..., 0])
+  kps = np.where(labelled[..., None], raw, 0.0)[None].astype(np.float32)
+  out_size = (size // 4, size // 4)
+  tg = jax.tree.map(np.asarray, targets.build_keypoint_targets(
+      boxes, classes, weights, kps, labelled[None].astype(np.float32), out_size,
+      keypoint_channel=0, std_devs=std, min_overlap=0.7, radius_variant='odapi',
+      peak_radius=3))
+  row('keypoint targets: heatmap', _maxabs(tg['heatmap'], case['ta/kp/heatmap']),
+      TOLERANCES['target'])
+  row('keypoint targets: blackout mask', _maxabs(tg['heatmap_mask'], case['ta/kp/valid_mask']), 0)
+  row('keypoint targets: labelled-joint count',
+      abs(float(tg['num_keypoints']) - float(case['ta/kp/num_instances'].sum())), 0)
+  m, j = raw.shape[:2]
+  for name, ours_idx in (('offset', tg['offset_indices']),
+                         ('regression', np.broadcast_to(tg['regression_indices'][:, :, None],
+                                                        tg['regression'].shape))):
+    w_tf = case[f'ta/kp/{name}_weights'].reshape(m, j, -1)
+    w_ours = tg[f'{name}_weights'][0]
+    row(f'keypoint targets: {name} weights ({int(w_tf.sum())} of {w_tf.size})',
+        _maxabs(w_ours, w_tf), 0)
+    sel = w_tf > 0
+    idx_tf = case[f'ta/kp/{name}_indices'].reshape(m, j, -1, 4)
+    row(f'keypoint targets: {name} indices (weighted entries)',
+        float(np.abs(ours_idx[0][sel] - idx_tf[..., 1:3][sel]).max()) if sel.any() else 0.0, 0)
+    row(f'keypoint targets: {name} targets (weighted entries)',
+        _maxabs(tg[name][0][sel], case[f'ta/kp/{name}'].reshape(m, j, -1, 2)[sel])
+        if sel.any() else 0.0, TOLERANCES['target'])
+
+  valid = targets.valid_output_mask(true_size, size, out_size)
+  for label, preds in (('on TF predictions', tf_pred_list),
+                       ('on our predictions', [jax.tree.map(jnp.asarray, o) for o in outputs])):
+    _, comps = losses.keypoint_loss(preds, tg, task_name='human_pose', valid_mask=valid)
+    for key, value in comps.items():
+      ref = case[f'loss/Loss/{key}']
+      row(f'loss {key}, {label} (rel; TF {float(ref):.6g})',
+          abs(float(value) - float(ref)) / max(abs(float(ref)), 1e-12),
+          TOLERANCES['loss_rel'] if preds is tf_pred_list else TOLERANCES['head_rel'])
+
+  params = decoder.KeypointDecodeParams(task_name='human_pose', class_channel=0)
+  det = jax.tree.map(np.asarray, decoder.decode_detections(
+      {key: jnp.asarray(v) for key, v in tf_heads.items()}, true_size=true_size,
+      original_size=original, input_size=size, max_detections=k, keypoint_params=params))
+  ours_kp = det['keypoints'][0] / np.asarray(original[0], np.float32)
+  ours_scores = det['keypoint_scores'][0]
+  tf_kp = case['det/detection_keypoints'][0]
+  tf_scores = case['det/detection_keypoint_scores'][0]
+  tf_classes = case['det/detection_classes'][0]
+  same_rank = det['classes'][0] == tf_classes  # detections are compared rank by rank
+  persons = same_rank & (tf_classes == 0)
+  row(f'keypoints, decoder on TF outputs: detections compared ({int(persons.sum())} of class 0'
+      f', {int((~same_rank).sum())} rank swaps skipped)', 0.0, 0, {'info': True})
+  if persons.any():
+    row('keypoints, decoder on TF outputs: max joint diff (normalized)',
+        _maxabs(ours_kp[persons], tf_kp[persons]), TOLERANCES['box'])
+    row('keypoints, decoder on TF outputs: max joint score diff',
+        _maxabs(ours_scores[persons], tf_scores[persons]), TOLERANCES['score'])
+    snapped = float((tf_scores[persons] != 0.1).mean())
+    row(f'keypoints, decoder on TF outputs: snapped joints {snapped:.0%}', 0.0, 0,
+        {'info': True})
+  others = same_rank & (tf_classes != 0)
+  row('keypoints, decoder on TF outputs: joints of other classes (must be 0)',
+      float(np.abs(ours_kp[others]).max(initial=0.0) + np.abs(tf_kp[others]).max(initial=0.0)),
+      0)
 
 
 def main():
@@ -268,6 +351,10 @@ def main():
       row(f'loss {key}, {label} (rel; TF {float(ref):.6g})',
           abs(float(value) - float(ref)) / max(abs(float(ref)), 1e-12),
           TOLERANCES['loss_rel'] if preds is tf_pred_list else TOLERANCES['head_rel'])
+
+  if any(key.startswith('ta/kp/') for key in case):
+    compare_keypoints(case, row, outputs, tf_pred_list, tf_heads, true_size, original, size,
+                      num_classes, k)
 
   result = {
       'variant': info['variant'], 'case': args.case, 'backbone': config.model.backbone,

@@ -22,7 +22,9 @@ Writes to --out:
   case.npz                image (uint8, H x W x 3, non-square), resized_raw (resizer output),
                           preprocessed, true_shape, every prediction head (`pred/<key>/<i>`),
                           the postprocess outputs (`det/<name>`), ground truth, the target
-                          assigner outputs (`ta/...`) and the loss dict (`loss/<name>`).
+                          assigner outputs (`ta/...`; keypoint variants also `ta/kp/...` from
+                          `CenterNetKeypointTargetAssigner` on image 0) and the loss dict
+                          (`loss/<name>`).
   info.json               variant, sizes, timings, TF version.
 """
 
@@ -195,6 +197,15 @@ def randomize_and_calibrate(model, preprocessed, seed):
   for head in model._prediction_head_dict['box/scale']:  # pylint: disable=protected-access
     bias = head.layers[-1].bias
     bias.assign(bias.numpy() + rng.uniform(4.0, 12.0, bias.shape).astype(np.float32))
+  heads = model._prediction_head_dict  # pylint: disable=protected-access
+  if 'human_pose/keypoint/heatmap' in heads:
+    # Keypoint variants: make class 0 (the keypoint class) win most of the top-k, so the
+    # keypoint postprocessing has detections to work on.
+    for head in heads['object_center']:
+      bias = head.layers[-1].bias
+      value = bias.numpy()
+      value[0] += 3.0
+      bias.assign(value)
   fe = model._feature_extractor  # pylint: disable=protected-access
   for layer in fe.submodules:
     if isinstance(layer, tf.keras.layers.BatchNormalization) or hasattr(layer, 'moving_mean'):
@@ -328,6 +339,24 @@ def main():
     kp[rng.uniform(size=kp.shape[:2]) < 0.2] = np.nan
     out['gt/keypoints/0'] = kp
     gt_extra['groundtruth_keypoints_list'] = [tf.constant(kp)]
+    kp_ta = cn_assigner.CenterNetKeypointTargetAssigner(
+        stride=4, class_id=0, keypoint_indices=list(range(17)),
+        keypoint_std_dev=list(KEYPOINT_STD), per_keypoint_offset=True, peak_radius=3)
+    size = args.input_size
+    heat, num_inst, valid = kp_ta.assign_keypoint_heatmap_targets(
+        size, size, [tf.constant(kp)], [onehot[0]], gt_weights_list=[tf.constant(weights0)],
+        gt_boxes_list=[tf.constant(boxes0)])
+    out['ta/kp/heatmap'], out['ta/kp/valid_mask'] = heat.numpy(), valid.numpy()
+    out['ta/kp/num_instances'] = num_inst.numpy()
+    idx, off, w = kp_ta.assign_keypoints_offset_targets(
+        size, size, [tf.constant(kp)], [onehot[0]], gt_weights_list=[tf.constant(weights0)])
+    out['ta/kp/offset_indices'], out['ta/kp/offset'] = idx.numpy(), off.numpy()
+    out['ta/kp/offset_weights'] = w.numpy()
+    idx, reg, w = kp_ta.assign_joint_regression_targets(
+        size, size, [tf.constant(kp)], [onehot[0]], gt_boxes_list=[tf.constant(boxes0)],
+        gt_weights_list=[tf.constant(weights0)])
+    out['ta/kp/regression_indices'], out['ta/kp/regression'] = idx.numpy(), reg.numpy()
+    out['ta/kp/regression_weights'] = w.numpy()
   model.provide_groundtruth(groundtruth_boxes_list=[tf.constant(boxes0)],
                             groundtruth_classes_list=[onehot[0]],
                             groundtruth_weights_list=[tf.constant(weights0)], **gt_extra)

@@ -34,9 +34,12 @@ Columns (maximum over the case):
   round-off (the hourglass stacks ~100 convs twice), so TF float32 itself can be more than 1e-4
   away from its float64 result there.
 - Keypoint variants (`*_kpts`): our model is built with the keypoint heads
-  (`CenterNet(head_specs=...)`) and their raw outputs are compared; keypoint targets, losses
-  and keypoint postprocessing are not implemented in this project yet, so only the box
-  targets/losses/detections are compared for them.
+  (`models.build_model(..., keypoint_spec)`) and their raw outputs are compared; in the
+  details, `targets.build_keypoint_targets` vs `CenterNetKeypointTargetAssigner` (heatmap,
+  blackout mask, the 29-pixel offset/regression entries) on image 0, `losses.keypoint_loss`
+  vs `Loss/human_pose/keypoint/*` (on TF's predictions and on ours), and our decoder's joints
+  on the TF outputs vs `detection_keypoints` / `detection_keypoint_scores` (the keypoint
+  variants raise the object-center bias of class 0 so that persons fill the top-k).
 - **detections**: our decoder on our outputs (end to end) vs `model.postprocess`: max box
   difference (normalized to the original image) over matched detections, max score
   difference, and unmatched detections of 100 (same class, box within 1e-4, score within 1e-4;

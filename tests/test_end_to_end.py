@@ -18,11 +18,12 @@ from tests import tiny
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_train_eval_detect(tmp_path):
+def test_train_eval_detect(tmp_path, monkeypatch):
   config = tiny.tiny_config(tmp_path / 'data')
   config.num_train_steps = 3
   workdir = tmp_path / 'run'
-  metrics = train.train_and_evaluate(config, str(workdir))
+  monkeypatch.chdir(tmp_path)  # a relative workdir, as users type it
+  metrics = train.train_and_evaluate(config, 'run')
   assert set(evaluate.STAT_NAMES) <= set(metrics)
   written = json.loads((workdir / 'eval_metrics.json').read_text())
   assert written['step'] == 3 and set(evaluate.STAT_NAMES) <= set(written)

@@ -30,18 +30,19 @@ def data_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('synthetic')
 
 
-def _setup(config, num_devices, tx=None):
-  config.mesh.data = num_devices
+def _setup(config, num_devices, tx=None, fsdp=1):
+  config.mesh.data = num_devices // fsdp
+  config.mesh.fsdp = fsdp
   mesh = sharding.make_mesh(config.mesh)
   _, num_classes = pipeline.dataset_info(config)
   model = models.build_model(config.model, num_classes)
   default_tx, schedule = optimizer_lib.make_optimizer(config)
   tx = default_tx if tx is None else tx
-  replicated = sharding.replicated(mesh)
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config.input.size),
-                  out_shardings=replicated)(jax.random.key(0))
+  init = lambda r: train.create_train_state(r, model, tx, config.input.size)
+  shardings = sharding.state_shardings(mesh, jax.eval_shape(init, jax.random.key(0)))
+  state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
   step = jax.jit(train.make_train_step(model, tx, schedule, config, num_classes),
-                 out_shardings=(replicated, replicated))
+                 out_shardings=(shardings, sharding.replicated(mesh)))
   return mesh, state, step
 
 
@@ -50,7 +51,9 @@ def _batches(config, n):
   return [next(it) for _ in range(n)]
 
 
-def test_sharded_step_on_4_devices_equals_1_device(data_dir):
+@pytest.mark.parametrize('fsdp', [1, 2])
+def test_sharded_step_on_4_devices_equals_1_device(data_dir, fsdp):
+  """Data parallel over 4 devices (fsdp=1), or 2 x 2 with the state split over fsdp=2."""
   assert jax.device_count() >= 4, 'tests/conftest.py should give 4 CPU devices'
   config = tiny.tiny_config(data_dir)
   batches = _batches(config, 2)
@@ -58,8 +61,12 @@ def test_sharded_step_on_4_devices_equals_1_device(data_dir):
   # the gradients themselves. (Adam would turn the round-off-level gradients of conv biases
   # that feed a BatchNorm into full-size updates of random sign.)
   results = []
-  for n in (1, 4):
-    mesh, state, step = _setup(config.copy_and_resolve_references(), n, tx=optax.sgd(1.0))
+  for n, f in ((1, 1), (4, fsdp)):
+    mesh, state, step = _setup(config.copy_and_resolve_references(), n, optax.sgd(1.0), f)
+    if f > 1:  # the biggest kernel really is split: each device holds a part of it
+      kernel = max(jax.tree.leaves(state.params), key=lambda x: x.size)
+      assert kernel.size >= sharding.FSDP_MIN_SIZE
+      assert kernel.addressable_shards[0].data.size == kernel.size // f
     init = jax.device_get(state.params)
     for b in batches:
       state, metrics = step(state, sharding.to_global(b, mesh, train.TRAIN_KEYS))
@@ -82,8 +89,8 @@ def test_sharded_step_on_4_devices_equals_1_device(data_dir):
   chex.assert_trees_all_close(state1.batch_stats, state4.batch_stats, rtol=1e-4, atol=1e-5)
   # The real optimizer: the same loss after two Adam steps.
   losses = []
-  for n in (1, 4):
-    mesh, state, step = _setup(config.copy_and_resolve_references(), n)
+  for n, f in ((1, 1), (4, fsdp)):
+    mesh, state, step = _setup(config.copy_and_resolve_references(), n, fsdp=f)
     for b in batches + batches[:1]:
       state, metrics = step(state, sharding.to_global(b, mesh, train.TRAIN_KEYS))
     losses.append(float(metrics['loss']))
@@ -99,11 +106,12 @@ def test_train_step_compiles_once(data_dir):
   tx, schedule = optimizer_lib.make_optimizer(config)
   step_fn = chex.assert_max_traces(
       train.make_train_step(model, tx, schedule, config, num_classes), n=1)
-  # As train_and_evaluate builds them: replicated state in and out, donated.
-  replicated = sharding.replicated(mesh)
-  step = jax.jit(step_fn, donate_argnums=(0,), out_shardings=(replicated, replicated))
-  state = jax.jit(lambda r: train.create_train_state(r, model, tx, config.input.size),
-                  out_shardings=replicated)(jax.random.key(0))
+  # As train_and_evaluate builds them: the same state shardings in and out, donated.
+  init = lambda r: train.create_train_state(r, model, tx, config.input.size)
+  shardings = sharding.state_shardings(mesh, jax.eval_shape(init, jax.random.key(0)))
+  step = jax.jit(step_fn, donate_argnums=(0,),
+                 out_shardings=(shardings, sharding.replicated(mesh)))
+  state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
   for b in _batches(config, 3):  # different box counts per batch, same shapes
     state, _ = step(state, sharding.to_global(b, mesh, train.TRAIN_KEYS))
 

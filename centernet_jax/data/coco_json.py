@@ -16,6 +16,14 @@ Rules applied while reading:
   width/height that disagree with the file; both raise unless `skip_bad_images=True`, which
   skips those images and counts them. (PIL `verify` checks PNG chunk CRCs; for JPEG it only
   checks the header, so a truncated JPEG is only caught when TF decodes it.)
+
+Keypoints (only when a `KeypointSpec` is given, see keypoint_spec.py): the annotations of the
+spec's category carry COCO's `keypoints` list of J (x, y, v) triples in pixels (read from the
+annotation itself, or from a second file such as `person_keypoints_*.json` matched by
+annotation id). `v = 0` means unlabelled (its x, y are ignored); `v = 1` (labelled, occluded)
+and `v = 2` (visible) are both labelled, as in the OD API. Records then hold `keypoints`
+float32 [N, J, 3] = (y, x, labelled) in pixels, y-first like the boxes; annotations of other
+categories, or without a `keypoints` field, get all J joints unlabelled.
 """
 
 from __future__ import annotations
@@ -152,7 +160,11 @@ class LabelMap:
 
 @dataclasses.dataclass
 class ImageRecord:
-  """One image: `boxes` float32 [N, 4] y-first pixels, `classes` int32 [N] channels."""
+  """One image: `boxes` float32 [N, 4] y-first pixels, `classes` int32 [N] channels.
+
+  `keypoints` (only when read with a KeypointSpec): float32 [N, J, 3], (y, x, labelled) in
+  pixels per joint; unlabelled joints are (0, 0, 0).
+  """
   path: str
   image_id: int
   height: int
@@ -161,6 +173,7 @@ class ImageRecord:
   classes: np.ndarray
   num_crowd: int = 0  # crowd annotations excluded from this image's targets
   num_degenerate: int = 0  # boxes dropped as empty after clipping
+  keypoints: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -243,6 +256,50 @@ def _parse_categories(data, fname) -> list[tuple[int, str]]:
   return out
 
 
+def read_categories(annotation_file: str) -> list[dict[str, Any]]:
+  """The raw category dicts of a COCO JSON (with 'keypoints' / 'skeleton' when present)."""
+  with open(annotation_file, 'r') as f:
+    data = json.load(f)
+  _parse_categories(data, annotation_file)  # validates ids and names
+  return [dict(c) for c in data['categories']]
+
+
+def _parse_keypoints(ctx, rec, value, num_keypoints):
+  """COCO [x1, y1, v1, ...] -> float32 [J, 3] (y, x, labelled); raises on a malformed list."""
+  if (not isinstance(value, (list, tuple)) or len(value) != 3 * num_keypoints
+      or not all(_is_number(v) for v in value)):
+    raise ctx.error(rec, f"field 'keypoints' must be {3 * num_keypoints} numbers "
+                    f'({num_keypoints} x, y, v triples), got {_short(value)}')
+  arr = np.asarray(value, np.float64).reshape(num_keypoints, 3)
+  vis = arr[:, 2]
+  if not np.all(np.isin(vis, (0, 1, 2))):
+    raise ctx.error(rec, f"field 'keypoints': visibility flags must be 0, 1 or 2, got "
+                    f'{_short(vis.tolist())}')
+  labelled = vis > 0
+  out = np.zeros((num_keypoints, 3), np.float32)
+  out[:, 0] = np.where(labelled, arr[:, 1], 0.0)
+  out[:, 1] = np.where(labelled, arr[:, 0], 0.0)
+  out[:, 2] = labelled
+  return out
+
+
+def _keypoints_by_annotation_id(keypoint_file: str, category_id: int) -> dict[int, Any]:
+  """annotation id -> raw 'keypoints' list of a keypoint JSON (e.g. person_keypoints_*.json)."""
+  ctx = _Ctx(keypoint_file)
+  try:
+    with open(keypoint_file, 'r') as f:
+      data = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f'{keypoint_file}: cannot read keypoint annotations: {e}') from e
+  out = {}
+  for i, ann in enumerate(data.get('annotations', [])):
+    rec = f'annotation (index {i})'
+    aid = ctx.get(ann, 'id', rec, 'int')
+    if ann.get('category_id') == category_id and 'keypoints' in ann:
+      out[aid] = ann['keypoints']
+  return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Image checks.
 
@@ -280,7 +337,9 @@ def load_coco_json(annotation_file: str,
                    label_map_mode: str = 'contiguous',
                    label_map: LabelMap | None = None,
                    check_images: bool = True,
-                   skip_bad_images: bool = False) -> CocoDataset:
+                   skip_bad_images: bool = False,
+                   keypoint_spec: Any = None,
+                   keypoint_annotations: str | None = None) -> CocoDataset:
   """Reads a COCO instances JSON and its image folder into `CocoDataset` host records.
 
   Args:
@@ -292,6 +351,10 @@ def load_coco_json(annotation_file: str,
     check_images: open every image header (PIL) to check that it exists, decodes and has the
       JSON's width/height.
     skip_bad_images: skip (and count) corrupt / mismatched images instead of raising.
+    keypoint_spec: a `keypoint_spec.KeypointSpec`: read the joints of its category into
+      `ImageRecord.keypoints` (None: no keypoints, records as before).
+    keypoint_annotations: optional second JSON whose annotations (matched by 'id') hold the
+      'keypoints' of this file's annotations (COCO's person_keypoints_*.json).
 
   Returns:
     CocoDataset with records in the JSON's image order.
@@ -337,6 +400,12 @@ def load_coco_json(annotation_file: str,
   # Annotations.
   boxes = collections.defaultdict(list)
   classes = collections.defaultdict(list)
+  keypoints = collections.defaultdict(list)
+  num_joints = keypoint_spec.num_keypoints if keypoint_spec is not None else 0
+  external_kps = None
+  if keypoint_spec is not None and keypoint_annotations:
+    external_kps = _keypoints_by_annotation_id(keypoint_annotations, keypoint_spec.category_id)
+  n_kp_labelled = n_kp_instances = 0
   n_crowd = collections.Counter()
   n_degen = collections.Counter()
   for i, ann in enumerate(annotations):
@@ -369,6 +438,20 @@ def load_coco_json(annotation_file: str,
       continue
     boxes[iid].append((ymin, xmin, ymax, xmax))
     classes[iid].append(label_map.id_to_channel(cid))
+    if keypoint_spec is not None:
+      raw = None
+      if cid == keypoint_spec.category_id:
+        if external_kps is not None:
+          raw = external_kps.get(ann.get('id'))
+        elif 'keypoints' in ann:
+          raw = ann['keypoints']
+      if raw is None:
+        kp = np.zeros((num_joints, 3), np.float32)
+      else:
+        kp = _parse_keypoints(ctx, rec, raw, num_joints)
+        n_kp_instances += 1
+        n_kp_labelled += int(kp[:, 2].sum())
+      keypoints[iid].append(kp)
 
   # Image files.
   paths = [img_info[iid][0] for iid in order]
@@ -407,10 +490,14 @@ def load_coco_json(annotation_file: str,
       continue
     b = np.asarray(boxes[iid], np.float32).reshape(-1, 4)
     c = np.asarray(classes[iid], np.int32).reshape(-1)
+    kp = None
+    if keypoint_spec is not None:
+      kp = np.asarray(keypoints[iid], np.float32).reshape(-1, num_joints, 3)
     n_boxes += len(b)
     n_empty += int(len(b) == 0)
     records.append(ImageRecord(path=path, image_id=iid, height=height, width=width, boxes=b,
-                               classes=c, num_crowd=n_crowd[iid], num_degenerate=n_degen[iid]))
+                               classes=c, num_crowd=n_crowd[iid], num_degenerate=n_degen[iid],
+                               keypoints=kp))
   stats = {
       'images': len(records),
       'images_without_objects': n_empty,
@@ -421,6 +508,9 @@ def load_coco_json(annotation_file: str,
       'size_mismatch_images': n_mismatch,
       'annotations_of_skipped_images': skipped_anns,
   }
+  if keypoint_spec is not None:
+    stats['keypoint_instances'] = n_kp_instances
+    stats['keypoints_labelled'] = n_kp_labelled
   logging.info(
       '%s: %d images (%d without objects), %d boxes, %d crowd annotations excluded, '
       '%d degenerate boxes dropped, %d corrupt and %d size-mismatched images skipped; '

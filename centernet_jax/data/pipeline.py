@@ -9,7 +9,10 @@ S x S -> boxes re-normalized to the padded canvas, padded to `max_boxes` with `b
 Batch (numpy, one per process):
   image float32 [B,S,S,3] raw 0..255 RGB; boxes float32 [B,M,4]; classes int32 [B,M];
   box_mask float32 [B,M]; image_id int32 [B]; original_size int32 [B,2];
-  true_size int32 [B,2]; example_mask float32 [B].
+  true_size int32 [B,2]; example_mask float32 [B];
+  with `config.keypoints.enabled` also keypoints float32 [B,M,J,2] (y, x) normalized to the
+  padded canvas like the boxes, and keypoint_mask float32 [B,M,J] (1 labelled; 0 unlabelled,
+  outside an augmentation crop, or padding).
 `original_size` is the decoded image's (h, w) before any augmentation. Eval padding examples
 have image_id -1, example_mask 0, zero image/boxes and original_size = true_size = (S, S).
 
@@ -74,6 +77,10 @@ def _coco_paths(config, split):
     from centernet_jax.data import synthetic  # pylint: disable=g-import-not-at-top
     p = synthetic.ensure_synthetic_dataset(d)
     return p[f'{split}_annotations'], p[f'{split}_images']
+  if d.source == 'synthetic_keypoints':
+    from centernet_jax.data import synthetic_keypoints  # pylint: disable=g-import-not-at-top
+    p = synthetic_keypoints.ensure_keypoint_dataset(d)
+    return p[f'{split}_annotations'], p[f'{split}_images']
   if d.source == 'coco_json':
     ann = d.train_annotations if split == 'train' else d.val_annotations
     img = d.train_images if split == 'train' else d.val_images
@@ -105,6 +112,60 @@ def label_map_for(config) -> coco_json.LabelMap:
   return _label_map_from_file(_coco_paths(config, 'val')[0], d.label_map_mode)
 
 
+_CATEGORY_CACHE: dict[Any, list[dict[str, Any]]] = {}
+
+
+def _categories_from_file(path):
+  key = (os.path.abspath(path), os.path.getmtime(path))
+  if key not in _CATEGORY_CACHE:
+    _CATEGORY_CACHE[key] = coco_json.read_categories(path)
+  return _CATEGORY_CACHE[key]
+
+
+def keypoint_annotations_file(config, split: str) -> str:
+  """The JSON holding the keypoints of `split` ('' when they are in the annotation file)."""
+  d = config.dataset
+  return str(d.get(f'{split}_keypoint_annotations', '') or '')
+
+
+def keypoint_ground_truth_file(config) -> str:
+  """The val JSON with the keypoint ground truth (for OKS evaluation)."""
+  path = keypoint_annotations_file(config, 'val')
+  if path:
+    return path
+  if config.dataset.source == 'tfds':
+    raise ValueError('keypoint evaluation with dataset.source=tfds needs '
+                     'dataset.val_keypoint_annotations (person_keypoints_val2017.json)')
+  return _coco_paths(config, 'val')[0]
+
+
+def keypoint_spec_for(config):
+  """The dataset's `KeypointSpec` when `config.keypoints.enabled`, else None.
+
+  The joints come from the keypoint category (`keypoints.class_name`, or the one category
+  with a 'keypoints' list) of the val keypoint file (the train one when there is no val file);
+  COCO's person category for a 'tfds' source without such a file.
+  """
+  from centernet_jax import keypoint_spec as kps  # pylint: disable=g-import-not-at-top
+  kcfg = config.get('keypoints')
+  if kcfg is None or not kcfg.get('enabled', False):
+    return None
+  d = config.dataset
+  lm = label_map_for(config)
+  source = keypoint_annotations_file(config, 'val') or keypoint_annotations_file(config, 'train')
+  if not source and d.source != 'tfds':  # tfds: coco_keypoints/2017's person joints
+    if d.source == 'coco_json' and not d.val_annotations:
+      source = _coco_paths(config, 'train')[0]
+    else:
+      source = _coco_paths(config, 'val')[0]
+  categories = _categories_from_file(source) if source else [kps.coco_person_category()]
+  category = kps.select_keypoint_category(categories, kcfg.get('class_name', ''))
+  if category is None:
+    raise ValueError(f'keypoints.enabled but {source or "the dataset"} has no category with a '
+                     "'keypoints' list of joint names")
+  return kps.spec_from_category(category, lm.id_to_channel(category['id']), kcfg)
+
+
 def dataset_info(config) -> tuple[coco_json.LabelMap, int]:
   """(label_map, num_classes) for the model builder; num_classes = label_map.num_channels."""
   lm = label_map_for(config)
@@ -122,7 +183,9 @@ def load_split(config, split: str) -> coco_json.CocoDataset:
                      f'({lm.categories()} vs {file_lm.categories()})')
   ds = coco_json.load_coco_json(ann, img_dir, label_map=lm,
                                 check_images=d.get('check_images', True),
-                                skip_bad_images=d.get('skip_bad_images', False))
+                                skip_bad_images=d.get('skip_bad_images', False),
+                                keypoint_spec=keypoint_spec_for(config),
+                                keypoint_annotations=keypoint_annotations_file(config, split))
   ids = [r.image_id for r in ds.records]
   if ids and (min(ids) < 0 or max(ids) > np.iinfo(np.int32).max):
     raise ValueError(f'{ann}: image ids must fit int32 and be >= 0')
@@ -149,6 +212,12 @@ class _RecordTable:
         np.concatenate(boxes).astype(np.float32) if boxes else np.zeros([0, 4], np.float32))
     self.classes = tf.constant(
         np.concatenate(classes).astype(np.int32) if classes else np.zeros([0], np.int32))
+    self.keypoints = None
+    if records and records[0].keypoints is not None:
+      num_joints = records[0].keypoints.shape[1]
+      kps = [r.keypoints for r in records if len(r.keypoints)]
+      self.keypoints = tf.constant(np.concatenate(kps).astype(np.float32) if kps
+                                   else np.zeros([0, num_joints, 3], np.float32))
     self.cache = None
     if cache_decoded:
       self._build_cache(records, num_parallel_calls)
@@ -177,6 +246,12 @@ class _RecordTable:
     """(boxes float32 [N, 4] pixels, classes int32 [N], image_id int32)."""
     a, b = self.splits[idx], self.splits[idx + 1]
     return self.boxes[a:b], self.classes[a:b], self.image_ids[idx]
+
+  def keypoints_of(self, idx):
+    """float32 [N, J, 3] (y, x, labelled) pixels, or None when read without keypoints."""
+    if self.keypoints is None:
+      return None
+    return self.keypoints[self.splits[idx]:self.splits[idx + 1]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +294,8 @@ def resize_and_pad(image, boxes, size: int):
   return padded, boxes, tf.stack([nh, nw])
 
 
-def preprocess(image_u8, boxes, classes, image_id, *, config, aug_seed=None, boxes_in_pixels):
+def preprocess(image_u8, boxes, classes, image_id, *, config, aug_seed=None, boxes_in_pixels,
+               keypoints=None, keypoint_spec=None):
   """One example -> the per-example batch dict (no batch dim).
 
   Args:
@@ -229,6 +305,10 @@ def preprocess(image_u8, boxes, classes, image_id, *, config, aug_seed=None, box
     image_id: int32 scalar.
     config: the full config.
     aug_seed: shape-[2] seed: apply training augmentations; None: none.
+    keypoints: float32 [N, J, 3] (y, x, labelled), in the boxes' units; None with a
+      `keypoint_spec`: every joint unlabelled.
+    keypoint_spec: a `KeypointSpec` (its flip permutation): adds 'keypoints' [M, J, 2] and
+      'keypoint_mask' [M, J] to the output. None: no keypoint keys (box-only batches).
   """
   size = int(config.input.size)
   max_boxes = int(config.dataset.max_boxes)
@@ -237,13 +317,28 @@ def preprocess(image_u8, boxes, classes, image_id, *, config, aug_seed=None, box
   image = tf.cast(image_u8, tf.float32)
   boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
   classes = tf.reshape(tf.cast(classes, tf.int32), [-1])
+  with_kps = keypoint_spec is not None
+  if with_kps:
+    num_joints = keypoint_spec.num_keypoints
+    if keypoints is None:
+      keypoints = tf.zeros([tf.shape(boxes)[0], num_joints, 3], tf.float32)
+    keypoints = tf.reshape(tf.cast(keypoints, tf.float32), [-1, num_joints, 3])
+    kp_mask = keypoints[:, :, 2]
+    keypoints = keypoints[:, :, :2]
   if boxes_in_pixels:
     hf = tf.cast(shape[0], tf.float32)
     wf = tf.cast(shape[1], tf.float32)
     boxes = boxes / tf.stack([hf, wf, hf, wf])
+    if with_kps:
+      keypoints = keypoints / tf.stack([hf, wf])
   if aug_seed is not None:
-    image, boxes, classes = augment.augment_example(image, boxes, classes, aug_seed,
-                                                    config.input)
+    if with_kps:
+      image, boxes, classes, keypoints, kp_mask = augment.augment_example(
+          image, boxes, classes, aug_seed, config.input, keypoints=keypoints,
+          keypoint_mask=kp_mask, flip_permutation=keypoint_spec.flip_permutation)
+    else:
+      image, boxes, classes = augment.augment_example(image, boxes, classes, aug_seed,
+                                                      config.input)
   image, boxes, true_size = resize_and_pad(image, boxes, size)
   boxes = boxes[:max_boxes]
   classes = classes[:max_boxes]
@@ -251,7 +346,19 @@ def preprocess(image_u8, boxes, classes, image_id, *, config, aug_seed=None, box
   boxes = tf.pad(boxes, [[0, max_boxes - n], [0, 0]])
   classes = tf.pad(classes, [[0, max_boxes - n]])
   box_mask = tf.cast(tf.range(max_boxes) < n, tf.float32)
+  extra = {}
+  if with_kps:
+    # The same rescale as the boxes: normalized to the image -> to the padded canvas.
+    scale = tf.cast(true_size, tf.float32) / float(size)
+    keypoints = (keypoints * scale)[:max_boxes]
+    kp_mask = kp_mask[:max_boxes]
+    keypoints = tf.where(kp_mask[:, :, tf.newaxis] > 0, keypoints, 0.0)
+    keypoints = tf.pad(keypoints, [[0, max_boxes - n], [0, 0], [0, 0]])
+    kp_mask = tf.pad(kp_mask, [[0, max_boxes - n], [0, 0]])
+    extra = {'keypoints': tf.ensure_shape(keypoints, [max_boxes, num_joints, 2]),
+             'keypoint_mask': tf.ensure_shape(kp_mask, [max_boxes, num_joints])}
   return {
+      **extra,
       'image': image,
       'boxes': tf.ensure_shape(boxes, [max_boxes, 4]),
       'classes': tf.ensure_shape(classes, [max_boxes]),
@@ -263,11 +370,17 @@ def preprocess(image_u8, boxes, classes, image_id, *, config, aug_seed=None, box
   }
 
 
-def padding_example(config):
+def padding_example(config, keypoint_spec=None):
   """The eval padding example (example_mask 0, image_id -1)."""
   size = int(config.input.size)
   m = int(config.dataset.max_boxes)
+  extra = {}
+  if keypoint_spec is not None:
+    j = keypoint_spec.num_keypoints
+    extra = {'keypoints': tf.zeros([m, j, 2], tf.float32),
+             'keypoint_mask': tf.zeros([m, j], tf.float32)}
   return {
+      **extra,
       'image': tf.zeros([size, size, 3], tf.float32),
       'boxes': tf.zeros([m, 4], tf.float32),
       'classes': tf.zeros([m], tf.int32),
@@ -320,6 +433,7 @@ def make_train_dataset(config, *, start_step=0, process_index=0, process_count=1
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} not in [0, {process_count})')
   npc = _num_parallel_calls(config)
+  kp_spec = keypoint_spec_for(config)
   if config.dataset.source == 'tfds':
     from centernet_jax.data import tfds_coco  # pylint: disable=g-import-not-at-top
     ds = tfds_coco.train_examples(config, start_step=start_step, process_index=process_index,
@@ -328,7 +442,8 @@ def make_train_dataset(config, *, start_step=0, process_index=0, process_count=1
     def fn_tfds(ex):
       return preprocess(ex['image'], ex['boxes'], ex['classes'], ex['image_id'], config=config,
                         aug_seed=example_aug_seed(config, ex['position']),
-                        boxes_in_pixels=False)
+                        boxes_in_pixels=False, keypoints=ex.get('keypoints'),
+                        keypoint_spec=kp_spec)
 
     ds = ds.map(fn_tfds, num_parallel_calls=npc, deterministic=True)
   else:
@@ -346,7 +461,8 @@ def make_train_dataset(config, *, start_step=0, process_index=0, process_count=1
       idx = shuffled_index(config, g, num)
       boxes, classes, image_id = table.targets(idx)
       return preprocess(table.image(idx), boxes, classes, image_id, config=config,
-                        aug_seed=example_aug_seed(config, g), boxes_in_pixels=True)
+                        aug_seed=example_aug_seed(config, g), boxes_in_pixels=True,
+                        keypoints=table.keypoints_of(idx), keypoint_spec=kp_spec)
 
     ds = tf.data.Dataset.range(int(start_step) * local, np.iinfo(np.int64).max)
     ds = ds.map(fn, num_parallel_calls=npc, deterministic=True)
@@ -386,10 +502,12 @@ class EvalIterator:
     all_image_ids: ids of all evaluated images over all processes (None for tfds: use the
       ids of the batches' real examples).
     num_examples: real examples over all processes.
+    keypoint_spec: the `KeypointSpec` when keypoints are enabled, else None.
+    keypoint_annotation_file: the keypoint ground truth JSON for OKS (None without keypoints).
   """
 
   def __init__(self, dataset, num_batches, label_map, annotation_file, image_ids,
-               all_image_ids, num_examples):
+               all_image_ids, num_examples, keypoint_spec=None, keypoint_annotation_file=None):
     self.dataset = dataset
     self.num_batches = num_batches
     self.label_map = label_map
@@ -397,6 +515,8 @@ class EvalIterator:
     self.image_ids = image_ids
     self.all_image_ids = all_image_ids
     self.num_examples = num_examples
+    self.keypoint_spec = keypoint_spec
+    self.keypoint_annotation_file = keypoint_annotation_file
     self._it = None
 
   def __iter__(self):
@@ -426,6 +546,7 @@ def make_eval_iterator(config, *, process_index=0, process_count=1) -> tuple[Eva
     raise ValueError(f'process_index {process_index} not in [0, {process_count})')
   npc = _num_parallel_calls(config)
   limit = int(config.eval.num_examples)
+  kp_spec = keypoint_spec_for(config)
   if config.dataset.source == 'tfds':
     from centernet_jax.data import tfds_coco  # pylint: disable=g-import-not-at-top
     real, count, max_count, total = tfds_coco.eval_examples(
@@ -433,7 +554,8 @@ def make_eval_iterator(config, *, process_index=0, process_count=1) -> tuple[Eva
 
     def fn_tfds(ex):
       return preprocess(ex['image'], ex['boxes'], ex['classes'], ex['image_id'], config=config,
-                        boxes_in_pixels=False)
+                        boxes_in_pixels=False, keypoints=ex.get('keypoints'),
+                        keypoint_spec=kp_spec)
 
     real = real.map(fn_tfds, num_parallel_calls=npc, deterministic=True)
     image_ids = all_ids = None
@@ -455,14 +577,18 @@ def make_eval_iterator(config, *, process_index=0, process_count=1) -> tuple[Eva
       def fn(idx):
         boxes, classes, image_id = table.targets(idx)
         return preprocess(table.image(idx), boxes, classes, image_id, config=config,
-                          boxes_in_pixels=True)
+                          boxes_in_pixels=True, keypoints=table.keypoints_of(idx),
+                          keypoint_spec=kp_spec)
 
       real = tf.data.Dataset.range(count).map(fn, num_parallel_calls=npc, deterministic=True)
     else:
-      real = tf.data.Dataset.from_tensors(padding_example(config)).take(0)
+      real = tf.data.Dataset.from_tensors(padding_example(config, kp_spec)).take(0)
   num_batches = int(math.ceil(max_count / local)) if max_count else 0
   pad = num_batches * local - count
-  ds = real.concatenate(tf.data.Dataset.from_tensors(padding_example(config)).repeat(pad))
+  ds = real.concatenate(tf.data.Dataset.from_tensors(padding_example(config, kp_spec)).repeat(pad))
   ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options())
-  it = EvalIterator(ds, num_batches, lm, annotation_file, image_ids, all_ids, total)
+  it = EvalIterator(ds, num_batches, lm, annotation_file, image_ids, all_ids, total,
+                    keypoint_spec=kp_spec,
+                    keypoint_annotation_file=(keypoint_ground_truth_file(config)
+                                              if kp_spec is not None else None))
   return it, num_batches

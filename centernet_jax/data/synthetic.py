@@ -425,7 +425,16 @@ def ensure_synthetic_dataset(dataset_config) -> dict[str, str]:
   """
   d = getattr(dataset_config, 'dataset', dataset_config)
   root = os.path.abspath(os.path.expanduser(str(d.synthetic_dir)))
-  params = generation_params(d)
+  return ensure_generated(root, generation_params(d), generate_synthetic_dataset)
+
+
+def ensure_generated(root: str, params: dict[str, Any], generate) -> dict[str, str]:
+  """Runs `generate(tmp_dir, params)` into `root` unless a set with `params` is there.
+
+  The caching, locking and atomic-rename logic of `ensure_synthetic_dataset`, shared with the
+  other embedded generators (synthetic_keypoints.py). `generate` must write the `dataset_paths`
+  layout, marker file last.
+  """
   paths = dataset_paths(root)
   if _is_current(paths, params):
     return paths
@@ -437,7 +446,7 @@ def ensure_synthetic_dataset(dataset_config) -> dict[str, str]:
     logging.info('generating synthetic dataset in %s with %s', root, params)
     tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(root)}.tmp-', dir=parent)
     try:
-      generate_synthetic_dataset(tmp, params)
+      generate(tmp, params)
       old = None
       if os.path.exists(root):
         old = tempfile.mkdtemp(prefix=f'.{os.path.basename(root)}.old-', dir=parent)

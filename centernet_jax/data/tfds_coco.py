@@ -60,18 +60,27 @@ LABEL_TO_CATEGORY_ID = np.asarray([cid for cid, _ in COCO_CATEGORIES], np.int64)
 def _builder(config):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   d = config.dataset
+  if d.tfds_name.split('/')[0] == 'coco_keypoints':
+    # Registers the keypoint builder (tfds_coco_keypoints.py) under its name.
+    # pylint: disable-next=g-import-not-at-top,unused-import
+    from centernet_jax.data import tfds_coco_keypoints
   return tfds.builder(d.tfds_name, data_dir=d.tfds_data_dir or None)
 
 
 def label_map(config) -> coco_json.LabelMap:
-  """LabelMap of the official categories (from `dataset.val_annotations` when set)."""
+  """LabelMap of the official categories (from `dataset.val_annotations` when set).
+
+  The file may hold a subset of the official categories (e.g. `person_keypoints_val2017.json`
+  for a person-only model): objects of the other classes are then dropped from the examples,
+  as the OD API drops classes missing from its label map.
+  """
   d = config.dataset
   if d.val_annotations:
     lm = coco_json.LabelMap.from_coco_json(d.val_annotations, d.label_map_mode)
-    ids = tuple(cid for cid, _ in COCO_CATEGORIES)
-    if lm.ids != ids:
-      raise ValueError(f'{d.val_annotations}: categories are not the official 80 COCO '
-                       f'categories that TFDS labels map to (ids {list(lm.ids)[:10]}...)')
+    official = dict(COCO_CATEGORIES)
+    if any(official.get(cid) != lm.id_to_name(cid) for cid in lm.ids):
+      raise ValueError(f'{d.val_annotations}: categories are not (a subset of) the official 80 '
+                       f'COCO categories that TFDS labels map to (ids {list(lm.ids)[:10]}...)')
     return lm
   return coco_json.LabelMap(COCO_CATEGORIES, d.label_map_mode)
 
@@ -93,7 +102,9 @@ def convert_example(example, lm: coco_json.LabelMap):
   'classes' int32 [N] channels, 'image_id' int32}.
 
   `example['image']` may be a decoded uint8 tensor or encoded bytes (SkipDecoding).
-  Crowd objects are removed; boxes are clipped to [0, 1] and empty ones dropped.
+  Crowd objects are removed; boxes are clipped to [0, 1] and empty ones dropped. When the
+  objects have `keypoints` / `keypoint_visibility` (`coco_keypoints/2017`), the output also
+  holds 'keypoints' float32 [N, J, 3]: (y, x) normalized and labelled (v > 0) per joint.
   """
   image = example['image']
   if image.dtype == tf.string:
@@ -107,14 +118,26 @@ def convert_example(example, lm: coco_json.LabelMap):
   bbox = tf.clip_by_value(tf.boolean_mask(bbox, keep), 0.0, 1.0)
   label = tf.boolean_mask(label, keep)
   cat_ids = tf.gather(tf.constant(LABEL_TO_CATEGORY_ID), label)
-  channels = tf.gather(tf.constant(lm.id_to_channel_array()), cat_ids)
-  valid = tf.logical_and(bbox[:, 2] > bbox[:, 0], bbox[:, 3] > bbox[:, 1])
-  return {
+  id_to_channel = np.full([int(LABEL_TO_CATEGORY_ID.max()) + 1], -1, np.int64)
+  known = lm.id_to_channel_array()
+  id_to_channel[:len(known)] = known[:len(id_to_channel)]
+  channels = tf.gather(tf.constant(id_to_channel), cat_ids)
+  # Empty boxes and classes outside the label map (a subset label map) are dropped.
+  valid = tf.logical_and(bbox[:, 2] > bbox[:, 0], bbox[:, 3] > bbox[:, 1]) & (channels >= 0)
+  out = {
       'image': image,
       'boxes': tf.boolean_mask(bbox, valid),
       'classes': tf.cast(tf.boolean_mask(channels, valid), tf.int32),
       'image_id': tf.cast(example['image/id'], tf.int32),
   }
+  if 'keypoints' in objects:
+    kp = tf.cast(objects['keypoints'], tf.float32)
+    num_joints = kp.shape[-2]
+    kp = tf.reshape(kp, [-1, num_joints, 2])
+    vis = tf.reshape(tf.cast(objects['keypoint_visibility'], tf.float32), [-1, num_joints])
+    kp = tf.concat([kp, tf.cast(vis > 0, tf.float32)[..., tf.newaxis]], axis=-1)
+    out['keypoints'] = tf.boolean_mask(tf.boolean_mask(kp, keep), valid)
+  return out
 
 
 def _skip_decoding():

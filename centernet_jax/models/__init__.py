@@ -20,6 +20,7 @@ from centernet_jax.models import resnet_v1_fpn
 from centernet_jax.models import resnet_v2
 from centernet_jax.models.centernet import CenterNet
 from centernet_jax.models.centernet import detection_head_specs
+from centernet_jax.models.centernet import keypoint_head_specs
 
 
 class BackboneSpec(NamedTuple):
@@ -55,16 +56,23 @@ def input_normalization(backbone_name: str) -> Callable[[jnp.ndarray], jnp.ndarr
   return _backbone_spec(backbone_name).normalize
 
 
-def build_model(model_config, num_classes: int) -> CenterNet:
+def build_model(model_config, num_classes: int, keypoint_spec=None) -> CenterNet:
   """Builds CenterNet from the `model` config section.
 
   Uses model.{backbone, depth, width_multiplier, head_channels, heatmap_bias_init, dtype,
   depthwise_heads}; `num_classes` (>0) is the resolved number of heatmap channels.
+  `keypoint_spec` (a `keypoint_spec.KeypointSpec`, or None for a box-only model) adds the
+  keypoint task's heads (`keypoint_head_specs`).
   """
   if num_classes <= 0:
     raise ValueError(f'num_classes must be positive, got {num_classes}.')
   spec = _backbone_spec(model_config.backbone)
   dtype = compute_dtype(model_config.get('dtype', 'float32'))
+  head_specs = None
+  if keypoint_spec is not None:
+    head_specs = tuple(detection_head_specs(int(num_classes))) + keypoint_head_specs(
+        keypoint_spec.task_name, keypoint_spec.num_keypoints,
+        keypoint_spec.per_keypoint_offset)
   return CenterNet(
       backbone=spec.build(model_config, dtype=dtype),
       normalize=spec.normalize,
@@ -73,8 +81,8 @@ def build_model(model_config, num_classes: int) -> CenterNet:
       heatmap_bias_init=float(model_config.get('heatmap_bias_init',
                                                heads.DEFAULT_HEATMAP_BIAS_INIT)),
       depthwise_heads=bool(model_config.get('depthwise_heads', False)),
-      dtype=dtype)
+      dtype=dtype, head_specs=head_specs)
 
 
 __all__ = ['BACKBONES', 'BackboneSpec', 'CenterNet', 'build_model', 'compute_dtype',
-           'detection_head_specs', 'input_normalization']
+           'detection_head_specs', 'input_normalization', 'keypoint_head_specs']

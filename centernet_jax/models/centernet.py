@@ -25,6 +25,18 @@ def detection_head_specs(num_classes: int) -> Tuple[HeadSpec, ...]:
           ('box/offset', 2, False))
 
 
+def keypoint_head_specs(task_name: str, num_keypoints: int,
+                        per_keypoint_offset: bool = True) -> Tuple[HeadSpec, ...]:
+  """The heads of a keypoint task (TF2 OD API `keypoint_estimation_task`), named like its
+  prediction dict: `<task>/keypoint/heatmap` (J channels, a heatmap head),
+  `<task>/keypoint/offset` (2J (y, x) pairs per joint, or 2 shared) and
+  `<task>/keypoint/regression` (2J: center -> joint (y, x) per joint)."""
+  j = int(num_keypoints)
+  return ((f'{task_name}/keypoint/heatmap', j, True),
+          (f'{task_name}/keypoint/offset', 2 * j if per_keypoint_offset else 2, False),
+          (f'{task_name}/keypoint/regression', 2 * j, False))
+
+
 def head_module_name(key: str, output_index: int) -> str:
   """Flax module name of head `key` for feature output `output_index`, e.g. 'box_scale_0'.
 

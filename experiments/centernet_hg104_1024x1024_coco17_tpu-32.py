@@ -1,0 +1,85 @@
+r"""TF2 zoo row `centernet_hg104_1024x1024_coco17_tpu-32`: CenterNet Hourglass-104, 1024x1024.
+
+Zoo (tf2_detection_zoo.md): COCO val2017 box AP 44.5 (config comment: 44.6), speed 197 ms
+(unspecified GPU, batch 1, end to end; see docs/zoo_speed.md for ours).
+Archive: http://download.tensorflow.org/models/object_detection/tf2/20200713/
+centernet_hg104_1024x1024_coco17_tpu-32.tar.gz
+Recipe: `configs/tf2/centernet_hourglass104_1024x1024_coco17_tpu-32.config` (research note
+tf_od_api_centernet.md, 5.1 / 5.2): batch 128 on TPU-32 (v3), 50k steps, Adam eps 1e-7,
+cosine 1e-3 with linear warmup from 2.5e-4 over 5k steps, flip + colour +
+random_square_crop_by_scale (scales linspace(0.6, 1.3, 8), max border 128) and NO
+random_crop_image / random_absolute_pad_image, 90 heatmap channels (COCO id - 1), 100
+detections, init from the ExtremeNet checkpoint (`fine_tune_checkpoint_type: "detection"`).
+
+Data: TFDS `coco/2017` (build once: `tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`) with the
+official `instances_val2017.json` as evaluation ground truth, by default at
+`data_cache/instances_val2017.json` (override with `--config.dataset.val_annotations=...`).
+
+1. Initialisation (ExtremeNet, 'detection': backbone only, heads fresh; the 20200711 archive
+   is the one of the config's date; its layout was not checked here, a mismatch is refused):
+
+     curl -L http://download.tensorflow.org/models/object_detection/tf2/20200713/centernet_hg104_1024x1024_coco17_tpu-32.tar.gz | tar xz
+     curl -L http://download.tensorflow.org/models/object_detection/tf2/20200711/extremenet.tar.gz | tar xz
+     python -m centernet_jax.import_tf_checkpoint --archive centernet_hg104_1024x1024_coco17_tpu-32 \
+         --checkpoint <unpacked extremenet dir> --init_type detection --workdir runs/hg104_1024_init
+
+2. Training (on a TPU v4-32 see docs/launch.md):
+
+     python -m centernet_jax.main --config experiments/centernet_hg104_1024x1024_coco17_tpu-32.py \
+         --workdir runs/hg104_1024 --config.init_checkpoint=runs/hg104_1024_init \
+         --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
+
+3. Evaluating the published checkpoint:
+
+     python -m centernet_jax.import_tf_checkpoint --archive centernet_hg104_1024x1024_coco17_tpu-32 \
+         --workdir runs/hg104_1024_zoo
+     python -m centernet_jax.main --config experiments/centernet_hg104_1024x1024_coco17_tpu-32.py \
+         --workdir runs/hg104_1024_zoo --mode eval --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
+
+Differences from the zoo run: losses are normalised by the global box count (the OD API
+averages per-replica normalised losses); the square crop does not reproduce the OD API's
+dropped last row/column (augment.random_square_crop_by_scale). BN statistics come from the
+global batch, as the zoo's SyncBN for the hourglass.
+"""
+
+from centernet_jax import config_base
+
+
+def get_config():
+  c = config_base.base_config()
+  c.dataset.source = 'tfds'
+  c.dataset.tfds_name = 'coco/2017'
+  c.dataset.val_annotations = 'data_cache/instances_val2017.json'
+  c.dataset.label_map_mode = 'id_minus_one'  # 90 channels, channel = COCO id - 1
+  c.dataset.max_boxes = 100  # max_number_of_boxes
+
+  c.input.size = 1024
+  c.input.random_flip = True
+  c.input.random_crop = False
+  c.input.color_jitter = True  # hue 0.02, contrast/saturation 0.8-1.25, brightness 0.2
+  c.input.random_square_crop = True  # random_square_crop_by_scale, after the colour ops
+  c.input.square_crop_scale_min = 0.6
+  c.input.square_crop_scale_max = 1.3
+  c.input.square_crop_max_border = 128
+  c.input.square_crop_num_scales = 8
+  c.input.random_pad = False
+  c.input.random_patch_gaussian = False
+
+  c.model.backbone = 'hourglass'
+  c.model.hourglass_depth = 104
+  c.model.width_multiplier = 1.0
+  c.model.num_classes = 90
+  c.model.head_channels = 256
+  c.model.depthwise_heads = False
+
+  c.optimizer.adam_epsilon = 1e-7
+  c.optimizer.schedule = 'cosine'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_learning_rate = 2.5e-4
+  c.optimizer.warmup_steps = 5000
+  c.batch_size = 128
+  c.num_train_steps = 50000
+
+  c.eval.max_detections = 100
+  c.init_checkpoint = ''  # the converted ExtremeNet init (step 1 above); '' = from scratch
+  return c

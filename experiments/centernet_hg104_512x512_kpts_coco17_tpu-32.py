@@ -1,0 +1,112 @@
+r"""TF2 zoo row `centernet_hg104_512x512_kpts_coco17_tpu-32`: Hourglass-104 512x512 keypoints.
+
+Zoo (tf2_detection_zoo.md): COCO val2017 box AP 40.0 / keypoint AP 61.4 (config comment: means
+over 5 runs, +-0.16), speed 76 ms (unspecified GPU, batch 1, end to end).
+Archive: http://download.tensorflow.org/models/object_detection/tf2/20200711/
+centernet_hg104_512x512_kpts_coco17_tpu-32.tar.gz
+Recipe: `configs/tf2/centernet_hourglass104_512x512_kpts_coco17_tpu-32.config` (research note
+tf_od_api_centernet.md 2.3, 5.1, 5.2): batch 128 on TPU-32, 250k steps, Adam eps 1e-7, cosine
+1e-3 with linear warmup from 2.5e-4 over 5k steps, flip (+ the keypoint permutation) + crop
+(0.5-1.7, coef 0.25) + colour + pad (200/200 black), 90 heatmap channels (COCO id - 1), 100
+detections, init from the ExtremeNet checkpoint (`fine_tune_checkpoint_type: "detection"`).
+(That config's eval_input_reader points at train2017, a copy error; evaluate on val2017.)
+
+Data: `coco_keypoints/2017`, this project's TFDS builder (TFDS's `coco/2017` has no keypoints):
+every COCO 2017 instance plus the 17 person joints, built once from the official files
+(annotations/{instances,person_keypoints}_{train,val}2017.json, train2017/, val2017/):
+
+     python -m centernet_jax.data.tfds_coco_keypoints --manual_dir /data/coco \
+         --data_dir $TFDS_DATA_DIR
+
+Evaluation ground truth: the official `instances_val2017.json` (box AP) and
+`person_keypoints_val2017.json` (keypoint AP, OKS with COCO's 17 sigmas), by default under
+`data_cache/` (override with `--config.dataset.val_annotations=...` and
+`--config.dataset.val_keypoint_annotations=...`). `eval_metrics.json` holds the box metrics
+and `keypoints/AP`, ... Keypoint settings are the zoo's (research note 2.3): task `human_pose`
+on person, per-joint heatmap std devs (nose .26 ... ankles .89), offset and regression on the
+29-pixel disc (radius 3), per-keypoint offsets, loss weights 1.0 / 1.0 / 0.1, the
+`min_distance` refinement (box x1.2, radius 0.3, candidate threshold 0.1, unmatched score 0.1),
+flip with the COCO left/right permutation.
+
+1. Initialisation (ExtremeNet, 'detection': the feature extractor only, heads fresh; the
+   20200711 ExtremeNet archive, the one of the config's date; its layout was not checked here,
+   a mismatch is refused, naming the variables). Without keypoint heads in the ExtremeNet
+   checkpoint the importer takes the zoo's 17 joints:
+
+     curl -L http://download.tensorflow.org/models/object_detection/tf2/20200711/centernet_hg104_512x512_kpts_coco17_tpu-32.tar.gz | tar xz
+     curl -L http://download.tensorflow.org/models/object_detection/tf2/20200711/extremenet.tar.gz | tar xz
+     python -m centernet_jax.import_tf_checkpoint --archive centernet_hg104_512x512_kpts_coco17_tpu-32 \
+         --checkpoint <unpacked extremenet dir> --init_type detection --workdir runs/hg104_512_kpts_init
+
+2. Training (on a TPU pod slice see docs/launch.md):
+
+     python -m centernet_jax.main --config experiments/centernet_hg104_512x512_kpts_coco17_tpu-32.py \
+         --workdir runs/hg104_512_kpts --config.init_checkpoint=runs/hg104_512_kpts_init \
+         --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
+
+3. Evaluating the published checkpoint (its keypoint heads are converted too):
+
+     python -m centernet_jax.import_tf_checkpoint --archive centernet_hg104_512x512_kpts_coco17_tpu-32 \
+         --workdir runs/hg104_512_kpts_zoo
+     python -m centernet_jax.main --config experiments/centernet_hg104_512x512_kpts_coco17_tpu-32.py \
+         --workdir runs/hg104_512_kpts_zoo --mode eval --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
+
+Differences from the zoo run: losses are normalised by the global box / joint count (the OD
+API averages per-replica normalised losses, research note 5.1). BN statistics come from the
+global batch, as the zoo's SyncBN for the hourglass.
+"""
+
+from centernet_jax import config_base
+
+
+def get_config():
+  c = config_base.base_config()
+  c.dataset.source = 'tfds'
+  c.dataset.tfds_name = 'coco_keypoints/2017'
+  c.dataset.val_annotations = 'data_cache/instances_val2017.json'
+  c.dataset.val_keypoint_annotations = 'data_cache/person_keypoints_val2017.json'
+  c.dataset.label_map_mode = 'id_minus_one'  # 90 channels, channel = COCO id - 1
+  c.dataset.max_boxes = 100  # max_number_of_boxes
+
+  c.input.size = 512
+  c.input.random_flip = True  # with the 17-joint left/right permutation
+  c.input.random_crop = True  # random_crop_image 0.5-1.7, random_coef 0.25
+  c.input.crop_min_aspect_ratio = 0.5
+  c.input.crop_max_aspect_ratio = 1.7
+  c.input.crop_keep_original_prob = 0.25
+  c.input.color_jitter = True  # hue 0.02, contrast/saturation 0.8-1.25, brightness 0.2
+  c.input.random_pad = True  # random_absolute_pad_image 200/200, black
+  c.input.max_pad_pixels = 200
+  c.input.random_square_crop = False
+  c.input.random_patch_gaussian = False
+
+  c.model.backbone = 'hourglass'
+  c.model.hourglass_depth = 104
+  c.model.width_multiplier = 1.0
+  c.model.num_classes = 90
+  c.model.head_channels = 256
+  c.model.depthwise_heads = False
+
+  # keypoint_estimation_task "human_pose" on person (/m/01g317): joints, skeleton and flip
+  # permutation from the person category of the keypoint files; std devs and OKS sigmas from
+  # the COCO joint names (keypoint_spec.py).
+  c.keypoints.enabled = True
+  c.keypoints.class_name = 'person'
+  c.keypoints.task_name = 'human_pose'
+  c.keypoints.heatmap_loss_weight = 1.0
+  c.keypoints.offset_loss_weight = 1.0
+  c.keypoints.regression_loss_weight = 0.1
+  c.keypoints.offset_peak_radius = 3
+  c.keypoints.per_keypoint_offset = True
+
+  c.optimizer.adam_epsilon = 1e-7
+  c.optimizer.schedule = 'cosine'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_learning_rate = 2.5e-4
+  c.optimizer.warmup_steps = 5000
+  c.batch_size = 128
+  c.num_train_steps = 250000
+
+  c.eval.max_detections = 100
+  c.init_checkpoint = ''  # the converted ExtremeNet init (step 1 above); '' = from scratch
+  return c

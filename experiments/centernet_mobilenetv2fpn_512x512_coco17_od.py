@@ -1,0 +1,112 @@
+r"""TF2 zoo row `centernet_mobilenetv2fpn_512x512_coco17_od`: MobileNetV2 FPN, 512x512, boxes.
+
+Zoo (tf2_detection_zoo.md, added 2021-02-10): COCO val2017 box AP 23.4, speed 6 ms
+(unspecified GPU, batch 1, end to end; see docs/zoo_speed.md for ours).
+Archive: http://download.tensorflow.org/models/object_detection/tf2/20210210/
+centernet_mobilenetv2fpn_512x512_coco17_od.tar.gz
+
+RECIPE UNKNOWN. The row has no config in `configs/tf2`; only the archive's pipeline.config
+exists, which was not retrieved (research note tf_od_api_centernet.md, 5.2 and its notes).
+What is taken from where:
+  * model: `mobilenet_v2_fpn_sep_conv` (separable 3x3 FPN convs) with `use_depthwise: true`
+    (separable first head conv), depth multiplier 1.0, 512x512: as the MobileNetV2 FPN kpts
+    archive (third-party quotes of its pipeline.config); `import_tf_checkpoint` checks these
+    fields against this archive's pipeline.config and refuses a mismatch, naming the field.
+  * classes: 90 (COCO id - 1), as a 23.4 COCO mAP requires. Users quote `num_classes: 1` and
+    `max_box_predictions: 20` from this archive (tensorflow/models #9969, #11081, #10913),
+    which contradicts the published COCO mAP; if the archive really says 1, the importer
+    refuses (`model.num_classes is 90, the archive needs 1`) and the published number cannot
+    be a 90-class COCO evaluation of it.
+  * batch 128: the users' quote of this archive's pipeline.config.
+  * everything else is the nearest known config, the MobileNetV2 FPN kpts archive (same
+    backbone, input and date; third-party copy of its pipeline.config): 300k steps, cosine
+    5e-3 with linear warmup from 1e-4 over 5k steps, Adam epsilon not set there, so the
+    proto default 1e-8, augmentations flip + random_patch_gaussian (patch side U[1, 250),
+    sigma U[0, 1) on x/255, always applied) + crop (0.5-1.7, coef 0.25) + colour + pad
+    (200/200 black), ImageNet initialisation of the backbone (Keras `weights='imagenet'`,
+    `fine_tune_checkpoint_type: ""`). That config trained batch 512 with this learning rate;
+    the rate was not rescaled for 128.
+  * detections: 100, the COCO protocol. To evaluate the published checkpoint as its
+    pipeline.config may say, add `--config.eval.max_detections=20`.
+
+Data: TFDS `coco/2017` (build once: `tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`) with the
+official `instances_val2017.json` as evaluation ground truth, by default at
+`data_cache/instances_val2017.json` (override with `--config.dataset.val_annotations=...`).
+
+1. Initialisation ('classification': the MobileNetV2 backbone only; FPN and heads fresh). The
+   OD API downloads the Keras ImageNet weights when it builds the model; the same weights as
+   an OD API classification checkpoint (Keras application with its top, as
+   `tf.train.Checkpoint(feature_extractor=model)`), made in the OD API environment (Keras 2;
+   `PY=$(tools/odapi_env.sh | tail -n 1)`):
+
+     $PY -c "import tensorflow as tf; m = tf.keras.applications.MobileNetV2(weights='imagenet'); tf.train.Checkpoint(feature_extractor=m).save('imagenet/mobilenet_v2/weights')"
+     curl -L http://download.tensorflow.org/models/object_detection/tf2/20210210/centernet_mobilenetv2fpn_512x512_coco17_od.tar.gz | tar xz
+     python -m centernet_jax.import_tf_checkpoint --archive centernet_mobilenetv2fpn_512x512_coco17_od \
+         --checkpoint imagenet/mobilenet_v2/weights-1 --init_type classification --workdir runs/mnv2_init
+
+2. Training:
+
+     python -m centernet_jax.main --config experiments/centernet_mobilenetv2fpn_512x512_coco17_od.py \
+         --workdir runs/mnv2_fpn_512 --config.init_checkpoint=runs/mnv2_init \
+         --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
+
+3. Evaluating the published checkpoint:
+
+     python -m centernet_jax.import_tf_checkpoint --archive centernet_mobilenetv2fpn_512x512_coco17_od \
+         --workdir runs/mnv2_fpn_512_zoo
+     python -m centernet_jax.main --config experiments/centernet_mobilenetv2fpn_512x512_coco17_od.py \
+         --workdir runs/mnv2_fpn_512_zoo --mode eval --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
+
+Differences from the zoo run (besides the unknown recipe): BN statistics come from the global
+batch (the zoo's MobileNet BNs used per-replica statistics); losses are normalised by the
+global box count (research note 5.1).
+"""
+
+from centernet_jax import config_base
+
+
+def get_config():
+  c = config_base.base_config()
+  c.dataset.source = 'tfds'
+  c.dataset.tfds_name = 'coco/2017'
+  c.dataset.val_annotations = 'data_cache/instances_val2017.json'
+  c.dataset.label_map_mode = 'id_minus_one'  # 90 channels, channel = COCO id - 1
+  c.dataset.max_boxes = 100  # max_number_of_boxes
+
+  c.input.size = 512
+  c.input.random_flip = True
+  c.input.random_patch_gaussian = True  # right after the flip, as in the kpts config
+  c.input.patch_gaussian_min_size = 1
+  c.input.patch_gaussian_max_size = 250
+  c.input.patch_gaussian_min_stddev = 0.0
+  c.input.patch_gaussian_max_stddev = 1.0
+  c.input.patch_gaussian_keep_original_prob = 0.0  # random_coef 0: always applied
+  c.input.random_crop = True  # random_crop_image 0.5-1.7, random_coef 0.25
+  c.input.crop_min_aspect_ratio = 0.5
+  c.input.crop_max_aspect_ratio = 1.7
+  c.input.crop_keep_original_prob = 0.25
+  c.input.color_jitter = True  # hue 0.02, contrast/saturation 0.8-1.25, brightness 0.2
+  c.input.random_pad = True  # random_absolute_pad_image 200/200, black
+  c.input.max_pad_pixels = 200
+  c.input.random_square_crop = False
+
+  c.model.backbone = 'mobilenet_v2_fpn'
+  c.model.width_multiplier = 1.0  # depth_multiplier 1.0
+  c.model.use_separable_conv = True  # mobilenet_v2_fpn_sep_conv
+  c.model.depthwise_heads = True  # use_depthwise: true
+  c.model.num_classes = 90
+  c.model.head_channels = 256
+
+  # Nearest known recipe (see the docstring): batch from the od archive quote, the rest from
+  # the MobileNetV2 FPN kpts archive.
+  c.optimizer.adam_epsilon = 1e-8
+  c.optimizer.schedule = 'cosine'
+  c.optimizer.learning_rate = 5e-3
+  c.optimizer.warmup_learning_rate = 1e-4
+  c.optimizer.warmup_steps = 5000
+  c.batch_size = 128
+  c.num_train_steps = 300000
+
+  c.eval.max_detections = 100
+  c.init_checkpoint = ''  # the converted ImageNet init (step 1 above); '' = from scratch
+  return c

@@ -1,0 +1,93 @@
+r"""TF2 zoo row `centernet_resnet50_v1_fpn_512x512_coco17_tpu-8`: ResNet-50 v1 FPN, 512x512.
+
+Zoo (tf2_detection_zoo.md): COCO val2017 box AP 31.2, speed 27 ms (unspecified GPU, batch 1,
+end to end; see docs/zoo_speed.md for ours).
+Archive: http://download.tensorflow.org/models/object_detection/tf2/20200711/
+centernet_resnet50_v1_fpn_512x512_coco17_tpu-8.tar.gz
+
+RECIPE UNKNOWN. This row has no config in `configs/tf2` (only the archive's pipeline.config,
+which was not retrieved; research note tf_od_api_centernet.md, 5.2). The model fields are
+certain (the archive name, and `import_tf_checkpoint` checks them against the archive's
+pipeline.config): `resnet_v1_50_fpn`, 512x512, 90 classes. The TRAINING recipe is the nearest
+known config, `configs/tf2/centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8.config` (the
+same backbone, input, TPU-8 and archive date, without the keypoint task): batch 128, 250k
+steps, Adam eps 1e-7, cosine 1e-3 with linear warmup from 2.5e-4 over 5k steps, flip + crop
+(0.5-1.7, coef 0.25) + colour + pad (200/200 black), init from the Keras ImageNet ResNet50
+(`fine_tune_checkpoint_type: "classification"`). (The other candidate, the R101 v1 FPN boxes
+config, uses 140k steps with manual steps; the keypoint row of the same backbone was preferred.)
+Read the archive's pipeline.config `train_config` to replace this guess.
+
+Data: TFDS `coco/2017` (build once: `tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`) with the
+official `instances_val2017.json` as evaluation ground truth, by default at
+`data_cache/instances_val2017.json` (override with `--config.dataset.val_annotations=...`).
+
+1. Initialisation ('classification': backbone only; FPN and heads fresh). The ImageNet
+   checkpoint is what the OD API's `convert_keras_models.py` writes (the Keras application with
+   its top, as `tf.train.Checkpoint(feature_extractor=model)`); make it in the OD API
+   environment (Keras 2; `PY=$(tools/odapi_env.sh | tail -n 1)`):
+
+     $PY -c "import tensorflow as tf; m = tf.keras.applications.ResNet50(weights='imagenet'); tf.train.Checkpoint(feature_extractor=m).save('imagenet/resnet50/weights')"
+     curl -L http://download.tensorflow.org/models/object_detection/tf2/20200711/centernet_resnet50_v1_fpn_512x512_coco17_tpu-8.tar.gz | tar xz
+     python -m centernet_jax.import_tf_checkpoint --archive centernet_resnet50_v1_fpn_512x512_coco17_tpu-8 \
+         --checkpoint imagenet/resnet50/weights-1 --init_type classification --workdir runs/r50_init
+
+2. Training (on a TPU v4-32 see docs/launch.md):
+
+     python -m centernet_jax.main --config experiments/centernet_resnet50_v1_fpn_512x512_coco17_tpu-8.py \
+         --workdir runs/r50_fpn_512 --config.init_checkpoint=runs/r50_init \
+         --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
+
+3. Evaluating the published checkpoint:
+
+     python -m centernet_jax.import_tf_checkpoint --archive centernet_resnet50_v1_fpn_512x512_coco17_tpu-8 \
+         --workdir runs/r50_fpn_512_zoo
+     python -m centernet_jax.main --config experiments/centernet_resnet50_v1_fpn_512x512_coco17_tpu-8.py \
+         --workdir runs/r50_fpn_512_zoo --mode eval --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
+
+Differences from the zoo run (besides the unknown recipe): BN statistics come from the global
+batch (the zoo's ResNet BNs used per-replica statistics); losses are normalised by the global
+box count (the OD API averages per-replica normalised losses, research note 5.1).
+"""
+
+from centernet_jax import config_base
+
+
+def get_config():
+  c = config_base.base_config()
+  c.dataset.source = 'tfds'
+  c.dataset.tfds_name = 'coco/2017'
+  c.dataset.val_annotations = 'data_cache/instances_val2017.json'
+  c.dataset.label_map_mode = 'id_minus_one'  # 90 channels, channel = COCO id - 1
+  c.dataset.max_boxes = 100  # max_number_of_boxes
+
+  c.input.size = 512
+  c.input.random_flip = True
+  c.input.random_crop = True  # random_crop_image 0.5-1.7, random_coef 0.25
+  c.input.crop_min_aspect_ratio = 0.5
+  c.input.crop_max_aspect_ratio = 1.7
+  c.input.crop_keep_original_prob = 0.25
+  c.input.color_jitter = True  # hue 0.02, contrast/saturation 0.8-1.25, brightness 0.2
+  c.input.random_pad = True  # random_absolute_pad_image 200/200, black
+  c.input.max_pad_pixels = 200
+  c.input.random_square_crop = False
+  c.input.random_patch_gaussian = False
+
+  c.model.backbone = 'resnet_v1_fpn'
+  c.model.depth = 50
+  c.model.width_multiplier = 1.0
+  c.model.num_classes = 90
+  c.model.head_channels = 256
+  c.model.depthwise_heads = False
+
+  # Nearest known recipe (the kpts row of this backbone); see the docstring.
+  c.optimizer.adam_epsilon = 1e-7
+  c.optimizer.schedule = 'cosine'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_learning_rate = 2.5e-4
+  c.optimizer.warmup_steps = 5000
+  c.batch_size = 128
+  c.num_train_steps = 250000
+
+  c.eval.max_detections = 100
+  c.init_checkpoint = ''  # the converted ImageNet init (step 1 above); '' = from scratch
+  return c
