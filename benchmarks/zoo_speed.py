@@ -1,19 +1,22 @@
 r"""Speed of every TF2-zoo CenterNet row at its full resolution, beside the zoo's speed column.
 
   python benchmarks/zoo_speed.py [--rows ROW,ROW|all] [--batch 2] [--repeats 5] \
-      [--dtypes float32,bfloat16] [--no_train] [--row_timeout 3600] [--out docs/zoo_speed.md]
+      [--dtypes float32,bfloat16] [--no_train] [--row_timeout 3600] [--out table.md] \
+      [--results_json results.json]
 
 For each row (its experiment file `experiments/<archive name>.py`, on whatever JAX backend is
 present) and each compute dtype (`model.dtype`; params stay float32):
   * forward latency at batch 1: the jitted model + decoder (`evaluate.make_predict_fn`: boxes,
     100 detections, and the joints for keypoint rows) on a zero S x S image, after one
-    warm-up call, median of `--repeats` calls (host preprocessing, i.e. image decoding and
-    resizing, is not included);
+    warm-up call, median (and minimum) of `--repeats` calls (host preprocessing, i.e. image
+    decoding and resizing, is not included);
   * training step time per image: the jitted `train.make_train_step` (targets, loss, gradients,
-    Adam update) on one device at `--batch` images with 10 boxes each, after one warm-up call,
-    median of `--repeats` steps, divided by the batch.
+    Adam update) on one device at `--batch` images with 10 boxes each (batch 1 when that step
+    would not fit in the RAM, on CPU), after one warm-up call, median (and minimum) of
+    `--repeats` steps, divided by the batch.
 Compile times are reported too, and the training step's memory (XLA's estimate: arguments,
-outputs, temporaries); on CPU a step needing more than 80% of the available RAM is not run.
+outputs, temporaries); on CPU a step needing more than 80% of the available RAM runs at batch
+1 instead, or not at all.
 Each row runs in its own subprocess with a `--row_timeout`, so a row that is too slow or runs
 out of memory is listed with the reason instead of stopping the others.
 
@@ -64,8 +67,8 @@ def load_config(row: str):
   return import_tf_checkpoint.load_experiment(experiment_path(row))
 
 
-def _median_ms(fn, repeats: int) -> tuple[float, float]:
-  """(first call seconds, median of `repeats` further calls in ms)."""
+def _timed_ms(fn, repeats: int) -> tuple[float, float, float]:
+  """(first call seconds, median and minimum of `repeats` further calls in ms)."""
   import jax  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   jax.block_until_ready(fn())
@@ -75,7 +78,7 @@ def _median_ms(fn, repeats: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     times.append((time.perf_counter() - t0) * 1e3)
-  return first, statistics.median(times)
+  return first, statistics.median(times), min(times)
 
 
 def _keypoint_spec(config):
@@ -205,8 +208,8 @@ def measure_row(row: str, dtypes, batch: int, repeats: int, do_train: bool,
     inputs = {'image': jnp.zeros((1, size, size, 3), jnp.float32), 'true_size': sizes,
               'original_size': sizes}
     out['results'][dtype] = res
-    res['fwd_compile_s'], res['fwd_ms'] = _median_ms(lambda: predict(variables, inputs),
-                                                     repeats)
+    res['fwd_compile_s'], res['fwd_ms'], res['fwd_min_ms'] = _timed_ms(
+        lambda: predict(variables, inputs), repeats)
     save()
     print(f'[{row}] {dtype} forward b1: {res["fwd_ms"]:.1f} ms '
           f'(compile {res["fwd_compile_s"]:.1f} s)', flush=True)
@@ -217,28 +220,36 @@ def measure_row(row: str, dtypes, batch: int, repeats: int, do_train: bool,
         state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                                  batch_stats=variables.get('batch_stats', {}),
                                  opt_state=tx.init(variables['params']))
-        data = jax.device_put(_train_batch(config, batch, size, num_classes, spec))
-        t0 = time.perf_counter()
-        step = jax.jit(train.make_train_step(model, tx, schedule, config, num_classes,
-                                             *kp_args)).lower(state, data).compile()
-        res['train_compile_s'] = time.perf_counter() - t0
-        need = _bytes_needed(step)
-        if need:
-          res['train_gib'] = need / 2**30
+        step_fn = train.make_train_step(model, tx, schedule, config, num_classes, *kp_args)
         available = _host_bytes_available() if jax.default_backend() == 'cpu' else None
-        if need and available and need > 0.8 * available:
-          raise MemoryError(f'not run: the step needs ~{need / 2**30:.0f} GiB, '
-                            f'{available / 2**30:.0f} GiB of RAM available')
+        b = batch
+        while True:  # on CPU: the largest of (batch, 1) whose step fits in 80% of the RAM
+          data = jax.device_put(_train_batch(config, b, size, num_classes, spec))
+          t0 = time.perf_counter()
+          step = jax.jit(step_fn).lower(state, data).compile()
+          res['train_compile_s'] = time.perf_counter() - t0
+          need = _bytes_needed(step)
+          res['train_gib'] = need / 2**30 if need else None
+          if not (need and available and need > 0.8 * available):
+            break
+          if b == 1:
+            raise MemoryError(f'not run: the step needs ~{need / 2**30:.0f} GiB at batch 1, '
+                              f'{available / 2**30:.0f} GiB of RAM available')
+          print(f'[{row}] {dtype} train b{b}: needs ~{need / 2**30:.0f} GiB of '
+                f'{available / 2**30:.0f} GiB available; batch 1 instead', flush=True)
+          b = 1
+        res['train_batch'] = b
         holder = {'state': state}
 
         def run_step():
           holder['state'], metrics = step(holder['state'], data)
           return metrics['loss']
 
-        _, step_ms = _median_ms(run_step, repeats)  # first call: the warm-up
-        res['train_ms_per_image'] = step_ms / batch
-        print(f'[{row}] {dtype} train b{batch}: {step_ms:.1f} ms/step, '
-              f'{step_ms / batch:.1f} ms/image (compile {res["train_compile_s"]:.1f} s)',
+        _, step_ms, step_min_ms = _timed_ms(run_step, repeats)  # first call: the warm-up
+        res['train_ms_per_image'] = step_ms / b
+        res['train_min_ms_per_image'] = step_min_ms / b
+        print(f'[{row}] {dtype} train b{b}: {step_ms:.1f} ms/step, '
+              f'{step_ms / b:.1f} ms/image (compile {res["train_compile_s"]:.1f} s)',
               flush=True)
       except (NotImplementedError, MemoryError) as e:
         res['train_error'] = str(e)
@@ -311,20 +322,30 @@ def _fmt(value, spec='.1f'):
   return '–' if value is None else format(value, spec)
 
 
-def markdown(results, dtypes, batch, repeats, command) -> str:
+def _cell(res, median_key, min_key):
+  """'median (min)' ms, or '–'."""
+  if res.get(median_key) is None:
+    return '–'
+  return f'{_fmt(res[median_key])} ({_fmt(res.get(min_key))})'
+
+
+def markdown(results, dtypes, batch) -> str:
+  """The results table; times are 'median (minimum)' in ms."""
   lines = [
       '| zoo row | input | zoo speed ms | zoo AP | params | ' +
       ' | '.join(f'fwd b1 {d} ms' for d in dtypes) + ' | ' +
-      ' | '.join(f'train {d} ms/img (b{batch})' for d in dtypes) + ' | compile fwd/train s '
+      ' | '.join(f'train {d} ms/img' for d in dtypes) + ' | train batch | compile fwd/train s '
       f'({dtypes[0]}) | note |',
-      '|' + '---|' * (7 + 2 * len(dtypes)),
+      '|' + '---|' * (8 + 2 * len(dtypes)),
   ]
   for r in results:
     row = r['row']
     speed, ap = ZOO.get(row, (None, ''))
     res = r.get('results', {})
-    fwd = [_fmt(res.get(d, {}).get('fwd_ms')) for d in dtypes]
-    trn = [_fmt(res.get(d, {}).get('train_ms_per_image')) for d in dtypes]
+    fwd = [_cell(res.get(d, {}), 'fwd_ms', 'fwd_min_ms') for d in dtypes]
+    trn = [_cell(res.get(d, {}), 'train_ms_per_image', 'train_min_ms_per_image')
+           for d in dtypes]
+    batches = sorted({res[d]['train_batch'] for d in dtypes if res.get(d, {}).get('train_batch')})
     first = res.get(dtypes[0], {})
     compile_s = (f"{_fmt(first.get('fwd_compile_s'), '.0f')} / "
                  f"{_fmt(first.get('train_compile_s'), '.0f')}")
@@ -338,7 +359,8 @@ def markdown(results, dtypes, batch, repeats, command) -> str:
     size = r.get('size')
     lines.append(f"| `{row}` | {size or '–'} | {speed if speed is not None else '–'} | {ap} | "
                  f"{params} | " + ' | '.join(fwd) + ' | ' + ' | '.join(trn) +
-                 f" | {compile_s} | {'; '.join(notes)} |")
+                 f" | {', '.join(map(str, batches)) or '–'} | {compile_s} | "
+                 f"{'; '.join(notes)} |")
   return '\n'.join(lines) + '\n'
 
 
@@ -352,6 +374,7 @@ def main():
   p.add_argument('--no_train', action='store_true', help='forward latency only')
   p.add_argument('--row_timeout', type=float, default=3600.0, help='seconds per row')
   p.add_argument('--out', default='', help='Markdown file to write the table to')
+  p.add_argument('--results_json', default='', help='JSON file for the raw results')
   p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
   p.add_argument('--json', default='', help=argparse.SUPPRESS)
   args = p.parse_args()
@@ -376,14 +399,20 @@ def main():
                      args.row_timeout)
   command = 'python ' + ' '.join([os.path.relpath(os.path.abspath(__file__), REPO)] +
                                  sys.argv[1:])
-  table = markdown(results, dtypes, args.batch, args.repeats, command)
-  header = (f'Machine: {machine_line()}.\nCommand: `{command}` (forward: batch 1, median of '
-            f'{args.repeats} after 1 warm-up; train: batch {args.batch}, median of '
-            f'{args.repeats} steps after 1 warm-up, per image).\n\n')
+  table = markdown(results, dtypes, args.batch)
+  load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
+  header = (f'Machine: {machine_line()}.\nCommand: `{command}`. Times in ms: median (minimum) '
+            f'of {args.repeats} calls after 1 warm-up; forward at batch 1; train per image at '
+            f'batch {args.batch} (1 where that step does not fit in RAM). Load average at the '
+            f'end: {load}.\n\n')
   print('\n' + header + table)
   if args.out:
     with open(args.out, 'w') as f:
       f.write(header + table)
+  if args.results_json:
+    with open(args.results_json, 'w') as f:
+      json.dump({'machine': machine_line(), 'command': command, 'results': results}, f,
+                indent=1)
 
 
 if __name__ == '__main__':

@@ -167,10 +167,14 @@ class CocoKeypointEvaluator:
     """COCOeval (keypoints, OKS with the spec's sigmas) on the images added so far.
 
     Ground-truth annotations without `num_keypoints` get it counted from their `keypoints`
-    (pycocotools ignores instances with 0 labelled joints), and without `area` the box area.
+    (pycocotools ignores instances with 0 labelled joints), keypoint-class annotations without
+    `keypoints` get none labelled, and annotations without `area` the box area.
     """
     data = json.loads(epath.Path(self.annotation_file).read_text())
+    num_joints = self.spec.num_keypoints
     for ann in data.get('annotations', []):
+      if ann.get('category_id') == self.spec.category_id and 'keypoints' not in ann:
+        ann['keypoints'] = [0] * (3 * num_joints)  # no joints annotated: ignored by COCOeval
       if 'keypoints' in ann and 'num_keypoints' not in ann:
         ann['num_keypoints'] = int(sum(1 for v in ann['keypoints'][2::3] if v > 0))
       if 'area' not in ann and 'bbox' in ann:

@@ -187,6 +187,32 @@ def test_recipe(row):
     assert config.dataset.val_keypoint_annotations.endswith('person_keypoints_val2017.json')
 
 
+# The box rows' pipeline.config model fields (feature extractor, use_depthwise; all 90 classes
+# at their input size): the importer must accept each experiment for its archive.
+BOX_ROW_FEATURE_EXTRACTORS = {
+    'centernet_hg104_512x512_coco17_tpu-8': ('hourglass_104', False),
+    'centernet_hg104_1024x1024_coco17_tpu-32': ('hourglass_104', False),
+    'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8': ('resnet_v1_50_fpn', False),
+    'centernet_resnet101_v1_fpn_512x512_coco17_tpu-8': ('resnet_v1_101_fpn', False),
+    'centernet_resnet50_v2_512x512_coco17_tpu-8': ('resnet_v2_50', False),
+    'centernet_mobilenetv2fpn_512x512_coco17_od': ('mobilenet_v2_fpn_sep_conv', True),
+}
+
+
+@pytest.mark.parametrize('row', sorted(BOX_ROWS))
+def test_box_row_matches_its_pipeline_config_model(row):
+  config = _load(row)
+  fe, depthwise = BOX_ROW_FEATURE_EXTRACTORS[row]
+  zoo = import_tf_checkpoint.ZooModel(
+      feature_extractor=fe, num_classes=90, input_size=BOX_ROWS[row]['size'],
+      use_depthwise=depthwise, keypoint_tasks=(), max_box_predictions=100, channel_means=(),
+      channel_stds=(), bgr_ordering=fe == 'hourglass_104')
+  assert import_tf_checkpoint.config_mismatches(config, zoo) == []
+  # ... and refuses it for another archive (here: another input size).
+  zoo.input_size = 2 * zoo.input_size
+  assert import_tf_checkpoint.config_mismatches(config, zoo)
+
+
 @pytest.mark.parametrize('row', sorted(ROWS))
 def test_importer_finds_the_experiment_by_archive_name(row, tmp_path):
   config = _load(row)

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from centernet_jax import config_base
 from centernet_jax import evaluate
@@ -72,3 +73,22 @@ def test_keypoint_results_json():
       np.array([[0.9, 0.8]]), np.array([[2, 0]]), channel=2, category_id=11)
   assert res == [{'image_id': 7, 'category_id': 11, 'keypoints': [2.0, 1.0, 1, 4.0, 3.0, 1],
                   'score': 0.9}]
+
+
+def test_ground_truth_without_keypoints_is_ignored(tmp_path):
+  person = {'id': 3, 'name': 'person', 'keypoints': ['a', 'b']}
+  gt = {'images': [{'id': 1, 'file_name': 'x.png', 'height': 50, 'width': 50}],
+        'annotations': [
+            {'id': 1, 'image_id': 1, 'category_id': 3, 'bbox': [0, 0, 20, 20], 'iscrowd': 0,
+             'keypoints': [5, 6, 2, 10, 12, 1]},  # no num_keypoints, no area
+            {'id': 2, 'image_id': 1, 'category_id': 3, 'bbox': [25, 25, 20, 20],
+             'iscrowd': 0, 'area': 400}]}  # a person without keypoints
+  gt['categories'] = [person]
+  path = tmp_path / 'gt.json'
+  path.write_text(json.dumps(gt))
+  spec = kps.spec_from_category(person, 0)
+  ev = evaluate.CocoKeypointEvaluator(str(path), spec)
+  ev.add(np.array([1]), np.array([[[[6.0, 5.0], [12.0, 10.0]]]]), np.array([[0.9]]),
+         np.array([[0]]))
+  metrics = ev.compute()
+  assert metrics['AP'] == pytest.approx(1.0) and metrics['AR'] == pytest.approx(1.0)

@@ -31,3 +31,14 @@ def tiny_config(data_dir: str) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 2
   c.eval.batch_size = 4
   return c
+
+
+def tiny_keypoint_config(data_dir: str) -> ml_collections.ConfigDict:
+  """`tiny_config` on the synthetic keypoint set (9 joints), with the keypoint task on."""
+  c = tiny_config(data_dir)
+  c.dataset.source = 'synthetic_keypoints'
+  c.dataset.synthetic_num_train = 16
+  c.dataset.synthetic_num_val = 4
+  c.dataset.max_boxes = 6
+  c.keypoints.enabled = True
+  return c
