@@ -15,7 +15,7 @@ present) and each compute dtype (`model.dtype`; params stay float32):
     would not fit in the RAM, on CPU), after one warm-up call, median (and minimum) of
     `--repeats` steps, divided by the batch.
 Compile times are reported too, and the training step's memory (XLA's estimate: arguments,
-outputs, temporaries); on CPU a step needing more than 80% of the available RAM runs at batch
+outputs, temporaries); on CPU a step needing more than 90% of the available RAM runs at batch
 1 instead, or not at all.
 Each row runs in its own subprocess with a `--row_timeout`, so a row that is too slow or runs
 out of memory is listed with the reason instead of stopping the others.
@@ -28,6 +28,7 @@ unspecified GPU); compare rows relative to each other, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -223,14 +224,14 @@ def measure_row(row: str, dtypes, batch: int, repeats: int, do_train: bool,
         step_fn = train.make_train_step(model, tx, schedule, config, num_classes, *kp_args)
         available = _host_bytes_available() if jax.default_backend() == 'cpu' else None
         b = batch
-        while True:  # on CPU: the largest of (batch, 1) whose step fits in 80% of the RAM
+        while True:  # on CPU: the largest of (batch, 1) whose step fits in 90% of the RAM
           data = jax.device_put(_train_batch(config, b, size, num_classes, spec))
           t0 = time.perf_counter()
           step = jax.jit(step_fn).lower(state, data).compile()
           res['train_compile_s'] = time.perf_counter() - t0
           need = _bytes_needed(step)
           res['train_gib'] = need / 2**30 if need else None
-          if not (need and available and need > 0.8 * available):
+          if not (need and available and need > 0.9 * available):
             break
           if b == 1:
             raise MemoryError(f'not run: the step needs ~{need / 2**30:.0f} GiB at batch 1, '
@@ -255,7 +256,10 @@ def measure_row(row: str, dtypes, batch: int, repeats: int, do_train: bool,
         res['train_error'] = str(e)
         print(f'[{row}] {dtype} train: {e}', flush=True)
       save()
-    del variables
+    # Free this dtype's buffers and executables before the next one (the RAM check above).
+    variables = predict = state = step = holder = data = None  # noqa: F841
+    jax.clear_caches()
+    gc.collect()
   return out
 
 
