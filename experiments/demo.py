@@ -41,3 +41,15 @@ def get_config():
   c.checkpoint_every_steps = 500
   c.eval.batch_size = 20
   return c
+
+
+def get_sweep():
+  """Three learning rates on a 500-step schedule (a few minutes per run on 2 CPU cores):
+
+    python -m launch.sweep --config experiments/demo.py --workdir runs/demo_sweep
+  """
+  from launch import sweep_utils as su  # pylint: disable=g-import-not-at-top
+  return su.cross(
+      su.product(**{'optimizer.learning_rate': [1e-3, 2e-3, 4e-3]}),
+      su.fixed(**{'num_train_steps': 500, 'eval_every_steps': 500,
+                  'checkpoint_every_steps': 250}))
