@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.shuffle_buffer = 1000
   c.dataset.num_parallel_calls = -1  # tf.data.AUTOTUNE
   c.dataset.cache_decoded = False  # cache decoded train images in memory (small sets only)
+  c.dataset.cache_max_mib = 2048.0  # ... unless they would take more than this: then no cache
   # Image files are header-checked (PIL) when records load: corrupt files or JSON width/height
   # that disagree with the file raise a ValueError, or are skipped and counted when True.
   c.dataset.check_images = True

@@ -14,7 +14,6 @@ not snapped to a heatmap peak) and writes, for detections of the keypoint class,
 `keypoints`: one {name, x, y, score} per joint in image pixels.
 """
 
-import glob
 import json
 from typing import Any, Sequence
 
@@ -28,6 +27,7 @@ import tensorflow as tf
 
 from centernet_jax import checkpointing
 from centernet_jax import evaluate
+from centernet_jax import file_io
 from centernet_jax import keypoint_spec as kp_spec_lib
 from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
@@ -104,8 +104,8 @@ def expand_image_paths(spec: str) -> list[str]:
   for part in (p.strip() for p in spec.split(',')):
     if not part:
       continue
-    matches = sorted(glob.glob(part)) if any(ch in part for ch in '*?[') else [part]
-    if not matches or not all(epath.Path(m).exists() for m in matches):
+    matches = sorted(tf.io.gfile.glob(part)) if any(ch in part for ch in '*?[') else [part]
+    if not matches or not all(file_io.exists(m) for m in matches):
       raise FileNotFoundError(f'--images: no file matches {part!r}.')
     paths.extend(matches)
   if not paths:
@@ -115,7 +115,7 @@ def expand_image_paths(spec: str) -> list[str]:
 
 def load_rgb(path: str) -> np.ndarray:
   try:
-    with Image.open(path) as im:
+    with file_io.open_file(path, 'rb') as f, Image.open(f) as im:
       return np.asarray(im.convert('RGB'))
   except Exception as e:  # PIL raises several types for unreadable files.
     raise ValueError(f'{path}: cannot read the image ({e}).') from e

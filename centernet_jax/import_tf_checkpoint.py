@@ -42,25 +42,10 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-# The 80 COCO 2017 detection categories (id, name); ids run 1..90 with 10 gaps.
-COCO_CATEGORIES: Tuple[Tuple[int, str], ...] = (
-    (1, 'person'), (2, 'bicycle'), (3, 'car'), (4, 'motorcycle'), (5, 'airplane'), (6, 'bus'),
-    (7, 'train'), (8, 'truck'), (9, 'boat'), (10, 'traffic light'), (11, 'fire hydrant'),
-    (13, 'stop sign'), (14, 'parking meter'), (15, 'bench'), (16, 'bird'), (17, 'cat'),
-    (18, 'dog'), (19, 'horse'), (20, 'sheep'), (21, 'cow'), (22, 'elephant'), (23, 'bear'),
-    (24, 'zebra'), (25, 'giraffe'), (27, 'backpack'), (28, 'umbrella'), (31, 'handbag'),
-    (32, 'tie'), (33, 'suitcase'), (34, 'frisbee'), (35, 'skis'), (36, 'snowboard'),
-    (37, 'sports ball'), (38, 'kite'), (39, 'baseball bat'), (40, 'baseball glove'),
-    (41, 'skateboard'), (42, 'surfboard'), (43, 'tennis racket'), (44, 'bottle'),
-    (46, 'wine glass'), (47, 'cup'), (48, 'fork'), (49, 'knife'), (50, 'spoon'), (51, 'bowl'),
-    (52, 'banana'), (53, 'apple'), (54, 'sandwich'), (55, 'orange'), (56, 'broccoli'),
-    (57, 'carrot'), (58, 'hot dog'), (59, 'pizza'), (60, 'donut'), (61, 'cake'), (62, 'chair'),
-    (63, 'couch'), (64, 'potted plant'), (65, 'bed'), (67, 'dining table'), (70, 'toilet'),
-    (72, 'tv'), (73, 'laptop'), (74, 'mouse'), (75, 'remote'), (76, 'keyboard'),
-    (77, 'cell phone'), (78, 'microwave'), (79, 'oven'), (80, 'toaster'), (81, 'sink'),
-    (82, 'refrigerator'), (84, 'book'), (85, 'clock'), (86, 'vase'), (87, 'scissors'),
-    (88, 'teddy bear'), (89, 'hair drier'), (90, 'toothbrush'),
-)
+from centernet_jax import file_io
+from centernet_jax.data import coco_categories
+
+COCO_CATEGORIES = coco_categories.COCO_CATEGORIES
 
 # Defaults of model config fields that the experiment may leave out (the builders' defaults).
 MODEL_FIELD_DEFAULTS = {'depthwise_heads': False, 'use_separable_conv': True}
@@ -416,10 +401,10 @@ def import_archive(archive: str, workdir: str, *, experiment: Optional[str] = No
   from centernet_jax import tf_checkpoint  # pylint: disable=g-import-not-at-top
   from centernet_jax import train  # pylint: disable=g-import-not-at-top
 
-  config_path = os.path.join(archive, 'pipeline.config')
-  if not os.path.exists(config_path):
+  config_path = file_io.join(archive, 'pipeline.config')
+  if not file_io.exists(config_path):
     raise ArchiveImportError(f'{config_path} does not exist (expected the unpacked zoo archive).')
-  with open(config_path) as f:
+  with file_io.open_file(config_path) as f:
     zoo = read_pipeline_config(f.read())
   with_keypoints = bool(zoo.keypoint_tasks) and not skip_keypoint_heads
   experiment = experiment or find_experiment(archive, zoo, experiments_dir, with_keypoints)
@@ -484,16 +469,16 @@ def import_archive(archive: str, workdir: str, *, experiment: Optional[str] = No
   if spec is not None:
     lm_json['keypoints'] = spec.to_json_dict()
   meta = {'step': 0, 'config': json.loads(config.to_json_best_effort()), 'label_map': lm_json,
-          'imported_from': {'archive': os.path.abspath(archive), 'experiment': experiment,
+          'imported_from': {'archive': file_io.absolute(archive), 'experiment': experiment,
                             'init_type': init_type, 'conversion': report.summary()}}
   manager = checkpointing.make_manager(workdir, keep=1)
   checkpointing.save(manager, 0, state, meta)
   manager.wait_until_finished()
   manager.close()
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+  file_io.makedirs(workdir)
+  with file_io.open_file(file_io.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
-  with open(os.path.join(workdir, 'label_map.json'), 'w') as f:
+  with file_io.open_file(file_io.join(workdir, 'label_map.json'), 'w') as f:
     json.dump(lm_json, f, indent=2)
   num_params = int(sum(np.size(x) for x in jax.tree.leaves(params)))
   return {'workdir': workdir, 'experiment': experiment, 'feature_extractor':

@@ -59,57 +59,13 @@ The square crop does not reproduce the OD API's dropped last row/column
 (augment.random_square_crop_by_scale).
 """
 
-from centernet_jax import config_base
+from centernet_jax import zoo_recipes as zoo
 
 
 def get_config():
-  c = config_base.base_config()
-  c.dataset.source = 'tfds'
-  c.dataset.tfds_name = 'coco_keypoints/2017'
-  c.dataset.val_annotations = 'data_cache/instances_val2017.json'
-  c.dataset.val_keypoint_annotations = 'data_cache/person_keypoints_val2017.json'
-  c.dataset.label_map_mode = 'id_minus_one'  # 90 channels, channel = COCO id - 1
-  c.dataset.max_boxes = 100  # max_number_of_boxes
-
-  c.input.size = 1024
-  c.input.random_flip = True  # with the 17-joint left/right permutation
-  c.input.random_crop = False
-  c.input.color_jitter = True  # hue 0.02, contrast/saturation 0.8-1.25, brightness 0.2
-  c.input.random_square_crop = True  # random_square_crop_by_scale, after the colour ops
-  c.input.square_crop_scale_min = 0.6
-  c.input.square_crop_scale_max = 1.3
-  c.input.square_crop_max_border = 128
-  c.input.square_crop_num_scales = 8
-  c.input.random_pad = False
-  c.input.random_patch_gaussian = False
-
-  c.model.backbone = 'hourglass'
-  c.model.hourglass_depth = 104
-  c.model.width_multiplier = 1.0
-  c.model.num_classes = 90
-  c.model.head_channels = 256
-  c.model.depthwise_heads = False
-
-  # keypoint_estimation_task "human_pose" on person (/m/01g317): joints, skeleton and flip
-  # permutation from the person category of the keypoint files; std devs and OKS sigmas from
-  # the COCO joint names (keypoint_spec.py).
-  c.keypoints.enabled = True
-  c.keypoints.class_name = 'person'
-  c.keypoints.task_name = 'human_pose'
-  c.keypoints.heatmap_loss_weight = 1.0
-  c.keypoints.offset_loss_weight = 1.0
-  c.keypoints.regression_loss_weight = 0.1
-  c.keypoints.offset_peak_radius = 3
-  c.keypoints.per_keypoint_offset = True
-
-  c.optimizer.adam_epsilon = 1e-7
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.warmup_learning_rate = 2.5e-4
-  c.optimizer.warmup_steps = 5000
-  c.batch_size = 128
-  c.num_train_steps = 250000
-
-  c.eval.max_detections = 100
-  c.init_checkpoint = ''  # the converted ExtremeNet init (step 1 above); '' = from scratch
+  c = zoo.coco17(keypoints=True)
+  zoo.square_crop_augmentation(c, 1024)
+  zoo.model(c, 'hourglass', depth=104)
+  zoo.adam_cosine(c, batch_size=128, num_train_steps=250000, learning_rate=1e-3,
+                  warmup_learning_rate=2.5e-4, warmup_steps=5000)
   return c

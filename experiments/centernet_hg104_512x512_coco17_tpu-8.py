@@ -44,44 +44,13 @@ averages per-replica normalised losses, research note 5.1). BN statistics come f
 batch, as the zoo's SyncBN for the hourglass.
 """
 
-from centernet_jax import config_base
+from centernet_jax import zoo_recipes as zoo
 
 
 def get_config():
-  c = config_base.base_config()
-  c.dataset.source = 'tfds'
-  c.dataset.tfds_name = 'coco/2017'
-  c.dataset.val_annotations = 'data_cache/instances_val2017.json'
-  c.dataset.label_map_mode = 'id_minus_one'  # 90 channels, channel = COCO id - 1
-  c.dataset.max_boxes = 100  # max_number_of_boxes
-
-  c.input.size = 512
-  c.input.random_flip = True
-  c.input.random_crop = True  # random_crop_image 0.5-1.7, random_coef 0.25
-  c.input.crop_min_aspect_ratio = 0.5
-  c.input.crop_max_aspect_ratio = 1.7
-  c.input.crop_keep_original_prob = 0.25
-  c.input.color_jitter = True  # hue 0.02, contrast/saturation 0.8-1.25, brightness 0.2
-  c.input.random_pad = True  # random_absolute_pad_image 200/200, black
-  c.input.max_pad_pixels = 200
-  c.input.random_square_crop = False
-  c.input.random_patch_gaussian = False
-
-  c.model.backbone = 'hourglass'
-  c.model.hourglass_depth = 104
-  c.model.width_multiplier = 1.0
-  c.model.num_classes = 90
-  c.model.head_channels = 256
-  c.model.depthwise_heads = False
-
-  c.optimizer.adam_epsilon = 1e-7
-  c.optimizer.schedule = 'manual_steps'
-  c.optimizer.manual_boundaries = (90000, 120000)
-  c.optimizer.manual_rates = (1e-3, 1e-4, 1e-5)
-  c.batch_size = 128
-  c.num_train_steps = 140000
-
-  c.eval.max_detections = 100
-  # Where the converted init checkpoint goes (step 1 above); '' trains from scratch.
-  c.init_checkpoint = ''
+  c = zoo.coco17()
+  zoo.crop_pad_augmentation(c, 512)
+  zoo.model(c, 'hourglass', depth=104)
+  zoo.adam_manual_steps(c, batch_size=128, num_train_steps=140000,
+                        boundaries=(90000, 120000), rates=(1e-3, 1e-4, 1e-5))
   return c

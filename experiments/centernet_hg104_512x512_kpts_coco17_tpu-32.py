@@ -56,57 +56,13 @@ API averages per-replica normalised losses, research note 5.1). BN statistics co
 global batch, as the zoo's SyncBN for the hourglass.
 """
 
-from centernet_jax import config_base
+from centernet_jax import zoo_recipes as zoo
 
 
 def get_config():
-  c = config_base.base_config()
-  c.dataset.source = 'tfds'
-  c.dataset.tfds_name = 'coco_keypoints/2017'
-  c.dataset.val_annotations = 'data_cache/instances_val2017.json'
-  c.dataset.val_keypoint_annotations = 'data_cache/person_keypoints_val2017.json'
-  c.dataset.label_map_mode = 'id_minus_one'  # 90 channels, channel = COCO id - 1
-  c.dataset.max_boxes = 100  # max_number_of_boxes
-
-  c.input.size = 512
-  c.input.random_flip = True  # with the 17-joint left/right permutation
-  c.input.random_crop = True  # random_crop_image 0.5-1.7, random_coef 0.25
-  c.input.crop_min_aspect_ratio = 0.5
-  c.input.crop_max_aspect_ratio = 1.7
-  c.input.crop_keep_original_prob = 0.25
-  c.input.color_jitter = True  # hue 0.02, contrast/saturation 0.8-1.25, brightness 0.2
-  c.input.random_pad = True  # random_absolute_pad_image 200/200, black
-  c.input.max_pad_pixels = 200
-  c.input.random_square_crop = False
-  c.input.random_patch_gaussian = False
-
-  c.model.backbone = 'hourglass'
-  c.model.hourglass_depth = 104
-  c.model.width_multiplier = 1.0
-  c.model.num_classes = 90
-  c.model.head_channels = 256
-  c.model.depthwise_heads = False
-
-  # keypoint_estimation_task "human_pose" on person (/m/01g317): joints, skeleton and flip
-  # permutation from the person category of the keypoint files; std devs and OKS sigmas from
-  # the COCO joint names (keypoint_spec.py).
-  c.keypoints.enabled = True
-  c.keypoints.class_name = 'person'
-  c.keypoints.task_name = 'human_pose'
-  c.keypoints.heatmap_loss_weight = 1.0
-  c.keypoints.offset_loss_weight = 1.0
-  c.keypoints.regression_loss_weight = 0.1
-  c.keypoints.offset_peak_radius = 3
-  c.keypoints.per_keypoint_offset = True
-
-  c.optimizer.adam_epsilon = 1e-7
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.warmup_learning_rate = 2.5e-4
-  c.optimizer.warmup_steps = 5000
-  c.batch_size = 128
-  c.num_train_steps = 250000
-
-  c.eval.max_detections = 100
-  c.init_checkpoint = ''  # the converted ExtremeNet init (step 1 above); '' = from scratch
+  c = zoo.coco17(keypoints=True)
+  zoo.crop_pad_augmentation(c, 512)
+  zoo.model(c, 'hourglass', depth=104)
+  zoo.adam_cosine(c, batch_size=128, num_train_steps=250000, learning_rate=1e-3,
+                  warmup_learning_rate=2.5e-4, warmup_steps=5000)
   return c

@@ -65,63 +65,16 @@ used per-replica statistics); losses are normalised by the global box / joint co
 note 5.1).
 """
 
-from centernet_jax import config_base
+from centernet_jax import zoo_recipes as zoo
 
 
 def get_config():
-  c = config_base.base_config()
-  c.dataset.source = 'tfds'
-  c.dataset.tfds_name = 'coco_keypoints/2017'
-  # Person only: the label map comes from the person keypoint file (1 category).
-  c.dataset.val_annotations = 'data_cache/person_keypoints_val2017.json'
-  c.dataset.val_keypoint_annotations = 'data_cache/person_keypoints_val2017.json'
-  c.dataset.label_map_mode = 'id_minus_one'  # 1 channel: person (id 1)
-  c.dataset.max_boxes = 100  # max_number_of_boxes
-
-  c.input.size = 512
-  c.input.random_flip = True  # with the 17-joint left/right permutation
-  c.input.random_patch_gaussian = True  # right after the flip
-  c.input.patch_gaussian_min_size = 1
-  c.input.patch_gaussian_max_size = 250
-  c.input.patch_gaussian_min_stddev = 0.0
-  c.input.patch_gaussian_max_stddev = 1.0
-  c.input.patch_gaussian_keep_original_prob = 0.0  # random_coef 0: always applied
-  c.input.random_crop = True  # random_crop_image 0.5-1.7, random_coef 0.25
-  c.input.crop_min_aspect_ratio = 0.5
-  c.input.crop_max_aspect_ratio = 1.7
-  c.input.crop_keep_original_prob = 0.25
-  c.input.color_jitter = True  # hue 0.02, contrast/saturation 0.8-1.25, brightness 0.2
-  c.input.random_pad = True  # random_absolute_pad_image 200/200, black
-  c.input.max_pad_pixels = 200
-  c.input.random_square_crop = False
-
-  c.model.backbone = 'mobilenet_v2_fpn'
-  c.model.width_multiplier = 1.0  # depth_multiplier 1.0
-  c.model.use_separable_conv = True  # mobilenet_v2_fpn_sep_conv
-  c.model.depthwise_heads = True  # use_depthwise: true
-  c.model.num_classes = 1  # person
-  c.model.head_channels = 256
-
-  # keypoint_estimation_task "human_pose" on person (/m/01g317): joints, skeleton and flip
-  # permutation from the person category of the keypoint files; std devs and OKS sigmas from
-  # the COCO joint names (keypoint_spec.py).
-  c.keypoints.enabled = True
-  c.keypoints.class_name = 'person'
-  c.keypoints.task_name = 'human_pose'
-  c.keypoints.heatmap_loss_weight = 1.0
-  c.keypoints.offset_loss_weight = 1.0
-  c.keypoints.regression_loss_weight = 0.1
-  c.keypoints.offset_peak_radius = 3
-  c.keypoints.per_keypoint_offset = True
-
-  c.optimizer.adam_epsilon = 1e-8  # not set in the config: the proto default
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.learning_rate = 5e-3
-  c.optimizer.warmup_learning_rate = 1e-4
-  c.optimizer.warmup_steps = 5000
-  c.batch_size = 512
-  c.num_train_steps = 300000
-
-  c.eval.max_detections = 20  # max_box_predictions: 20
-  c.init_checkpoint = ''  # the converted ImageNet init (step 1 above); '' = from scratch
+  c = zoo.coco17(keypoints=True, person_only=True, max_detections=20)
+  zoo.crop_pad_augmentation(c, 512, patch_gaussian=True)
+  # depth_multiplier 1.0, mobilenet_v2_fpn_sep_conv, use_depthwise: true; one class: person
+  zoo.model(c, 'mobilenet_v2_fpn', num_classes=1, depthwise_heads=True,
+            use_separable_conv=True)
+  # adam epsilon not set in the zoo config: the proto default 1e-8
+  zoo.adam_cosine(c, batch_size=512, num_train_steps=300000, learning_rate=5e-3,
+                  warmup_learning_rate=1e-4, warmup_steps=5000, adam_epsilon=1e-8)
   return c

@@ -62,51 +62,15 @@ batch (the zoo's MobileNet BNs used per-replica statistics); losses are normalis
 global box count (research note 5.1).
 """
 
-from centernet_jax import config_base
+from centernet_jax import zoo_recipes as zoo
 
 
 def get_config():
-  c = config_base.base_config()
-  c.dataset.source = 'tfds'
-  c.dataset.tfds_name = 'coco/2017'
-  c.dataset.val_annotations = 'data_cache/instances_val2017.json'
-  c.dataset.label_map_mode = 'id_minus_one'  # 90 channels, channel = COCO id - 1
-  c.dataset.max_boxes = 100  # max_number_of_boxes
-
-  c.input.size = 512
-  c.input.random_flip = True
-  c.input.random_patch_gaussian = True  # right after the flip, as in the kpts config
-  c.input.patch_gaussian_min_size = 1
-  c.input.patch_gaussian_max_size = 250
-  c.input.patch_gaussian_min_stddev = 0.0
-  c.input.patch_gaussian_max_stddev = 1.0
-  c.input.patch_gaussian_keep_original_prob = 0.0  # random_coef 0: always applied
-  c.input.random_crop = True  # random_crop_image 0.5-1.7, random_coef 0.25
-  c.input.crop_min_aspect_ratio = 0.5
-  c.input.crop_max_aspect_ratio = 1.7
-  c.input.crop_keep_original_prob = 0.25
-  c.input.color_jitter = True  # hue 0.02, contrast/saturation 0.8-1.25, brightness 0.2
-  c.input.random_pad = True  # random_absolute_pad_image 200/200, black
-  c.input.max_pad_pixels = 200
-  c.input.random_square_crop = False
-
-  c.model.backbone = 'mobilenet_v2_fpn'
-  c.model.width_multiplier = 1.0  # depth_multiplier 1.0
-  c.model.use_separable_conv = True  # mobilenet_v2_fpn_sep_conv
-  c.model.depthwise_heads = True  # use_depthwise: true
-  c.model.num_classes = 90
-  c.model.head_channels = 256
-
-  # Nearest known recipe (see the docstring): batch from the od archive quote, the rest from
-  # the MobileNetV2 FPN kpts archive.
-  c.optimizer.adam_epsilon = 1e-8
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.learning_rate = 5e-3
-  c.optimizer.warmup_learning_rate = 1e-4
-  c.optimizer.warmup_steps = 5000
-  c.batch_size = 128
-  c.num_train_steps = 300000
-
-  c.eval.max_detections = 100
-  c.init_checkpoint = ''  # the converted ImageNet init (step 1 above); '' = from scratch
+  c = zoo.coco17()
+  zoo.crop_pad_augmentation(c, 512, patch_gaussian=True)  # as in the keypoint row's config
+  # depth_multiplier 1.0, mobilenet_v2_fpn_sep_conv, use_depthwise: true
+  zoo.model(c, 'mobilenet_v2_fpn', depthwise_heads=True, use_separable_conv=True)
+  # Recipe unknown for this row: the MobileNetV2 keypoint row's schedule at batch 128.
+  zoo.adam_cosine(c, batch_size=128, num_train_steps=300000, learning_rate=5e-3,
+                  warmup_learning_rate=1e-4, warmup_steps=5000, adam_epsilon=1e-8)
   return c

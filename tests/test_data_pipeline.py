@@ -243,6 +243,20 @@ def test_grayscale_rgba_decode(cfg):
   assert data.stats['images_over_max_boxes'] == 1
 
 
+def test_decoded_cache_same_images_and_refused_when_too_large(cfg):
+  data = pipeline.load_split(cfg, 'train')
+  plain = pipeline._RecordTable(data.records)  # pylint: disable=protected-access
+  cached = pipeline._RecordTable(data.records, cache_decoded=True)  # pylint: disable=protected-access
+  assert cached.cache is not None
+  for i in range(len(data.records)):
+    np.testing.assert_array_equal(plain.image(i).numpy(), cached.image(i).numpy())
+  need_mib = sum(r.height * r.width * 3 for r in data.records) / 2**20
+  too_small = pipeline._RecordTable(  # pylint: disable=protected-access
+      data.records, cache_decoded=True, cache_max_mib=need_mib * 0.99)
+  assert too_small.cache is None
+  np.testing.assert_array_equal(too_small.image(4).numpy(), plain.image(4).numpy())
+
+
 def test_max_boxes_truncation(cfg):
   c = cfg.copy_and_resolve_references()
   for key in ('random_flip', 'random_crop', 'random_pad', 'color_jitter'):
@@ -343,3 +357,35 @@ def test_corrupt_image_in_pipeline(tmp_path):
   c.input.size = 16
   batch = next(pipeline.make_train_iterator(c))
   np.testing.assert_array_equal(batch['image_id'], [100, 100])
+
+
+def _copy_tree_to(src_dir, dst_dir):
+  tf.io.gfile.makedirs(dst_dir)
+  for name in os.listdir(src_dir):
+    tf.io.gfile.copy(os.path.join(src_dir, name), f'{dst_dir}/{name}', overwrite=True)
+
+
+def test_dataset_on_a_non_local_file_system_gives_the_same_batches(cfg):
+  # ram:// is TensorFlow's in-memory file system: it goes through tf.io.gfile like gs:// does,
+  # so nothing on the path may assume a local file (os.path, open, PIL on a path).
+  c = cfg.copy_and_resolve_references()
+  root = 'ram://centernet_jax_test/coco'
+  for split in ('train', 'val'):
+    ann = c.dataset[f'{split}_annotations']
+    tf.io.gfile.makedirs(root)
+    tf.io.gfile.copy(ann, f'{root}/instances_{split}.json', overwrite=True)
+    _copy_tree_to(c.dataset[f'{split}_images'], f'{root}/{split}')
+    c.dataset[f'{split}_annotations'] = f'{root}/instances_{split}.json'
+    c.dataset[f'{split}_images'] = f'{root}/{split}'
+  for a, b in zip(_take(pipeline.make_train_iterator(cfg), 2),
+                  _take(pipeline.make_train_iterator(c), 2)):
+    _assert_batches_equal(a, b)
+  local_eval, remote_eval = pipeline.make_eval_iterator(cfg), pipeline.make_eval_iterator(c)
+  assert local_eval[1] == remote_eval[1]
+  for a, b in zip(local_eval[0], remote_eval[0]):
+    _assert_batches_equal(a, b)
+  assert pipeline.label_map_for(c).ids == pipeline.label_map_for(cfg).ids
+  # A missing remote image is named like a local one.
+  tf.io.gfile.remove(f'{root}/val/val3.png')
+  with pytest.raises(ValueError, match=r"image file 'ram://.*val3.png' \(field 'file_name'\)"):
+    pipeline.load_split(c, 'val')

@@ -16,6 +16,7 @@ Rules applied while reading:
   width/height that disagree with the file; both raise unless `skip_bad_images=True`, which
   skips those images and counts them. (PIL `verify` checks PNG chunk CRCs; for JPEG it only
   checks the header, so a truncated JPEG is only caught when TF decodes it.)
+- Paths may be local or on any file system `tf.io.gfile` reads (`gs://...`), see file_io.py.
 
 Keypoints (only when a `KeypointSpec` is given, see keypoint_spec.py): the annotations of the
 spec's category carry COCO's `keypoints` list of J (x, y, v) triples in pixels (read from the
@@ -33,12 +34,13 @@ import concurrent.futures
 import dataclasses
 import json
 import math
-import os
 from typing import Any, Iterable, Mapping, Sequence
 
 from absl import logging
 import numpy as np
 from PIL import Image
+
+from centernet_jax import file_io
 
 LABEL_MAP_MODES = ('contiguous', 'id_minus_one')
 
@@ -87,8 +89,7 @@ class LabelMap:
 
   @classmethod
   def from_coco_json(cls, annotation_file: str, mode: str = 'contiguous') -> 'LabelMap':
-    with open(annotation_file, 'r') as f:
-      data = json.load(f)
+    data = file_io.read_json(annotation_file)
     return cls(_parse_categories(data, annotation_file), mode)
 
   @property
@@ -258,8 +259,7 @@ def _parse_categories(data, fname) -> list[tuple[int, str]]:
 
 def read_categories(annotation_file: str) -> list[dict[str, Any]]:
   """The raw category dicts of a COCO JSON (with 'keypoints' / 'skeleton' when present)."""
-  with open(annotation_file, 'r') as f:
-    data = json.load(f)
+  data = file_io.read_json(annotation_file)
   _parse_categories(data, annotation_file)  # validates ids and names
   return [dict(c) for c in data['categories']]
 
@@ -287,9 +287,8 @@ def _keypoints_by_annotation_id(keypoint_file: str, category_id: int) -> dict[in
   """annotation id -> raw 'keypoints' list of a keypoint JSON (e.g. person_keypoints_*.json)."""
   ctx = _Ctx(keypoint_file)
   try:
-    with open(keypoint_file, 'r') as f:
-      data = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
+    data = file_io.read_json(keypoint_file)
+  except Exception as e:  # pylint: disable=broad-except  # OSError, JSON and tf.errors alike
     raise ValueError(f'{keypoint_file}: cannot read keypoint annotations: {e}') from e
   out = {}
   for i, ann in enumerate(data.get('annotations', [])):
@@ -306,7 +305,7 @@ def _keypoints_by_annotation_id(keypoint_file: str, category_id: int) -> dict[in
 
 def check_image_file(path: str) -> tuple[int, int]:
   """Opens the header (and PIL-verifies) an image; returns (height, width). Raises on failure."""
-  with Image.open(path) as im:
+  with file_io.open_file(path, 'rb') as f, Image.open(f) as im:
     width, height = im.size
     im.verify()
   return int(height), int(width)
@@ -361,11 +360,10 @@ def load_coco_json(annotation_file: str,
   """
   fname = str(annotation_file)
   ctx = _Ctx(fname)
-  if not os.path.exists(fname):
+  if not file_io.exists(fname):
     raise ValueError(f'{fname}: annotation file does not exist')
   try:
-    with open(fname, 'r') as f:
-      data = json.load(f)
+    data = file_io.read_json(fname)
   except json.JSONDecodeError as e:
     raise ValueError(f'{fname}: not valid JSON: {e}') from e
 
@@ -394,7 +392,7 @@ def load_coco_json(annotation_file: str,
     file_name = ctx.get(im, 'file_name', rec, 'str')
     width = ctx.get(im, 'width', rec, 'pos_int')
     height = ctx.get(im, 'height', rec, 'pos_int')
-    img_info[iid] = (os.path.join(image_dir, file_name), height, width, rec)
+    img_info[iid] = (file_io.join(image_dir, file_name), height, width, rec)
     order.append(iid)
 
   # Annotations.
@@ -455,7 +453,8 @@ def load_coco_json(annotation_file: str,
 
   # Image files.
   paths = [img_info[iid][0] for iid in order]
-  missing = [(iid, p) for iid, p in zip(order, paths) if not os.path.isfile(p)]
+  missing_paths = set(file_io.missing_files(paths))
+  missing = [(iid, p) for iid, p in zip(order, paths) if p in missing_paths]
   if missing:
     iid, p = missing[0]
     raise ValueError(f'{fname}: {img_info[iid][3]}: image file {p!r} (field \'file_name\') does '

@@ -27,13 +27,13 @@ instead; see tfds_coco.py for its weaker guarantees.)
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Iterator
 
 from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from centernet_jax import file_io
 from centernet_jax.data import augment
 from centernet_jax.data import coco_json
 
@@ -95,7 +95,7 @@ _LABEL_MAP_CACHE: dict[Any, coco_json.LabelMap] = {}
 
 
 def _label_map_from_file(path, mode):
-  key = (os.path.abspath(path), os.path.getmtime(path), mode)
+  key = (file_io.identity(path), mode)
   if key not in _LABEL_MAP_CACHE:
     _LABEL_MAP_CACHE[key] = coco_json.LabelMap.from_coco_json(path, mode)
   return _LABEL_MAP_CACHE[key]
@@ -116,7 +116,7 @@ _CATEGORY_CACHE: dict[Any, list[dict[str, Any]]] = {}
 
 
 def _categories_from_file(path):
-  key = (os.path.abspath(path), os.path.getmtime(path))
+  key = file_io.identity(path)
   if key not in _CATEGORY_CACHE:
     _CATEGORY_CACHE[key] = coco_json.read_categories(path)
   return _CATEGORY_CACHE[key]
@@ -200,7 +200,8 @@ def load_split(config, split: str) -> coco_json.CocoDataset:
 class _RecordTable:
   """The records as captured tensors, for random access by index inside tf.data."""
 
-  def __init__(self, records, cache_decoded=False, num_parallel_calls=tf.data.AUTOTUNE):
+  def __init__(self, records, cache_decoded=False, num_parallel_calls=tf.data.AUTOTUNE,
+               cache_max_mib=2048.0):
     self.size = len(records)
     self.paths = tf.constant([r.path for r in records], tf.string)
     self.image_ids = tf.constant([r.image_id for r in records], tf.int32)
@@ -220,7 +221,15 @@ class _RecordTable:
                                    else np.zeros([0, num_joints, 3], np.float32))
     self.cache = None
     if cache_decoded:
-      self._build_cache(records, num_parallel_calls)
+      # The JSON's sizes say what the cache would hold before anything is decoded, so a
+      # config made for a small set (the demo's) cannot fill the RAM on a large one.
+      need_mib = sum(r.height * r.width * 3 for r in records) / 2**20
+      if need_mib > cache_max_mib:
+        logging.warning('dataset.cache_decoded: the %d images would take %.0f MiB decoded, '
+                        'more than dataset.cache_max_mib=%.0f; reading them from the files '
+                        'instead.', len(records), need_mib, cache_max_mib)
+      else:
+        self._build_cache(records, num_parallel_calls)
 
   def _build_cache(self, records, num_parallel_calls):
     ds = tf.data.Dataset.from_tensor_slices(self.paths).map(
@@ -451,6 +460,7 @@ def make_train_dataset(config, *, start_step=0, process_index=0, process_count=1
     if not records:
       raise ValueError('the training set has no images')
     table = _RecordTable(records, cache_decoded=config.dataset.cache_decoded,
+                         cache_max_mib=float(config.dataset.get('cache_max_mib', 2048.0)),
                          num_parallel_calls=npc)
     num = table.size
 

@@ -36,12 +36,12 @@ metadata. Images without annotations are kept, as in `coco/2017`.
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from centernet_jax import file_io
 from centernet_jax import keypoint_spec as kps
 from centernet_jax.data import tfds_coco
 
@@ -50,10 +50,10 @@ SPLITS = {'train': 'train2017', 'validation': 'val2017'}
 
 
 def _manual_paths(root, folder):
-  ann = os.path.join(root, 'annotations')
-  return (os.path.join(ann, f'instances_{folder}.json'),
-          os.path.join(ann, f'person_keypoints_{folder}.json'),
-          os.path.join(root, folder))
+  ann = file_io.join(root, 'annotations')
+  return (file_io.join(ann, f'instances_{folder}.json'),
+          file_io.join(ann, f'person_keypoints_{folder}.json'),
+          file_io.join(root, folder))
 
 
 class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
@@ -103,7 +103,7 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
     out = {}
     for split, folder in SPLITS.items():
       instances, keypoints, images = _manual_paths(root, folder)
-      if os.path.exists(instances):
+      if file_io.exists(instances):
         out[split] = self._generate_examples(instances, keypoints, images)
     if not out:
       raise FileNotFoundError(f'{root}: no annotations/instances_{{train,val}}2017.json. '
@@ -112,15 +112,13 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
 
   # pylint: disable-next=arguments-differ
   def _generate_examples(self, instances_file, keypoints_file, image_dir):
-    with open(instances_file) as f:
-      data = json.load(f)
+    data = file_io.read_json(instances_file)
     label_of = {cid: i for i, (cid, _) in enumerate(tfds_coco.COCO_CATEGORIES)}
     joints = {}
-    if os.path.exists(keypoints_file):
-      with open(keypoints_file) as f:
-        for ann in json.load(f).get('annotations', []):
-          if ann.get('keypoints'):
-            joints[int(ann['id'])] = ann['keypoints']
+    if file_io.exists(keypoints_file):
+      for ann in file_io.read_json(keypoints_file).get('annotations', []):
+        if ann.get('keypoints'):
+          joints[int(ann['id'])] = ann['keypoints']
     by_image = {}
     for ann in data.get('annotations', []):
       by_image.setdefault(int(ann['image_id']), []).append(ann)
@@ -146,7 +144,7 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
             'label': label_of[int(ann['category_id'])],
             'is_crowd': bool(ann.get('iscrowd', 0)),
             'keypoints': kp, 'keypoint_visibility': vis})
-      yield iid, {'image': os.path.join(image_dir, image['file_name']),
+      yield iid, {'image': file_io.join(image_dir, image['file_name']),
                   'image/filename': image['file_name'], 'image/id': iid, 'objects': objects}
 
 

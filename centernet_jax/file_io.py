@@ -1,0 +1,89 @@
+"""Files on any file system TensorFlow's `tf.io.gfile` knows: local paths, `gs://` buckets
+(and `ram://`, which the tests use as a stand-in for a remote file system).
+
+Local paths go through Python's own `open` / `os` (fast, no TensorFlow import); a path with a
+`scheme://` prefix goes through `tf.io.gfile`, the same file system layer `tf.data` uses to read
+the images, so a dataset, an annotation JSON or a workdir can live in a bucket. Orbax and
+`etils.epath` (checkpoints, metrics files) reach `gs://` through the same TensorFlow layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from typing import IO, Any, Iterable
+
+
+def is_local(path: Any) -> bool:
+  return '://' not in str(path)
+
+
+def _gfile():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile
+
+
+def absolute(path: Any) -> str:
+  """An absolute local path; a `scheme://` path unchanged."""
+  path = str(path)
+  return os.path.abspath(os.path.expanduser(path)) if is_local(path) else path
+
+
+def join(base: Any, *parts: str) -> str:
+  base = str(base)
+  return os.path.join(base, *parts) if is_local(base) else posixpath.join(base, *parts)
+
+
+def exists(path: Any) -> bool:
+  path = str(path)
+  return os.path.exists(path) if is_local(path) else _gfile().exists(path)
+
+
+def open_file(path: Any, mode: str = 'r') -> IO[Any]:
+  """`open(path, mode)` for local paths, `tf.io.gfile.GFile` otherwise."""
+  path = str(path)
+  return open(path, mode) if is_local(path) else _gfile().GFile(path, mode)
+
+
+def read_json(path: Any) -> Any:
+  with open_file(path, 'r') as f:
+    return json.load(f)
+
+
+def makedirs(path: Any) -> None:
+  path = str(path)
+  if is_local(path):
+    os.makedirs(path, exist_ok=True)
+  else:
+    _gfile().makedirs(path)
+
+
+def identity(path: Any) -> tuple[str, int]:
+  """(absolute path, modification time in ns): a cache key that changes when the file does."""
+  path = absolute(path)
+  if is_local(path):
+    return path, os.stat(path).st_mtime_ns
+  return path, int(_gfile().stat(path).mtime_nsec)
+
+
+def missing_files(paths: Iterable[str]) -> list[str]:
+  """The paths that are not existing files, in order. Remote folders are listed once each
+  instead of one request per file (COCO train is 118k images)."""
+  paths = [str(p) for p in paths]
+  missing = []
+  listings: dict[str, set[str]] = {}
+  for p in paths:
+    if is_local(p):
+      if not os.path.isfile(p):
+        missing.append(p)
+      continue
+    folder, name = posixpath.split(p)
+    if folder not in listings:
+      try:
+        listings[folder] = {n.rstrip('/') for n in _gfile().listdir(folder)}
+      except Exception:  # pylint: disable=broad-except  # NotFoundError: the folder is missing
+        listings[folder] = set()
+    if name not in listings[folder]:
+      missing.append(p)
+  return missing
