@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo detect-demo clean
+.PHONY: venv test demo clean
 
 venv: $(STAMP)
 
@@ -54,3 +54,14 @@ demo-keypoints: venv
 	$(PY) -m centernet_jax.detect --workdir $(DEMO_KEYPOINTS_WORKDIR) --output_dir $(DEMO_KEYPOINTS_WORKDIR)/detections \
 	  --images "$$($(PY) -m centernet_jax.data.synthetic_keypoints --print_val_images 6 --config experiments/demo_keypoints.py)"
 	@echo "demo-keypoints done: metrics in $(DEMO_KEYPOINTS_WORKDIR)/eval_metrics.json (keypoints/AP, ...), pictures in $(DEMO_KEYPOINTS_WORKDIR)/detections/"
+
+# Speed of every zoo row at its full resolution: forward latency at batch 1 and training step
+# time per image, float32 and bfloat16, on whatever JAX backend this machine has; prints the
+# table beside the zoo's speed column and writes it to $(ZOO_SPEED_OUT). About 1.5 hours on a
+# 2-core CPU (the Hourglass-104 rows dominate); ZOO_SPEED_ARGS="--rows mobilenetv2fpn_512x512_coco17_od"
+# limits the rows.
+ZOO_SPEED_OUT ?= runs/zoo_speed.md
+ZOO_SPEED_ARGS ?=
+.PHONY: zoo-speed
+zoo-speed: venv
+	$(PY) benchmarks/zoo_speed.py --out $(ZOO_SPEED_OUT) $(ZOO_SPEED_ARGS)

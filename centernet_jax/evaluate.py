@@ -23,6 +23,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from centernet_jax import decoder as decoder_lib
+from centernet_jax import file_io
 from centernet_jax import sharding
 
 # pycocotools' 12 summary statistics, in its order.
@@ -64,8 +65,8 @@ def boxes_to_coco_json(image_ids: np.ndarray, boxes: np.ndarray, scores: np.ndar
 
 
 def load_coco_ground_truth(annotation_file: str) -> COCO:
-  """pycocotools' COCO index of an annotation file; gs:// and other epath paths work."""
-  data = json.loads(epath.Path(annotation_file).read_text())
+  """pycocotools' COCO index of an annotation file: local, gs:// or any tf.io.gfile path."""
+  data = file_io.read_json(annotation_file)
   ground_truth = COCO()
   ground_truth.dataset = data
   with contextlib.redirect_stdout(io.StringIO()):
@@ -99,25 +100,38 @@ class CocoDetectionEvaluator:
   def compute(self) -> dict[str, float]:
     """Runs COCOeval (bbox, 100 detections per image) on the images added so far."""
     ground_truth = load_coco_ground_truth(self.annotation_file)
-    if not self._image_ids:
-      raise ValueError('No images were evaluated.')
-    unknown = self._image_ids - set(ground_truth.getImgIds())
-    if unknown:
-      raise ValueError(f'{self.annotation_file}: predictions for image ids not in the file, '
-                       f'e.g. {sorted(unknown)[:5]}.')
-    if not self._results:
-      return {name: 0.0 for name in STAT_NAMES}
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-      detections = ground_truth.loadRes(self._results)
-      coco_eval = COCOeval(ground_truth, detections, iouType='bbox')
-      coco_eval.params.imgIds = sorted(self._image_ids)
-      coco_eval.evaluate()
-      coco_eval.accumulate()
-      coco_eval.summarize()
-    logging.info('COCO box evaluation on %d images:\n%s', self.num_images, buffer.getvalue())
-    # -1 means "no ground truth of that size"; report it as such rather than as a score.
-    return {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats)}
+    # -1 means "no ground truth of that size"; it is reported as such rather than as a score.
+    return run_cocoeval(ground_truth, self._results, self._image_ids, self.annotation_file,
+                        'bbox', STAT_NAMES)
+
+
+def run_cocoeval(ground_truth: COCO, results: list[dict[str, Any]], image_ids: set[int],
+                 annotation_file: str, iou_type: str, stat_names: Sequence[str],
+                 configure: Callable[[Any], None] | None = None) -> dict[str, float]:
+  """COCOeval (`iou_type` 'bbox' or 'keypoints') of `results` on `image_ids` -> its 12 / 10
+  summary stats under `stat_names`. Raises when no image was evaluated or a prediction names an
+  image id that `annotation_file` does not have. `configure(params)` adjusts the parameters."""
+  if not image_ids:
+    raise ValueError('No images were evaluated.')
+  unknown = image_ids - set(ground_truth.getImgIds())
+  if unknown:
+    raise ValueError(f'{annotation_file}: predictions for image ids not in the file, '
+                     f'e.g. {sorted(unknown)[:5]}.')
+  if not results:
+    return {name: 0.0 for name in stat_names}
+  buffer = io.StringIO()
+  with contextlib.redirect_stdout(buffer):
+    detections = ground_truth.loadRes(results)
+    coco_eval = COCOeval(ground_truth, detections, iouType=iou_type)
+    if configure is not None:
+      configure(coco_eval.params)
+    coco_eval.params.imgIds = sorted(image_ids)
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+  logging.info('COCO %s evaluation on %d images:\n%s', iou_type, len(image_ids),
+               buffer.getvalue())
+  return {name: float(v) for name, v in zip(stat_names, coco_eval.stats)}
 
 
 def keypoints_to_coco_json(image_ids: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
@@ -170,7 +184,7 @@ class CocoKeypointEvaluator:
     (pycocotools ignores instances with 0 labelled joints), keypoint-class annotations without
     `keypoints` get none labelled, and annotations without `area` the box area.
     """
-    data = json.loads(epath.Path(self.annotation_file).read_text())
+    data = file_io.read_json(self.annotation_file)
     num_joints = self.spec.num_keypoints
     for ann in data.get('annotations', []):
       if ann.get('category_id') == self.spec.category_id and 'keypoints' not in ann:
@@ -183,27 +197,13 @@ class CocoKeypointEvaluator:
     ground_truth.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
       ground_truth.createIndex()
-    if not self._image_ids:
-      raise ValueError('No images were evaluated.')
-    unknown = self._image_ids - set(ground_truth.getImgIds())
-    if unknown:
-      raise ValueError(f'{self.annotation_file}: predictions for image ids not in the file, '
-                       f'e.g. {sorted(unknown)[:5]}.')
-    if not self._results:
-      return {name: 0.0 for name in KEYPOINT_STAT_NAMES}
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-      detections = ground_truth.loadRes(self._results)
-      coco_eval = COCOeval(ground_truth, detections, iouType='keypoints')
-      coco_eval.params.kpt_oks_sigmas = np.asarray(self.spec.oks_sigmas, np.float64)
-      coco_eval.params.catIds = [int(self.spec.category_id)]
-      coco_eval.params.imgIds = sorted(self._image_ids)
-      coco_eval.evaluate()
-      coco_eval.accumulate()
-      coco_eval.summarize()
-    logging.info('COCO keypoint evaluation on %d images:\n%s', len(self._image_ids),
-                 buffer.getvalue())
-    return {name: float(v) for name, v in zip(KEYPOINT_STAT_NAMES, coco_eval.stats)}
+
+    def oks_settings(params):
+      params.kpt_oks_sigmas = np.asarray(self.spec.oks_sigmas, np.float64)
+      params.catIds = [int(self.spec.category_id)]
+
+    return run_cocoeval(ground_truth, self._results, self._image_ids, self.annotation_file,
+                        'keypoints', KEYPOINT_STAT_NAMES, oks_settings)
 
 
 def keypoint_decode_params(keypoint_spec, config):

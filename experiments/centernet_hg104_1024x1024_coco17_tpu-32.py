@@ -11,9 +11,8 @@ random_square_crop_by_scale (scales linspace(0.6, 1.3, 8), max border 128) and N
 random_crop_image / random_absolute_pad_image, 90 heatmap channels (COCO id - 1), 100
 detections, init from the ExtremeNet checkpoint (`fine_tune_checkpoint_type: "detection"`).
 
-Data: TFDS `coco/2017` (build once: `tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`) with the
-official `instances_val2017.json` as evaluation ground truth, by default at
-`data_cache/instances_val2017.json` (override with `--config.dataset.val_annotations=...`).
+Data: TFDS `coco/2017` (`tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`), evaluated against
+the official `instances_val2017.json` (docs/zoo.md).
 
 1. Initialisation (ExtremeNet, 'detection': backbone only, heads fresh; the 20200711 archive
    is the one of the config's date; its layout was not checked here, a mismatch is refused):

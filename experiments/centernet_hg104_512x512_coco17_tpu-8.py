@@ -10,10 +10,8 @@ steps 1e-3 -> 1e-4 at 90k -> 1e-5 at 120k, flip + crop (0.5-1.7, coef 0.25) + co
 (200/200 black), 90 heatmap channels (COCO id - 1), 100 detections, init from the ExtremeNet
 checkpoint (`fine_tune_checkpoint_type: "detection"`: the feature extractor only).
 
-Data: TFDS `coco/2017` (build once: `tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`) with the
-official `instances_val2017.json` as evaluation ground truth, by default at
-`data_cache/instances_val2017.json` (from annotations_trainval2017.zip on cocodataset.org;
-override with `--config.dataset.val_annotations=...`).
+Data: TFDS `coco/2017` (`tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`), evaluated against
+the official `instances_val2017.json` (docs/zoo.md).
 
 1. Initialisation (ExtremeNet, 'detection': backbone only, heads fresh). The zoo lists two
    ExtremeNet archives, 20200711 ("deprecated") and 20210507; this config dates from 2020-07,

@@ -29,9 +29,8 @@ What is taken from where:
   * detections: 100, the COCO protocol. To evaluate the published checkpoint as its
     pipeline.config may say, add `--config.eval.max_detections=20`.
 
-Data: TFDS `coco/2017` (build once: `tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`) with the
-official `instances_val2017.json` as evaluation ground truth, by default at
-`data_cache/instances_val2017.json` (override with `--config.dataset.val_annotations=...`).
+Data: TFDS `coco/2017` (`tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`), evaluated against
+the official `instances_val2017.json` (docs/zoo.md).
 
 1. Initialisation ('classification': the MobileNetV2 backbone only; FPN and heads fresh). The
    OD API downloads the Keras ImageNet weights when it builds the model; the same weights as

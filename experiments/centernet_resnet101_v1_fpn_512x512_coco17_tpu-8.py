@@ -11,9 +11,8 @@ steps 1e-3 -> 1e-4 at 90k -> 1e-5 at 120k, flip + crop (0.5-1.7, coef 0.25) + co
 ImageNet ResNet101 (`fine_tune_checkpoint_type: "classification"`, `weights-1`: the backbone
 only; FPN and heads fresh).
 
-Data: TFDS `coco/2017` (build once: `tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`) with the
-official `instances_val2017.json` as evaluation ground truth, by default at
-`data_cache/instances_val2017.json` (override with `--config.dataset.val_annotations=...`).
+Data: TFDS `coco/2017` (`tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`), evaluated against
+the official `instances_val2017.json` (docs/zoo.md).
 
 1. Initialisation ('classification'). The ImageNet checkpoint is what the OD API's
    `models/keras_models/convert_keras_models.py` writes: the Keras application with its top,

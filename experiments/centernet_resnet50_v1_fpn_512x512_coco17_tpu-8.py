@@ -17,9 +17,8 @@ steps, Adam eps 1e-7, cosine 1e-3 with linear warmup from 2.5e-4 over 5k steps, 
 config, uses 140k steps with manual steps; the keypoint row of the same backbone was preferred.)
 Read the archive's pipeline.config `train_config` to replace this guess.
 
-Data: TFDS `coco/2017` (build once: `tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`) with the
-official `instances_val2017.json` as evaluation ground truth, by default at
-`data_cache/instances_val2017.json` (override with `--config.dataset.val_annotations=...`).
+Data: TFDS `coco/2017` (`tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`), evaluated against
+the official `instances_val2017.json` (docs/zoo.md).
 
 1. Initialisation ('classification': backbone only; FPN and heads fresh). The ImageNet
    checkpoint is what the OD API's `convert_keras_models.py` writes (the Keras application with

@@ -13,22 +13,8 @@ tf_od_api_centernet.md 2.3, 5.1, 5.2): batch 128 on TPU-8, 250k steps, Adam eps 
 detections, init from the Keras ImageNet ResNet50 (`fine_tune_checkpoint_type:
 "classification"`).
 
-Data: `coco_keypoints/2017`, this project's TFDS builder (TFDS's `coco/2017` has no keypoints):
-every COCO 2017 instance plus the 17 person joints, built once from the official files
-(annotations/{instances,person_keypoints}_{train,val}2017.json, train2017/, val2017/):
-
-     python -m centernet_jax.data.tfds_coco_keypoints --manual_dir /data/coco \
-         --data_dir $TFDS_DATA_DIR
-
-Evaluation ground truth: the official `instances_val2017.json` (box AP) and
-`person_keypoints_val2017.json` (keypoint AP, OKS with COCO's 17 sigmas), by default under
-`data_cache/` (override with `--config.dataset.val_annotations=...` and
-`--config.dataset.val_keypoint_annotations=...`). `eval_metrics.json` holds the box metrics
-and `keypoints/AP`, ... Keypoint settings are the zoo's (research note 2.3): task `human_pose`
-on person, per-joint heatmap std devs (nose .26 ... ankles .89), offset and regression on the
-29-pixel disc (radius 3), per-keypoint offsets, loss weights 1.0 / 1.0 / 0.1, the
-`min_distance` refinement (box x1.2, radius 0.3, candidate threshold 0.1, unmatched score 0.1),
-flip with the COCO left/right permutation.
+Data (`coco_keypoints/2017`, this project's TFDS builder), evaluation ground truth and the
+zoo's keypoint settings shared by all keypoint rows: docs/zoo.md.
 
 1. Initialisation ('classification': the backbone only; FPN and heads fresh). The ImageNet
    checkpoint is what the OD API's `convert_keras_models.py` writes (the Keras application with

@@ -10,9 +10,8 @@ cosine 1e-3 with linear warmup from 2.5e-4 over 5k steps, flip + crop (0.5-1.7, 
 colour + pad (200/200 black), 90 heatmap channels (COCO id - 1), 100 detections, init from
 the Keras ImageNet ResNet50V2 (`fine_tune_checkpoint_type: "classification"`).
 
-Data: TFDS `coco/2017` (build once: `tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`) with the
-official `instances_val2017.json` as evaluation ground truth, by default at
-`data_cache/instances_val2017.json` (override with `--config.dataset.val_annotations=...`).
+Data: TFDS `coco/2017` (`tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`), evaluated against
+the official `instances_val2017.json` (docs/zoo.md).
 
 1. Initialisation ('classification': backbone only; upsampling stack and heads fresh). The
    ImageNet checkpoint is what the OD API's `convert_keras_models.py` writes (the Keras

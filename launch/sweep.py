@@ -119,19 +119,23 @@ def override_hash(overrides: Mapping[str, Any]) -> str:
   return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def run_name(overrides: Mapping[str, Any], max_slug: int = 80) -> str:
+def run_name(overrides: Mapping[str, Any], max_slug: int = 80,
+             shown: Sequence[str] | None = None) -> str:
   """A filesystem-safe, stable run name from the overrides.
 
   `{'optimizer.learning_rate': 1e-3, 'batch_size': 16}` ->
   `batch_size=16,learning_rate=0.001-73451e91`.
 
   Keys are shortened to their last part unless two would clash; characters outside
-  `[A-Za-z0-9._=,+-]` become `_`; the slug is cut at `max_slug` characters; the hash keeps
-  names unique and stable.
+  `[A-Za-z0-9._=,+-]` become `_`; the slug is cut at `max_slug` characters; the hash (over
+  all the overrides) keeps names unique and stable. `shown`: the keys to spell out in the slug
+  (the others count in the hash only); None: all of them.
   """
   if not overrides:
     return 'default'
   canonical = _canonical(overrides)
+  if shown is not None:
+    canonical = {k: v for k, v in canonical.items() if k in shown} or canonical
   leaves = [k.rsplit('.', 1)[-1] for k in canonical]
   parts = []
   for (key, value), leaf in zip(canonical.items(), leaves):
@@ -147,11 +151,30 @@ class Run:
   workdir: str
 
 
-def expand(points: Sequence[Mapping[str, Any]], root: str) -> list[Run]:
-  """One Run per sweep point, in order; duplicate points are an error."""
+def varying_keys(points: Sequence[Mapping[str, Any]]) -> list[str]:
+  """The override keys whose value is not the same in every point (all keys for one point)."""
+  if len(points) < 2:
+    return sorted({k for p in points for k in p})
+  canon = [_canonical(p) for p in points]
+  keys = sorted({k for c in canon for k in c})
+  return [k for k in keys if len({c.get(k) for c in canon}) > 1]
+
+
+def expand(points: Sequence[Mapping[str, Any]], root: str,
+           recorded: Mapping[str, Mapping[str, Any]] | None = None) -> list[Run]:
+  """One Run per sweep point, in order; duplicate points are an error.
+
+  Names spell out the fields that vary across the points (the others only count in the
+  hash). `recorded` ({name: overrides}, ROOT/sweep.json's runs): a point recorded there keeps
+  its name, so editing the sweep never renames (and so never restarts) an existing run.
+  """
+  by_overrides = {json.dumps(_canonical(o), sort_keys=True): name
+                  for name, o in (recorded or {}).items()}
+  shown = varying_keys(points)
   runs, seen = [], {}
   for i, point in enumerate(points):
-    name = run_name(point)
+    name = (by_overrides.get(json.dumps(_canonical(point), sort_keys=True))
+            or run_name(point, shown=shown))
     if name in seen:
       raise ValueError(f'sweep points {seen[name]} and {i} are the same run ({name})')
     seen[name] = i
@@ -396,7 +419,8 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
   runner = common.Runner(dry_run=args.dry_run, out=out)
 
   module, arg = load_experiment(args.config)
-  runs = expand(sweep_points(module, arg), args.workdir)
+  recorded = (read_json(join(args.workdir, 'sweep.json')) or {}).get('runs', {})
+  runs = expand(sweep_points(module, arg), args.workdir, recorded)
   cli_overrides = _cli_overrides(args.overrides)
   # Validates every point against the config before anything starts (typos fail here).
   steps = {run.name: target_steps(module, arg, run.overrides, cli_overrides) for run in runs}

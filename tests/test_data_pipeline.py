@@ -385,6 +385,9 @@ def test_dataset_on_a_non_local_file_system_gives_the_same_batches(cfg):
   for a, b in zip(local_eval[0], remote_eval[0]):
     _assert_batches_equal(a, b)
   assert pipeline.label_map_for(c).ids == pipeline.label_map_for(cfg).ids
+  from centernet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  assert (evaluate.load_coco_ground_truth(c.dataset.val_annotations).getImgIds() ==
+          evaluate.load_coco_ground_truth(cfg.dataset.val_annotations).getImgIds())
   # A missing remote image is named like a local one.
   tf.io.gfile.remove(f'{root}/val/val3.png')
   with pytest.raises(ValueError, match=r"image file 'ram://.*val3.png' \(field 'file_name'\)"):

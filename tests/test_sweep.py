@@ -252,3 +252,18 @@ def test_sweep_unknown_launcher_args_rejected_for_local(tmp_path, capsys):
   with pytest.raises(SystemExit):
     sweep.main(['--config', EXPERIMENT, '--workdir', str(tmp_path), '--nodes', '2'])
   assert 'unrecognized' in capsys.readouterr().err
+
+
+def test_names_spell_out_what_varies_and_recorded_names_are_kept():
+  points = su.cross(su.product(**{'optimizer.learning_rate': [1e-3, 2e-3]}),
+                    su.fixed(**{'num_train_steps': 500, 'checkpoint_every_steps': 250}))
+  runs = sweep.expand(points, 'root')
+  assert [r.name for r in runs] == [
+      f'learning_rate={lr}-{sweep.override_hash(p)}' for lr, p in zip(('0.001', '0.002'), points)]
+  # A sweep edited to vary another field: the runs already recorded keep their names.
+  recorded = {r.name: r.overrides for r in runs}
+  edited = points + [{'optimizer.learning_rate': 1e-3, 'num_train_steps': 900,
+                      'checkpoint_every_steps': 250}]
+  again = sweep.expand(edited, 'root', recorded)
+  assert [r.name for r in again[:2]] == [r.name for r in runs]
+  assert again[2].name.startswith('num_train_steps=900,learning_rate=0.001-')

@@ -464,8 +464,10 @@ def ensure_generated(root: str, params: dict[str, Any], generate) -> dict[str, s
 # CLI.
 
 
-def _main(argv):
-  del argv
+def cli_main(ensure_fn, what: str):
+  """The body of `python -m <generator module>`: generate (or find) the set of
+  `--config` / `--out_dir` with `ensure_fn(dataset_config) -> paths`, and print the first
+  `--print_val_images` val image paths on one line (what `make demo` draws)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from centernet_jax import config_base  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
@@ -478,8 +480,8 @@ def _main(argv):
   if f.out_dir:
     dataset = dataset.copy_and_resolve_references()
     dataset.synthetic_dir = f.out_dir
-  paths = ensure_synthetic_dataset(dataset)
-  logging.info('synthetic dataset ready at %s', paths['root'])
+  paths = ensure_fn(dataset)
+  logging.info('%s ready at %s', what, paths['root'])
   if f.print_val_images > 0:
     with open(paths['val_annotations']) as fh:
       images = json.load(fh)['images']
@@ -489,7 +491,12 @@ def _main(argv):
     sys.stdout.flush()
 
 
-def _define_flags():
+def _main(argv):
+  del argv
+  cli_main(ensure_synthetic_dataset, 'synthetic dataset')
+
+
+def define_cli_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file('config', None, 'experiment config file', lock_config=False)
@@ -500,5 +507,5 @@ def _define_flags():
 
 if __name__ == '__main__':
   from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
+  define_cli_flags()
   app.run(_main)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from typing import Any
 
 from absl import logging
@@ -255,35 +254,10 @@ def ensure_keypoint_dataset(dataset_config) -> dict[str, str]:
 
 def _main(argv):
   del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from centernet_jax import config_base  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
-  if f.config is not None:
-    dataset = f.config.dataset
-  elif f.out_dir:
-    dataset = config_base.base_config().dataset
-  else:
-    raise SystemExit('give --config or --out_dir')
-  if f.out_dir:
-    dataset = dataset.copy_and_resolve_references()
-    dataset.synthetic_dir = f.out_dir
-  paths = ensure_keypoint_dataset(dataset)
-  logging.info('synthetic keypoint dataset ready at %s', paths['root'])
-  if f.print_val_images > 0:
-    with open(paths['val_annotations']) as fh:
-      images = json.load(fh)['images']
-    sel = [os.path.join(paths['val_images'], im['file_name'])
-           for im in images[:f.print_val_images]]
-    sys.stdout.write(','.join(sel) + '\n')
-    sys.stdout.flush()
+  synthetic.cli_main(ensure_keypoint_dataset, 'synthetic keypoint dataset')
 
 
 if __name__ == '__main__':
   from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None, 'experiment config file', lock_config=False)
-  absl_flags.DEFINE_string('out_dir', '', 'generate here (overrides config.dataset.synthetic_dir)')
-  absl_flags.DEFINE_integer('print_val_images', 0,
-                            'print the first N val image paths, comma-separated, on one line')
+  synthetic.define_cli_flags()
   app.run(_main)
