@@ -65,3 +65,10 @@ ZOO_SPEED_ARGS ?=
 .PHONY: zoo-speed
 zoo-speed: venv
 	$(PY) benchmarks/zoo_speed.py --out $(ZOO_SPEED_OUT) $(ZOO_SPEED_ARGS)
+
+# The two Hourglass-104 1024 rows at their own input size (same networks as the 512 variants
+# of `make parity`, 4x the pixels); writes docs/parity_1024.md. About 8 minutes on 2 cores.
+.PHONY: parity-1024
+parity-1024: venv
+	PARITY_VARIANTS="hg104 hg104_kpts" PARITY_INPUT_SIZE=1024 PARITY_REPORT=docs/parity_1024.md \
+	  parity/run_all.sh $(PY) $(PARITY_DIR)_1024

@@ -8,18 +8,16 @@ The synthetic COCO-format keypoint set (stick figures with 9 named joints, left/
 some occluded or unlabelled, plus distractor balls; centernet_jax/data/synthetic_keypoints.py)
 is generated under data_cache/synthetic_keypoints on first use.
 
-Measured (this repository, 2026-11-24, the 2-core CPU VM it was developed on, JAX on CPU, with
-other sessions' jobs sharing the two cores: load average 7-9 throughout): the two commands of
-`make demo-keypoints`, with the synthetic set already in data_cache/ (generating it took 33 s
-on the same machine), ran 695 s in all: train (1000 steps at 1.4-1.7 steps/s, batch 16, 128 x
-128) + 2 evaluations = 686 s, detect on 6 val images = 9 s. Evaluation on the 200 val images
-at step 1000 (runs/demo_keypoints/eval_metrics.json):
+Measured (2026-11-24, a fresh clone, `time make demo-keypoints` on this project's 2-core CPU
+sandbox, no other load, jax 0.12 CPU): 5 min 27 s wall in all: creating .venv ~35 s,
+generating the set 10 s, training 1000 steps (batch 16, 128 x 128) at 4.6-5.1 steps/s with 2
+evaluations 3 min 42 s, detect on 6 val images. Evaluation on the 200 val images at step
+1000 (runs/demo_keypoints/eval_metrics.json):
   keypoints/AP 0.709, AP50 0.988, AP75 0.817, AR 0.786 (OKS; the joint names' sigmas:
   shoulders .079, hips .107, the others 0.05; `area` = the figure's box area);
   box AP 0.687, AP50 0.962, AP75 0.811.
-At step 500 it was keypoints/AP 0.607 (box AP 0.534). With less load the run is faster: an
-earlier 1800-step run of the same model on the same machine at load average 3-4 trained at
-2.5 steps/s and reached keypoints/AP 0.647 / 0.763 / 0.785 at steps 600 / 1200 / 1800.
+At step 500: keypoints/AP 0.607, box AP 0.534. (The same figures, to the digit, as a run of
+the same config on a loaded machine at 1.4-1.7 steps/s: the run is deterministic.)
 """
 
 from centernet_jax import config_base

@@ -95,8 +95,10 @@ def main():
                  f"{_fmt(pre)} | {heads} | {det_s} | {_fmt(tg)} | {_fmt(ls)} | "
                  f"{'**pass**' if r['pass'] else '**FAIL**'} |")
   lines += ['', '## Timings (seconds, this machine)', '',
-            'Wall clock on the machine above (its 2 cores shared with other jobs, so the '
-            'numbers are rough). The OD API script total includes the float64 reference run.',
+            'Wall clock on the machine above (load average over the last 15 minutes when this '
+            f'report was written: {os.getloadavg()[2]:.1f}; more than the core count means the '
+            'times are inflated by other jobs). The OD API script total includes the float64 '
+            'reference run.',
             '',
             '| variant | OD API: build + random init | OD API predict | OD API script total | '
             'convert checkpoint | our forward (jit, first / second) | compare total |',

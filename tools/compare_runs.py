@@ -30,8 +30,14 @@ def latest_state(workdir: str):
   if step is None:
     raise SystemExit(f'{workdir}: no checkpoint under {checkpointing.checkpoint_dir(workdir)}')
   path = checkpointing.checkpoint_dir(workdir) / str(step) / checkpointing.STATE
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(path)
+    # The saved shardings name the writer's devices; read everything onto one device here.
+    metadata = checkpointer.metadata(path)
+    tree = getattr(metadata, 'item_metadata', metadata)
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          getattr(tree, 'tree', tree))
+    state = checkpointer.restore(path, target)
   manager.close()
   return step, jax.tree.map(np.asarray, state)
 
