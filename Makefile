@@ -57,7 +57,7 @@ demo-keypoints: venv
 
 # Speed of every zoo row at its full resolution: forward latency at batch 1 and training step
 # time per image, float32 and bfloat16, on whatever JAX backend this machine has; prints the
-# table beside the zoo's speed column and writes it to $(ZOO_SPEED_OUT). About 1.5 hours on a
+# table beside the zoo's speed column and writes it to $(ZOO_SPEED_OUT). About 40 minutes on a
 # 2-core CPU (the Hourglass-104 rows dominate); ZOO_SPEED_ARGS="--rows mobilenetv2fpn_512x512_coco17_od"
 # limits the rows.
 ZOO_SPEED_OUT ?= runs/zoo_speed.md
