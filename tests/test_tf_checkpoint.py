@@ -87,6 +87,25 @@ def _key_lines(shapes):
   return sorted(f"{k} {','.join(str(x) for x in s)}" for k, s in shapes.items())
 
 
+def assert_keys_match_odapi(shapes, extra_skips, name, count, digest):
+  """Our expected checkpoint keys and shapes equal the OD API checkpoint's `name`: against
+  its reference list when it is at hand (a readable diff), always against the committed key
+  count and SHA-256 of the sorted 'key shape' lines."""
+  reference = os.path.join(REFERENCE_DIR, name + '.txt')
+  if os.path.exists(reference):
+    ref = {}
+    with open(reference) as f:
+      for line in f:
+        key, shape = line.split(' ', 1)
+        if not T.skip_reason(key, 'full', extra_skips):
+          ref[key] = tuple(int(x) for x in shape.strip()[1:-1].split(',') if x.strip())
+    assert sorted(set(shapes) ^ set(ref)) == []
+    assert {k: s for k, s in shapes.items() if ref[k] != s} == {}
+  lines = _key_lines(shapes)
+  assert len(lines) == count
+  assert hashlib.sha256('\n'.join(lines).encode()).hexdigest() == digest
+
+
 def write_tf_checkpoint(prefix, values):
   """Saves `values` {checkpoint key: array} so that the saved keys are exactly those keys.
 
@@ -154,20 +173,7 @@ def test_expected_keys_match_the_odapi_checkpoint(feature_extractor, depthwise):
                                                 train=False))
   shapes = T.expected_checkpoint_shapes(variables, config)
   _, extra_skips, _ = T.variable_entries(variables, config)
-  name, count, digest = ODAPI_KEY_DIGESTS[(feature_extractor, depthwise)]
-  lines = _key_lines(shapes)
-  reference = os.path.join(REFERENCE_DIR, name + '.txt')
-  if os.path.exists(reference):  # a readable diff when the reference list is at hand
-    ref = {}
-    with open(reference) as f:
-      for line in f:
-        key, shape = line.split(' ', 1)
-        if not T.skip_reason(key, 'full', extra_skips):
-          ref[key] = tuple(int(x) for x in shape.strip()[1:-1].split(',') if x.strip())
-    assert sorted(set(shapes) ^ set(ref)) == []
-    assert {k: s for k, s in shapes.items() if ref[k] != s} == {}
-  assert len(lines) == count
-  assert hashlib.sha256('\n'.join(lines).encode()).hexdigest() == digest
+  assert_keys_match_odapi(shapes, extra_skips, *ODAPI_KEY_DIGESTS[(feature_extractor, depthwise)])
   if feature_extractor == 'resnet_v2_50':  # post_bn (layer 101) is the documented skip
     assert list(extra_skips) == [f'{BASE}/layer_with_weights-101']
 

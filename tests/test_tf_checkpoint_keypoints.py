@@ -1,8 +1,6 @@
 """Keypoint archives: the converter's key names against the OD API's, and the importer."""
 
-import hashlib
 import json
-import os
 import textwrap
 
 import jax
@@ -20,7 +18,7 @@ from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import tf_checkpoint as T
 from centernet_jax import train
 
-from tests.test_tf_checkpoint import REFERENCE_DIR
+from tests.test_tf_checkpoint import assert_keys_match_odapi
 from tests.test_tf_checkpoint import write_tf_checkpoint
 
 SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
@@ -61,22 +59,10 @@ def test_keypoint_keys_match_the_odapi_checkpoint(feature_extractor, depthwise, 
                                                 train=False))
   shapes = T.expected_checkpoint_shapes(variables, config)
   _, extra_skips, _ = T.variable_entries(variables, config)
-  name, count, digest = ODAPI_KEYPOINT_KEY_DIGESTS[(feature_extractor, depthwise, num_classes)]
   assert f'{HEADS}/human_pose.Skeypoint.Sregression/0/layer_with_weights-1/kernel{SUFFIX}' in (
       shapes)
-  reference = os.path.join(REFERENCE_DIR, name + '.txt')
-  if os.path.exists(reference):  # a readable diff when the reference list is at hand
-    ref = {}
-    with open(reference) as f:
-      for line in f:
-        key, shape = line.split(' ', 1)
-        if not T.skip_reason(key, 'full', extra_skips):
-          ref[key] = tuple(int(x) for x in shape.strip()[1:-1].split(',') if x.strip())
-    assert sorted(set(shapes) ^ set(ref)) == []
-    assert {k: s for k, s in shapes.items() if ref[k] != s} == {}
-  lines = sorted(f"{k} {','.join(str(x) for x in s)}" for k, s in shapes.items())
-  assert len(lines) == count
-  assert hashlib.sha256('\n'.join(lines).encode()).hexdigest() == digest
+  assert_keys_match_odapi(shapes, extra_skips,
+                          *ODAPI_KEYPOINT_KEY_DIGESTS[(feature_extractor, depthwise, num_classes)])
 
 
 PIPELINE = textwrap.dedent('''\
