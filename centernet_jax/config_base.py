@@ -167,3 +167,41 @@ def base_config() -> ml_collections.ConfigDict:
   # split over data x fsdp either way.
   c.mesh.fsdp = 1
   return c
+
+
+def synthetic_demo_config(source: str, synthetic_dir: str, *, max_boxes: int,
+                          num_train_steps: int) -> ml_collections.ConfigDict:
+  """What both CPU demos share: a 2000 / 200 image synthetic set of 128 x 128 images (cached
+  decoded in memory), no crop or pad, a narrow ResNet-18 FPN (width 0.5, 64-channel heads),
+  Adam with cosine decay from 2e-3 after 200 warmup steps from 2e-4, batch 16, evaluation
+  and checkpoints every 500 steps."""
+  c = base_config()
+  c.dataset.source = source
+  c.dataset.synthetic_dir = synthetic_dir
+  c.dataset.synthetic_num_train = 2000
+  c.dataset.synthetic_num_val = 200
+  c.dataset.synthetic_image_size = 128
+  c.dataset.max_boxes = max_boxes
+  c.dataset.cache_decoded = True
+
+  c.input.size = 128
+  c.input.random_crop = False
+  c.input.random_pad = False
+
+  c.model.backbone = 'resnet_v1_fpn'
+  c.model.depth = 18
+  c.model.width_multiplier = 0.5
+  c.model.head_channels = 64
+
+  c.optimizer.schedule = 'cosine'
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.warmup_learning_rate = 2e-4
+  c.optimizer.warmup_steps = 200
+  c.batch_size = 16
+  c.num_train_steps = num_train_steps
+
+  c.log_every_steps = 100
+  c.eval_every_steps = 500
+  c.checkpoint_every_steps = 500
+  c.eval.batch_size = 20
+  return c

@@ -15,36 +15,8 @@ from centernet_jax import config_base
 
 
 def get_config():
-  c = config_base.base_config()
-  c.dataset.source = 'synthetic'
-  c.dataset.synthetic_dir = 'data_cache/synthetic'
-  c.dataset.synthetic_num_train = 2000
-  c.dataset.synthetic_num_val = 200
-  c.dataset.synthetic_image_size = 128
-  c.dataset.max_boxes = 24
-  c.dataset.cache_decoded = True
-
-  c.input.size = 128
-  c.input.random_crop = False
-  c.input.random_pad = False
-
-  c.model.backbone = 'resnet_v1_fpn'
-  c.model.depth = 18
-  c.model.width_multiplier = 0.5
-  c.model.head_channels = 64
-
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.learning_rate = 2e-3
-  c.optimizer.warmup_learning_rate = 2e-4
-  c.optimizer.warmup_steps = 200
-  c.batch_size = 16
-  c.num_train_steps = 1500
-
-  c.log_every_steps = 100
-  c.eval_every_steps = 500
-  c.checkpoint_every_steps = 500
-  c.eval.batch_size = 20
-  return c
+  return config_base.synthetic_demo_config('synthetic', 'data_cache/synthetic', max_boxes=24,
+                                           num_train_steps=1500)
 
 
 def get_sweep():
