@@ -8,7 +8,6 @@ Restores go onto the caller's shardings, so a checkpoint written on one device c
 onto another.
 """
 
-import os
 from typing import Any
 
 import jax
@@ -16,16 +15,15 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from centernet_jax import file_io
+
 STATE = 'state'
 META = 'meta'
 
 
 def checkpoint_dir(workdir: str | epath.PathLike) -> epath.Path:
   """DIR/checkpoints, made absolute for local paths (orbax requires it); gs:// kept as is."""
-  workdir = str(workdir)
-  if '://' not in workdir:
-    workdir = os.path.abspath(workdir)
-  return epath.Path(workdir) / 'checkpoints'
+  return epath.Path(file_io.absolute(workdir)) / 'checkpoints'
 
 
 def make_manager(workdir, *, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:

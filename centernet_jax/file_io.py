@@ -25,9 +25,10 @@ def _gfile():
 
 
 def absolute(path: Any) -> str:
-  """An absolute local path; a `scheme://` path unchanged."""
+  """An absolute local path; a `scheme://` path unchanged. (No `~` expansion: the shell does
+  that, and etils.epath, which writes the workdir's other files, does not either.)"""
   path = str(path)
-  return os.path.abspath(os.path.expanduser(path)) if is_local(path) else path
+  return os.path.abspath(path) if is_local(path) else path
 
 
 def join(base: Any, *parts: str) -> str:
