@@ -204,10 +204,12 @@ class Trainer:
         num_batches=num_batches, mesh=self.mesh, annotation_file=eval_iter.annotation_file,
         channel_to_category_id=self.label_map.channel_to_id_array,
         keypoint_spec=self.keypoint_spec,
-        keypoint_annotation_file=eval_iter.keypoint_annotation_file)
+        keypoint_annotation_file=eval_iter.keypoint_annotation_file,
+        output_dir=self.workdir, step=step)
     if jax.process_index() == 0 and metrics is not None:
-      logging.info('Eval at step %d: %s', step,
-                   ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
+      logging.info('Eval at step %d: %s (per class: eval_per_class.md)', step,
+                   ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()
+                             if not evaluate.is_per_class_key(k)))
       evaluate.write_metrics(self.workdir, step, metrics)
       if writer is not None:
         writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})

@@ -39,6 +39,7 @@ import re
 import sys
 from typing import Any, Mapping, Sequence
 
+from centernet_jax import plots
 from launch import common
 
 LAUNCHERS = ('local', 'tpu_vm', 'slurm', 'k8s')
@@ -249,8 +250,15 @@ def _cli_overrides(args_overrides: Sequence[str]) -> dict[str, str]:
   return out
 
 
+def _is_per_class(key: str) -> bool:
+  """evaluate.py's per-class / per-joint entries (PER_CLASS_PREFIX, PER_JOINT_PREFIX): one
+  column per class would bury the table; they stay in each run's eval_per_class.md."""
+  return key.startswith('per_class/') or key.startswith('keypoints/per_joint/')
+
+
 def _metric_columns(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
-  present = {k for row in rows for k in row.get('metrics', {}) if k != 'step'}
+  present = {k for row in rows for k in row.get('metrics', {})
+              if k != 'step' and not _is_per_class(k)}
   ordered = [m for m in METRIC_ORDER if m in present]
   ordered += sorted(present - set(ordered))
   if metric in ordered:
@@ -332,8 +340,30 @@ def collect(runs: Sequence[Run], module, arg, root: str, metric: str,
   out.write(md_text)
   if write:
     out.write(f'(written to {join(root, "results.csv")} and {join(root, "results.md")})\n')
+    write_plot(rows, root, metric, out)
   out.flush()
   return rows
+
+
+def read_history(workdir: str) -> list[dict[str, Any]]:
+  """The run's evaluations in order (eval_metrics_history.jsonl; [] when it has none)."""
+  path = _path(join(workdir, 'eval_metrics_history.jsonl'))
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_plot(rows: Sequence[Mapping[str, Any]], root: str, metric: str, out) -> None:
+  """ROOT/results.png: `metric` against each varied field and against the training step.
+  A plotting failure is reported and skipped: the table above is the result."""
+  try:
+    fields = varying_keys([row['overrides'] for row in rows])
+    histories = {row['name']: read_history(row['workdir']) for row in rows}
+    _path(join(root, 'results.png')).write_bytes(
+        plots.sweep_png(rows, metric, fields, histories))
+    out.write(f'(plot: {join(root, "results.png")})\n')
+  except Exception as e:  # pylint: disable=broad-except
+    out.write(f'(no plot: {type(e).__name__}: {e})\n')
 
 
 def record_runs(root: str, config: str, runs: Sequence[Run]) -> None:

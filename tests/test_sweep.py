@@ -267,3 +267,59 @@ def test_names_spell_out_what_varies_and_recorded_names_are_kept():
   again = sweep.expand(edited, 'root', recorded)
   assert [r.name for r in again[:2]] == [r.name for r in runs]
   assert again[2].name.startswith('num_train_steps=900,learning_rate=0.001-')
+
+
+# ---- plots -------------------------------------------------------------------------------------
+
+
+def _history(workdir, points):
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  with open(workdir / 'eval_metrics_history.jsonl', 'w') as f:
+    for step, ap in points:
+      f.write(json.dumps({'step': step, 'AP': ap, 'per_class/AP/a': ap}) + '\n')
+  (workdir / 'eval_metrics.json').write_text(json.dumps(
+      {'step': points[-1][0], 'AP': points[-1][1], 'per_class/AP/a': points[-1][1],
+       'per_class/AP50/a': 1.0}))
+
+
+def test_collect_writes_the_sweep_plot_from_each_runs_history(tmp_path, monkeypatch):
+  root = tmp_path / 'root'
+  module, _ = sweep.load_experiment(EXPERIMENT)
+  runs = sweep.expand(module.get_sweep(), str(root))
+  for i, run in enumerate(runs[:3]):
+    _history(run.workdir, [(2, 0.1 * i), (4, 0.1 * i + 0.05)])
+  seen = {}
+  real = sweep.plots.sweep_png
+
+  def spy(rows, metric, fields, histories):
+    seen.update(rows=rows, metric=metric, fields=fields, histories=histories)
+    return real(rows, metric, fields, histories)
+
+  monkeypatch.setattr(sweep.plots, 'sweep_png', spy)
+  out = io.StringIO()
+  sweep.collect(runs, module, None, str(root), 'AP', out=out)
+  assert seen['metric'] == 'AP'
+  assert seen['fields'] == sweep.varying_keys([r.overrides for r in runs])
+  assert len(seen['fields']) >= 2
+  assert [h['step'] for h in seen['histories'][runs[1].name]] == [2, 4]
+  assert seen['histories'][runs[5].name] == []
+  png = (root / 'results.png').read_bytes()
+  assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10_000
+  assert 'results.png' in out.getvalue()
+  # Per-class entries stay out of the table (one column per class would bury it).
+  assert 'per_class' not in (root / 'results.md').read_text()
+
+
+def test_sweep_plot_problems_do_not_fail_the_sweep(tmp_path, monkeypatch):
+  module, _ = sweep.load_experiment(EXPERIMENT)
+  runs = sweep.expand(module.get_sweep(), str(tmp_path / 'root'))
+
+  def broken(*args):
+    raise RuntimeError('no fonts')
+
+  monkeypatch.setattr(sweep.plots, 'sweep_png', broken)
+  out = io.StringIO()
+  sweep.collect(runs, module, None, str(tmp_path / 'root'), 'AP', out=out)
+  assert '(no plot: RuntimeError: no fonts)' in out.getvalue()
+  assert (tmp_path / 'root' / 'results.md').exists()
