@@ -45,10 +45,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.num_parallel_calls = -1  # tf.data.AUTOTUNE
   c.dataset.cache_decoded = False  # cache decoded train images in memory (small sets only)
   c.dataset.cache_max_mib = 2048.0  # ... unless they would take more than this: then no cache
-  # Image files are header-checked (PIL) when records load: corrupt files or JSON width/height
-  # that disagree with the file raise a ValueError, or are skipped and counted when True.
-  c.dataset.check_images = True
+  # Start-up check of every image file of both splits (data/image_check.py): 'decode' decodes
+  # each with the decoder training uses (parallel; verdicts cached in <workdir>/image_checks.json
+  # by path, size and mtime, so a rerun is instant); 'header' only opens the header (fast, for
+  # huge sets on slow storage); 'none' only checks that the files exist. A file that fails, or
+  # whose size disagrees with the JSON's width/height, stops the run naming it, or with
+  # skip_bad_images=True is skipped, counted and listed in <workdir>/skipped_images.txt. At run
+  # time, an image that fails to decode is skipped by name under skip_bad_images (and counted
+  # in TensorBoard as data/skipped_images), else it stops the run naming the file.
+  c.dataset.check_images = 'decode'
   c.dataset.skip_bad_images = False
+  c.dataset.image_check_threads = 0  # 0: twice the CPU count (at most 64)
+  c.dataset.image_check_cache = True  # False: check every file again on each start
+  # Images with more pixels than this are refused at start-up, from their header (a decoded
+  # 13500 x 13500 image is 0.5 GiB); replaces PIL's decompression-bomb guard (178 Mpixel).
+  c.dataset.max_image_pixels = 300_000_000
 
   # ---- input / augmentation ----
   c.input = ml_collections.ConfigDict()
@@ -159,6 +170,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.max_detections = 100
   c.eval.num_examples = 0  # 0: the whole val set
   c.eval.on_train_end = True
+  # At every evaluation, TensorBoard images of the first val images (image_summaries.py):
+  # predicted and ground-truth boxes (and skeletons), predicted vs target center heatmaps.
+  c.eval.image_summaries = True
+  c.eval.num_image_summaries = 4
+  c.eval.image_summary_min_score = 0.3  # detections drawn from this score up
 
   # ---- devices ----
   c.mesh = ml_collections.ConfigDict()

@@ -48,8 +48,26 @@ def open_file(path: Any, mode: str = 'r') -> IO[Any]:
 
 
 def read_json(path: Any) -> Any:
-  with open_file(path, 'r') as f:
-    return json.load(f)
+  """The parsed JSON of a UTF-8 file (a leading byte order mark is accepted).
+
+  Raises ValueError naming the file for an empty file, text that is not UTF-8 and invalid
+  JSON (OSError for a missing or unreadable file, as `open` does).
+  """
+  with open_file(path, 'rb') as f:
+    raw = f.read()
+  if not raw.strip():
+    raise ValueError(f'{path}: the file is empty, expected JSON')
+  try:
+    # utf-8-sig: Windows editors save UTF-8 with a BOM, which plain utf-8 turns into an error.
+    text = raw.decode('utf-8-sig')
+  except UnicodeDecodeError as e:
+    raise ValueError(f'{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); '
+                     'JSON files must be UTF-8 (re-save it as UTF-8)') from None
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno} '
+                     f'(character {e.pos} of {len(text)}; a truncated file ends early)') from None
 
 
 def makedirs(path: Any) -> None:

@@ -32,9 +32,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import json
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -253,8 +252,56 @@ def _parse_categories(data, fname) -> list[tuple[int, str]]:
     if cid in seen:
       raise ctx.error(rec, f"duplicate category field 'id' {cid}")
     seen.add(cid)
+    if c.get('keypoints'):
+      _check_joint_definition(ctx, rec, c)
     out.append((cid, name))
   return out
+
+
+def _check_joint_definition(ctx, rec, category):
+  """'keypoints': unique non-empty strings; 'skeleton': pairs of 1-based joint numbers."""
+  names = category['keypoints']
+  if not isinstance(names, list):
+    raise ctx.error(rec, f"field 'keypoints' must be a list of joint names, got {_short(names)}")
+  for j, n in enumerate(names):
+    if not isinstance(n, str) or not n:
+      raise ctx.error(rec, f"field 'keypoints': joint {j} must be a non-empty string, got "
+                      f'{_short(n)}')
+  dup = [n for n, k in collections.Counter(names).items() if k > 1]
+  if dup:
+    raise ctx.error(rec, f"field 'keypoints' names joint {dup[0]!r} {names.count(dup[0])} "
+                    'times; joint names must be unique')
+  skeleton = category.get('skeleton') or []
+  if not isinstance(skeleton, list):
+    raise ctx.error(rec, f"field 'skeleton' must be a list of pairs, got {_short(skeleton)}")
+  for pair in skeleton:
+    if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+        or not all(_is_int(v) and 1 <= v <= len(names) for v in pair)):
+      raise ctx.error(rec, f"field 'skeleton': pair {_short(pair)} must be two joint numbers "
+                      f'in 1..{len(names)}')
+
+
+def check_same_joints(fname: str, categories: Sequence[Mapping[str, Any]], keypoint_spec,
+                      source: str = 'the keypoint definition') -> None:
+  """Raises unless the spec's category in `categories` (of `fname`) names the spec's joints
+  in the spec's order; a file without that category, or with no 'keypoints' list on it, is
+  accepted (its annotations then carry no joints)."""
+  for i, c in enumerate(categories):
+    if not isinstance(c, Mapping) or c.get('id') != keypoint_spec.category_id:
+      continue
+    names = c.get('keypoints')
+    if not names:
+      return
+    if list(names) != list(keypoint_spec.names):
+      diff = next((j for j, (a, b) in enumerate(zip(names, keypoint_spec.names)) if a != b),
+                  min(len(names), len(keypoint_spec.names)))
+      raise ValueError(
+          f"{fname}: category id {c['id']} (index {i}): field 'keypoints' lists "
+          f'{len(names)} joints {_short(list(names), 200)} but {source} has '
+          f'{len(keypoint_spec.names)} {_short(list(keypoint_spec.names), 200)} (first '
+          f'difference at joint {diff}); both splits must name the same joints in the same '
+          'order')
+    return
 
 
 def read_categories(annotation_file: str) -> list[dict[str, Any]]:
@@ -283,20 +330,58 @@ def _parse_keypoints(ctx, rec, value, num_keypoints):
   return out
 
 
-def _keypoints_by_annotation_id(keypoint_file: str, category_id: int) -> dict[int, Any]:
-  """annotation id -> raw 'keypoints' list of a keypoint JSON (e.g. person_keypoints_*.json)."""
+def _keypoints_by_annotation_id(keypoint_file: str, category_id: int, keypoint_spec=None,
+                                require_evaluation_fields: bool = False) -> dict[int, Any]:
+  """annotation id -> raw 'keypoints' list of a keypoint JSON (e.g. person_keypoints_*.json).
+
+  Validates what evaluation reads from the file too: its categories (the joints must be the
+  spec's), unique annotation ids, image ids of its own images and, with
+  `require_evaluation_fields`, each annotation's 'area' and 'iscrowd'.
+  """
   ctx = _Ctx(keypoint_file)
   try:
     data = file_io.read_json(keypoint_file)
-  except Exception as e:  # pylint: disable=broad-except  # OSError, JSON and tf.errors alike
+  except ValueError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # OSError and tf.errors alike
     raise ValueError(f'{keypoint_file}: cannot read keypoint annotations: {e}') from e
-  out = {}
-  for i, ann in enumerate(data.get('annotations', [])):
+  _parse_categories(data, keypoint_file)
+  if keypoint_spec is not None:
+    check_same_joints(keypoint_file, data['categories'], keypoint_spec)
+  annotations = data.get('annotations', [])
+  if not isinstance(annotations, list):
+    raise ValueError(f"{keypoint_file}: field 'annotations' must be a list")
+  image_ids = None
+  if isinstance(data.get('images'), list):
+    image_ids = {im.get('id') for im in data['images'] if isinstance(im, Mapping)}
+  out, first_index = {}, {}
+  for i, ann in enumerate(annotations):
     rec = f'annotation (index {i})'
     aid = ctx.get(ann, 'id', rec, 'int')
+    rec = f'annotation id {aid} (index {i})'
+    if aid in first_index:
+      raise ctx.error(rec, f"duplicate annotation field 'id' {aid} (also at index "
+                      f'{first_index[aid]})')
+    first_index[aid] = i
+    iid = ctx.get(ann, 'image_id', rec, 'int')
+    if image_ids is not None and iid not in image_ids:
+      raise ctx.error(rec, f"field 'image_id' {iid} is not an image in 'images'")
+    if require_evaluation_fields:
+      _check_evaluation_fields(ctx, rec, ann)
     if ann.get('category_id') == category_id and 'keypoints' in ann:
       out[aid] = ann['keypoints']
   return out
+
+
+def _check_evaluation_fields(ctx, rec, ann):
+  """The fields pycocotools' COCOeval reads from a ground-truth annotation."""
+  ctx.get(ann, 'id', rec, 'int')
+  area = ctx.get(ann, 'area', rec, None)
+  if not _is_number(area) or area < 0:
+    raise ctx.error(rec, f"field 'area' must be a number >= 0, got {_short(area)}")
+  crowd = ctx.get(ann, 'iscrowd', rec, None)
+  if crowd not in (0, 1) or not isinstance(crowd, (bool, int)):
+    raise ctx.error(rec, f"field 'iscrowd' must be 0 or 1, got {_short(crowd)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,10 +420,12 @@ def load_coco_json(annotation_file: str,
                    *,
                    label_map_mode: str = 'contiguous',
                    label_map: LabelMap | None = None,
-                   check_images: bool = True,
+                   check_images: bool | str = True,
                    skip_bad_images: bool = False,
                    keypoint_spec: Any = None,
-                   keypoint_annotations: str | None = None) -> CocoDataset:
+                   keypoint_annotations: str | None = None,
+                   image_checker: Callable[[list[str]], list[tuple[Any, Any]]] | None = None,
+                   require_evaluation_fields: bool = False) -> CocoDataset:
   """Reads a COCO instances JSON and its image folder into `CocoDataset` host records.
 
   Args:
@@ -347,13 +434,23 @@ def load_coco_json(annotation_file: str,
     label_map_mode: 'contiguous' or 'id_minus_one', used when `label_map` is None.
     label_map: a fixed map (e.g. the train set's) to use instead of this file's categories;
       an annotation whose category id is not in it is an error.
-    check_images: open every image header (PIL) to check that it exists, decodes and has the
-      JSON's width/height.
+    check_images: check every image file (False or 'none': only that it exists): with
+      `image_checker` when given (image_check.py: decoding it as training does), else by
+      opening its header (PIL); either checks the JSON's width/height too.
     skip_bad_images: skip (and count) corrupt / mismatched images instead of raising.
     keypoint_spec: a `keypoint_spec.KeypointSpec`: read the joints of its category into
       `ImageRecord.keypoints` (None: no keypoints, records as before).
     keypoint_annotations: optional second JSON whose annotations (matched by 'id') hold the
       'keypoints' of this file's annotations (COCO's person_keypoints_*.json).
+    image_checker: paths -> [((height, width) or None, error message or None)], in order.
+    require_evaluation_fields: the file is COCOeval's ground truth (the val split): every
+      annotation needs 'id', 'area' and 'iscrowd' (pycocotools reads them).
+
+  Beyond the per-field checks, these are errors: two images with the same 'id' or the same
+  'file_name', two annotations with the same 'id', and keypoint joints that differ from the
+  spec's. Labelled joints outside the image are unlabelled and counted
+  (`stats['keypoints_outside_image']`); boxes reaching outside the image are clipped and
+  counted (`stats['clipped']`).
 
   Returns:
     CocoDataset with records in the JSON's image order.
@@ -362,12 +459,11 @@ def load_coco_json(annotation_file: str,
   ctx = _Ctx(fname)
   if not file_io.exists(fname):
     raise ValueError(f'{fname}: annotation file does not exist')
-  try:
-    data = file_io.read_json(fname)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{fname}: not valid JSON: {e}') from e
+  data = file_io.read_json(fname)  # raises naming the file
 
   categories = _parse_categories(data, fname)
+  if keypoint_spec is not None:
+    check_same_joints(fname, data['categories'], keypoint_spec)
   if label_map is None:
     label_map = LabelMap(categories, label_map_mode)
 
@@ -383,13 +479,19 @@ def load_coco_json(annotation_file: str,
   # Images.
   img_info = {}
   order = []
+  by_file_name = {}
   for i, im in enumerate(images):
     rec = f'image (index {i})'
     iid = ctx.get(im, 'id', rec, 'int')
     rec = f'image id {iid} (index {i})'
     if iid in img_info:
-      raise ctx.error(rec, f"duplicate image field 'id' {iid}")
+      raise ctx.error(rec, f"duplicate image field 'id' {iid} (also {img_info[iid][3]})")
     file_name = ctx.get(im, 'file_name', rec, 'str')
+    if file_name in by_file_name:
+      # A second record of the same file would become a second, unannotated copy of it.
+      raise ctx.error(rec, f"field 'file_name' {file_name!r} is already image "
+                      f'{by_file_name[file_name]}; an image may be listed only once')
+    by_file_name[file_name] = rec
     width = ctx.get(im, 'width', rec, 'pos_int')
     height = ctx.get(im, 'height', rec, 'pos_int')
     img_info[iid] = (file_io.join(image_dir, file_name), height, width, rec)
@@ -402,14 +504,25 @@ def load_coco_json(annotation_file: str,
   num_joints = keypoint_spec.num_keypoints if keypoint_spec is not None else 0
   external_kps = None
   if keypoint_spec is not None and keypoint_annotations:
-    external_kps = _keypoints_by_annotation_id(keypoint_annotations, keypoint_spec.category_id)
-  n_kp_labelled = n_kp_instances = 0
+    external_kps = _keypoints_by_annotation_id(
+        keypoint_annotations, keypoint_spec.category_id, keypoint_spec,
+        require_evaluation_fields=require_evaluation_fields)
+  n_kp_labelled = n_kp_instances = n_kp_outside = n_clipped = 0
   n_crowd = collections.Counter()
   n_degen = collections.Counter()
+  ann_index = {}
   for i, ann in enumerate(annotations):
     rec = f'annotation (index {i})'
     if isinstance(ann, Mapping) and 'id' in ann:
       rec = f'annotation id {ann["id"]} (index {i})'
+      aid = ctx.get(ann, 'id', rec, 'int')
+      if aid in ann_index:
+        # COCOeval indexes annotations by id: a repeated id silently corrupts the metrics.
+        raise ctx.error(rec, f"duplicate annotation field 'id' {aid} (also at index "
+                        f'{ann_index[aid]})')
+      ann_index[aid] = i
+    if require_evaluation_fields:
+      _check_evaluation_fields(ctx, rec, ann)
     iid = ctx.get(ann, 'image_id', rec, 'int')
     if iid not in img_info:
       raise ctx.error(rec, f"field 'image_id' {iid} is not an image in 'images'")
@@ -434,6 +547,12 @@ def load_coco_json(annotation_file: str,
     if ymax <= ymin or xmax <= xmin:
       n_degen[iid] += 1
       continue
+    if (ymin - y > 1.0 or xmin - x > 1.0 or (y + h) - ymax > 1.0 or (x + w) - xmax > 1.0):
+      n_clipped += 1
+      if n_clipped == 1:
+        logging.warning('%s: %s: field \'bbox\' %s reaches more than a pixel outside the '
+                        '%dx%d image; clipped (further ones are counted)', fname, rec,
+                        _short(bbox), height, width)
     boxes[iid].append((ymin, xmin, ymax, xmax))
     classes[iid].append(label_map.id_to_channel(cid))
     if keypoint_spec is not None:
@@ -447,6 +566,17 @@ def load_coco_json(annotation_file: str,
         kp = np.zeros((num_joints, 3), np.float32)
       else:
         kp = _parse_keypoints(ctx, rec, raw, num_joints)
+        # Joints more than a pixel outside the image are annotation errors: unlabelled.
+        outside = (kp[:, 2] > 0) & ((kp[:, 0] < -1.0) | (kp[:, 0] > height + 1.0)
+                                    | (kp[:, 1] < -1.0) | (kp[:, 1] > width + 1.0))
+        if outside.any():
+          if n_kp_outside == 0:
+            j = int(np.argmax(outside))
+            logging.warning("%s: %s: field 'keypoints': joint %d (%s) at x=%g y=%g is outside "
+                            'the %dx%d image; unlabelled (further ones are counted)', fname,
+                            rec, j, keypoint_spec.names[j], kp[j, 1], kp[j, 0], height, width)
+          n_kp_outside += int(outside.sum())
+          kp[outside] = 0.0
         n_kp_instances += 1
         n_kp_labelled += int(kp[:, 2].sum())
       keypoints[iid].append(kp)
@@ -461,8 +591,8 @@ def load_coco_json(annotation_file: str,
                      f'not exist ({len(missing)} missing in total)')
   bad = {}
   n_corrupt = n_mismatch = 0
-  if check_images:
-    results = _check_images(paths)
+  if check_images not in (False, 'none'):
+    results = image_checker(paths) if image_checker is not None else _check_images(paths)
     for iid, p, (hw, err) in zip(order, paths, results):
       _, height, width, rec = img_info[iid]
       if err is not None:
@@ -506,16 +636,18 @@ def load_coco_json(annotation_file: str,
       'corrupt_images': n_corrupt,
       'size_mismatch_images': n_mismatch,
       'annotations_of_skipped_images': skipped_anns,
+      'clipped': n_clipped,
   }
   if keypoint_spec is not None:
     stats['keypoint_instances'] = n_kp_instances
     stats['keypoints_labelled'] = n_kp_labelled
+    stats['keypoints_outside_image'] = n_kp_outside
   logging.info(
       '%s: %d images (%d without objects), %d boxes, %d crowd annotations excluded, '
-      '%d degenerate boxes dropped, %d corrupt and %d size-mismatched images skipped; '
-      '%d categories -> %d channels (%s)', fname, stats['images'],
-      stats['images_without_objects'], stats['boxes'], stats['crowd'], stats['degenerate'],
-      n_corrupt, n_mismatch, label_map.num_categories, label_map.num_channels, label_map.mode)
+      '%d degenerate boxes dropped, %d boxes clipped by more than a pixel, %d corrupt and %d '
+      'size-mismatched images skipped; %d categories -> %d channels (%s)', fname,
+      stats['images'], stats['images_without_objects'], stats['boxes'], stats['crowd'],
+      stats['degenerate'], n_clipped, n_corrupt, n_mismatch, label_map.num_categories, label_map.num_channels, label_map.mode)
   return CocoDataset(records=records, label_map=label_map, annotation_file=fname,
                      image_dir=str(image_dir), stats=stats)
 

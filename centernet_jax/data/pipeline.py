@@ -36,6 +36,7 @@ import tensorflow as tf
 from centernet_jax import file_io
 from centernet_jax.data import augment
 from centernet_jax.data import coco_json
+from centernet_jax.data import image_check
 
 _GPUS_HIDDEN = False
 _SHUFFLE_TAG = 0x5EED
@@ -172,8 +173,12 @@ def dataset_info(config) -> tuple[coco_json.LabelMap, int]:
   return lm, lm.num_channels
 
 
-def load_split(config, split: str) -> coco_json.CocoDataset:
-  """Host records of 'train' or 'val' for the file-backed sources ('coco_json', 'synthetic')."""
+def load_split(config, split: str, *, image_check_cache: str = '') -> coco_json.CocoDataset:
+  """Host records of 'train' or 'val' for the file-backed sources ('coco_json', 'synthetic').
+
+  Images are checked as `dataset.check_images` says (image_check.py), with the verdicts
+  cached in `image_check_cache` ('' for none). The val split must carry what COCOeval reads.
+  """
   ann, img_dir = _coco_paths(config, split)
   d = config.dataset
   lm = label_map_for(config)
@@ -181,11 +186,18 @@ def load_split(config, split: str) -> coco_json.CocoDataset:
   if file_lm != lm:
     raise ValueError(f'{ann}: categories differ from those of the label map source '
                      f'({lm.categories()} vs {file_lm.categories()})')
+  checker = None
+  if d.check_images != 'none':
+    checker = image_check.ImageChecker(d.check_images, max_pixels=d.max_image_pixels,
+                                       cache_file=image_check_cache,
+                                       num_threads=d.image_check_threads)
   ds = coco_json.load_coco_json(ann, img_dir, label_map=lm,
-                                check_images=d.get('check_images', True),
-                                skip_bad_images=d.get('skip_bad_images', False),
+                                check_images=d.check_images,
+                                skip_bad_images=d.skip_bad_images,
                                 keypoint_spec=keypoint_spec_for(config),
-                                keypoint_annotations=keypoint_annotations_file(config, split))
+                                keypoint_annotations=keypoint_annotations_file(config, split),
+                                image_checker=checker,
+                                require_evaluation_fields=split == 'val')
   ids = [r.image_id for r in ds.records]
   if ids and (min(ids) < 0 or max(ids) > np.iinfo(np.int32).max):
     raise ValueError(f'{ann}: image ids must fit int32 and be >= 0')
