@@ -21,6 +21,7 @@ from etils import epath
 
 from centernet_jax import checkpointing
 from centernet_jax import evaluate
+from centernet_jax import image_summaries
 from centernet_jax import losses
 from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
@@ -167,6 +168,9 @@ class Trainer:
     self.predict_fn = evaluate.make_predict_fn(
         self.model, input_size=config.input.size, max_detections=config.eval.max_detections,
         keypoint_params=evaluate.keypoint_decode_params(self.keypoint_spec, config))
+    self.summary_fn = image_summaries.make_summary_fn(
+        self.model, config, self.num_classes, self.keypoint_spec,
+        evaluate.keypoint_decode_params(self.keypoint_spec, config))
 
   @property
   def label_map_info(self) -> dict[str, Any]:
@@ -213,6 +217,12 @@ class Trainer:
       evaluate.write_metrics(self.workdir, step, metrics)
       if writer is not None:
         writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
+    if writer is not None and config.eval.image_summaries:
+      image_summaries.write_image_summaries(
+          writer, step, summary_fn=self.summary_fn, variables=self.variables(),
+          eval_iterator=eval_iter, mesh=self.mesh,
+          class_names=self.label_map.to_json_dict()['names'], config=config,
+          keypoint_spec=self.keypoint_spec)
     return metrics
 
 

@@ -1,6 +1,8 @@
 """A tiny experiment for tests: a narrow ResNet-18 FPN on a small synthetic set at 64x64."""
 
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from centernet_jax import config_base
 
@@ -42,3 +44,35 @@ def tiny_keypoint_config(data_dir: str) -> ml_collections.ConfigDict:
   c.dataset.max_boxes = 6
   c.keypoints.enabled = True
   return c
+
+
+class FakeCenterNet:
+  """A compile-in-a-second stand-in for the CenterNet module: `apply(variables, images, train)`
+  returns the heads of docs/conventions.md (one feature output) computed from 4x4 block means
+  of the image, for tests of code that only needs outputs of the right form."""
+
+  def __init__(self, num_classes: int, num_joints: int = 0, task_name: str = 'human_pose'):
+    self.num_classes = num_classes
+    self.num_joints = num_joints
+    self.task_name = task_name
+
+  def init(self):
+    return {'params': {'bias': -2.0 * np.ones([self.num_classes], np.float32)}}
+
+  def apply(self, variables, images, train=False):
+    del train
+    b, s = images.shape[0], images.shape[1]
+    blocks = images.reshape(b, s // 4, 4, s // 4, 4, 3).mean(axis=(2, 4, 5)) / 255.0
+    ramp = jnp.arange(self.num_classes, dtype=jnp.float32) / max(self.num_classes, 1)
+    heads = {
+        'object_center': 6.0 * blocks[..., None] * (1.0 - ramp) + variables['params']['bias'],
+        'box/scale': jnp.full(blocks.shape + (2,), 6.0),
+        'box/offset': jnp.full(blocks.shape + (2,), 0.5),
+    }
+    if self.num_joints:
+      j = self.num_joints
+      prefix = f'{self.task_name}/keypoint/'
+      heads[prefix + 'heatmap'] = jnp.repeat(4.0 * blocks[..., None] - 2.0, j, axis=-1)
+      heads[prefix + 'offset'] = jnp.zeros(blocks.shape + (2 * j,))
+      heads[prefix + 'regression'] = jnp.ones(blocks.shape + (2 * j,))
+    return [heads]
