@@ -92,6 +92,12 @@ def _coco_paths(config, split):
   raise ValueError(f'no annotation files for dataset.source={d.source!r}')
 
 
+def annotation_paths(config, split: str) -> tuple[str, str]:
+  """(annotation JSON, image folder) of 'train' or 'val' for the file-backed sources (the
+  synthetic ones are generated first); ValueError for 'tfds' or a missing path."""
+  return _coco_paths(config, split)
+
+
 _LABEL_MAP_CACHE: dict[Any, coco_json.LabelMap] = {}
 
 
