@@ -175,11 +175,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.image_summaries = True
   c.eval.num_image_summaries = 4
   c.eval.image_summary_min_score = 0.3  # detections drawn from this score up
-  # At every evaluation, TensorBoard images of the first val images (image_summaries.py):
-  # predicted and ground-truth boxes (and skeletons), predicted vs target center heatmaps.
-  c.eval.image_summaries = True
-  c.eval.num_image_summaries = 4
-  c.eval.image_summary_min_score = 0.3  # detections drawn from this score up
 
   # ---- devices ----
   c.mesh = ml_collections.ConfigDict()

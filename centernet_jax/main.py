@@ -9,9 +9,12 @@ Re-running the same command resumes from the workdir's latest checkpoint.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from centernet_jax import config_check
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file (get_config()).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
@@ -45,9 +48,35 @@ def main(argv):
     train.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
 
 
+def _config_file_arg(argv) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith('--config='):
+      return a.split('=', 1)[1]
+    if a == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _parse_flags(argv):
+  """absl's parsing, with an override of a field the config lacks explained by name."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError):
+    overrides = [a[2:].split('=', 1)[0] for a in argv[1:] if a.startswith('--config.')]
+    path = _config_file_arg(argv)
+    try:  # the experiment file alone, to list its fields
+      config = config_check.load_experiment(path)
+      problems = config_check.unknown_overrides(config, overrides)
+    except Exception:  # pylint: disable=broad-except  # keep absl's own error then
+      problems = []
+    if not problems:
+      raise
+    sys.exit('\n'.join(problems))
+
+
 def run():
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -1,8 +1,13 @@
 """A tiny experiment for tests: a narrow ResNet-18 FPN on a small synthetic set at 64x64."""
 
+import json
+import os
+from typing import Any
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from centernet_jax import config_base
 
@@ -43,6 +48,61 @@ def tiny_keypoint_config(data_dir: str) -> ml_collections.ConfigDict:
   c.dataset.synthetic_num_val = 4
   c.dataset.max_boxes = 6
   c.keypoints.enabled = True
+  return c
+
+
+def write_coco_split(root: str, split: str, *, num_images: int = 3, size: int = 32,
+                     categories=({'id': 1, 'name': 'a'}, {'id': 2, 'name': 'b'}),
+                     keypoint_names=None) -> dict[str, Any]:
+  """Writes `root/<split>/*.png` (`size` x `size`, one box each) and `root/<split>.json`;
+  returns the JSON dict (already written; rewrite it with `write_json` after changing it).
+
+  Annotations carry every field COCOeval reads (id, area, iscrowd). With `keypoint_names`,
+  category 1 gets them and its annotations 'keypoints' (all labelled, inside the box).
+  """
+  img_dir = os.path.join(root, split)
+  os.makedirs(img_dir, exist_ok=True)
+  cats = [dict(c) for c in categories]
+  if keypoint_names:
+    cats[0]['keypoints'] = list(keypoint_names)
+    cats[0]['skeleton'] = []
+  images, anns = [], []
+  rng = np.random.default_rng(len(split))
+  for i in range(num_images):
+    name = f'{split}{i}.png'
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(
+        os.path.join(img_dir, name))
+    images.append({'id': i + 1, 'file_name': name, 'height': size, 'width': size})
+    ann = {'id': 100 + i, 'image_id': i + 1, 'category_id': cats[i % len(cats)]['id'],
+           'bbox': [4.0, 4.0, 12.0, 10.0], 'area': 120.0, 'iscrowd': 0}
+    if keypoint_names and ann['category_id'] == cats[0]['id']:
+      ann['keypoints'] = [v for j in range(len(keypoint_names)) for v in (6 + j, 8, 2)]
+      ann['num_keypoints'] = len(keypoint_names)
+    anns.append(ann)
+  data = {'images': images, 'annotations': anns, 'categories': cats}
+  write_json(os.path.join(root, f'{split}.json'), data)
+  return data
+
+
+def write_json(path: str, data: Any) -> None:
+  with open(path, 'w') as f:
+    json.dump(data, f)
+
+
+def coco_json_config(root: str, *, keypoint_names=None, num_images: int = 3
+                     ) -> ml_collections.ConfigDict:
+  """`tiny_config` reading a small two-split COCO-format set written under `root`
+  (`write_coco_split`): root/train.json + root/train/, root/val.json + root/val/."""
+  c = tiny_config(os.path.join(root, 'unused_synthetic'))
+  c.dataset.source = 'coco_json'
+  for split in ('train', 'val'):
+    write_coco_split(root, split, num_images=num_images, keypoint_names=keypoint_names)
+    c.dataset[f'{split}_annotations'] = os.path.join(root, f'{split}.json')
+    c.dataset[f'{split}_images'] = os.path.join(root, split)
+  c.batch_size = 4
+  c.eval.batch_size = 4
+  if keypoint_names:
+    c.keypoints.enabled = True
   return c
 
 

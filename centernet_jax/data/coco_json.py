@@ -184,8 +184,10 @@ class CocoDataset:
   annotation_file: str
   image_dir: str
   # images, images_without_objects, boxes, crowd, degenerate, corrupt_images,
-  # size_mismatch_images, annotations_of_skipped_images
+  # size_mismatch_images, annotations_of_skipped_images, clipped (+ keypoint counts)
   stats: dict[str, int]
+  # One line per image skipped under skip_bad_images: file, record, field and why.
+  skipped_images: list[str] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,7 +491,7 @@ def load_coco_json(annotation_file: str,
     file_name = ctx.get(im, 'file_name', rec, 'str')
     if file_name in by_file_name:
       # A second record of the same file would become a second, unannotated copy of it.
-      raise ctx.error(rec, f"field 'file_name' {file_name!r} is already image "
+      raise ctx.error(rec, f"field 'file_name' {file_name!r} is already "
                       f'{by_file_name[file_name]}; an image may be listed only once')
     by_file_name[file_name] = rec
     width = ctx.get(im, 'width', rec, 'pos_int')
@@ -649,7 +651,7 @@ def load_coco_json(annotation_file: str,
       stats['images'], stats['images_without_objects'], stats['boxes'], stats['crowd'],
       stats['degenerate'], n_clipped, n_corrupt, n_mismatch, label_map.num_categories, label_map.num_channels, label_map.mode)
   return CocoDataset(records=records, label_map=label_map, annotation_file=fname,
-                     image_dir=str(image_dir), stats=stats)
+                     image_dir=str(image_dir), stats=stats, skipped_images=list(bad.values()))
 
 
 def records_summary(records: Sequence[ImageRecord]) -> str:

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from absl import logging
 from PIL import Image
+from PIL import UnidentifiedImageError
 import tensorflow as tf
 
 from centernet_jax import file_io
@@ -72,6 +73,8 @@ def check_one(path: str, mode: str, max_pixels: int = 0
       width, height = im.size
       if mode == 'header':
         im.verify()
+  except UnidentifiedImageError:
+    return None, 'not an image file in a format PIL knows (unrecognised header)', 'header'
   except Exception as e:  # pylint: disable=broad-except  # PIL raises many kinds
     return None, f'{type(e).__name__}: {e}', 'header'
   hw = (int(height), int(width))

@@ -221,7 +221,10 @@ class _RecordTable:
   def __init__(self, records, cache_decoded=False, num_parallel_calls=tf.data.AUTOTUNE,
                cache_max_mib=2048.0):
     self.size = len(records)
-    self.paths = tf.constant([r.path for r in records], tf.string)
+    # surrogateescape: a file name that is not UTF-8 (read from the JSON as lone surrogates)
+    # goes back to the bytes the file system has.
+    self.paths = tf.constant([r.path.encode('utf-8', 'surrogateescape') for r in records],
+                             tf.string)
     self.image_ids = tf.constant([r.image_id for r in records], tf.int32)
     counts = [len(r.boxes) for r in records]
     self.splits = tf.constant(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
@@ -452,8 +455,12 @@ def local_batch_size(global_batch: int, process_count: int, what='batch_size') -
 # Iterators.
 
 
-def make_train_dataset(config, *, start_step=0, process_index=0, process_count=1):
-  """The batched training tf.data.Dataset of this process (see make_train_iterator)."""
+def make_train_dataset(config, *, start_step=0, process_index=0, process_count=1,
+                       dataset: coco_json.CocoDataset | None = None):
+  """The batched training tf.data.Dataset of this process (see make_train_iterator).
+
+  `dataset`: the train split already loaded (startup.check_before_build); None: read it.
+  """
   hide_gpus_from_tf()
   global_batch = int(config.batch_size)
   local = local_batch_size(global_batch, process_count)
@@ -474,7 +481,7 @@ def make_train_dataset(config, *, start_step=0, process_index=0, process_count=1
 
     ds = ds.map(fn_tfds, num_parallel_calls=npc, deterministic=True)
   else:
-    records = load_split(config, 'train').records
+    records = (dataset if dataset is not None else load_split(config, 'train')).records
     if not records:
       raise ValueError('the training set has no images')
     table = _RecordTable(records, cache_decoded=config.dataset.cache_decoded,
@@ -499,8 +506,9 @@ def make_train_dataset(config, *, start_step=0, process_index=0, process_count=1
   return ds.with_options(_options())
 
 
-def make_train_iterator(config, *, start_step=0, process_index=0,
-                        process_count=1) -> Iterator[dict[str, np.ndarray]]:
+def make_train_iterator(config, *, start_step=0, process_index=0, process_count=1,
+                        dataset: coco_json.CocoDataset | None = None
+                        ) -> Iterator[dict[str, np.ndarray]]:
   """Endless iterator of numpy batch dicts with config.batch_size // process_count examples.
 
   Deterministic and resumable: starting at `start_step` yields exactly the batches the
@@ -508,7 +516,7 @@ def make_train_iterator(config, *, start_step=0, process_index=0,
   (in process order) gives the 1-process global batch.
   """
   ds = make_train_dataset(config, start_step=start_step, process_index=process_index,
-                          process_count=process_count)
+                          process_count=process_count, dataset=dataset)
   return ds.as_numpy_iterator()
 
 
@@ -560,8 +568,12 @@ class EvalIterator:
     return self.num_batches
 
 
-def make_eval_iterator(config, *, process_index=0, process_count=1) -> tuple[EvalIterator, int]:
+def make_eval_iterator(config, *, process_index=0, process_count=1,
+                       dataset: coco_json.CocoDataset | None = None
+                       ) -> tuple[EvalIterator, int]:
   """(iterator, num_batches) over the val set, without augmentation.
+
+  `dataset`: the val split already loaded (startup.check_before_build); None: read it.
 
   Every val record (or the first `config.eval.num_examples` when > 0) appears exactly once over
   all processes; process p takes a contiguous even share. Each process yields
@@ -590,7 +602,7 @@ def make_eval_iterator(config, *, process_index=0, process_count=1) -> tuple[Eva
     annotation_file = config.dataset.val_annotations
     lm = label_map_for(config)
   else:
-    data = load_split(config, 'val')
+    data = dataset if dataset is not None else load_split(config, 'val')
     records = data.records[:limit] if limit > 0 else data.records
     total = len(records)
     start, count, max_count = _even_share(total, process_index, process_count)
