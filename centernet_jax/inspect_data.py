@@ -115,9 +115,10 @@ def check_annotations(data: Mapping[str, Any], label_map_mode: str = 'contiguous
 
   # 0-based vs 1-based category ids.
   ann_ids = set(per_cat) | set(unknown)
+  shifted = {k + 1 for k in unknown if isinstance(k, int)}
+  annotations_shifted = bool(shifted) and shifted <= set(cat_ids)
   if unknown:
-    shifted = {k + 1 for k in unknown if isinstance(k, int)}
-    if shifted and shifted <= set(cat_ids):
+    if annotations_shifted:
       warnings.append(
           f'{sum(unknown.values())} annotations use category ids {sorted(unknown, key=str)} '
           f"that 'categories' does not have; with 1 added they all would: the annotations look "
@@ -126,7 +127,7 @@ def check_annotations(data: Mapping[str, Any], label_map_mode: str = 'contiguous
       warnings.append(f'{sum(unknown.values())} annotations use category ids '
                       f"{sorted(unknown, key=str)[:10]} that 'categories' does not have (the "
                       'reader stops on them).')
-  if 0 in cat_ids or 0 in ann_ids:
+  if 0 in cat_ids or (0 in ann_ids and not annotations_shifted):
     hint = (' label_map_mode=id_minus_one cannot map id 0 (channel -1).'
             if label_map_mode == 'id_minus_one' else
             ' label_map_mode=contiguous maps them anyway; check that the names still belong to '
