@@ -14,6 +14,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from centernet_jax.models import layers
+
 DEFAULT_HEATMAP_BIAS_INIT = -2.19
 
 
@@ -40,9 +42,8 @@ class PredictionHead(nn.Module):
     if self.depthwise:
       # Keras SeparableConv2D: depthwise [3,3,C,1] (Flax: [3,3,1,C]); Glorot's fan_in + fan_out
       # is the same in both layouts, so the init distribution matches.
-      x = nn.Conv(x.shape[-1], (3, 3), padding='SAME', feature_group_count=x.shape[-1],
-                  use_bias=False, kernel_init=glorot, dtype=self.dtype,
-                  param_dtype=jnp.float32, name='depthwise_3x3')(x)
+      x = layers.DepthwiseConv(3, 1, kernel_init=glorot, dtype=self.dtype,
+                               name='depthwise_3x3')(x)
       x = nn.Conv(self.head_channels, (1, 1), use_bias=True, kernel_init=glorot,
                   bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
                   name='pointwise_1x1')(x)

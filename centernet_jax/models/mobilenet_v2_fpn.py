@@ -41,6 +41,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from centernet_jax.models import layers
+
 BACKBONE_BN_EPSILON = 1e-3
 BACKBONE_BN_MOMENTUM = 0.9997  # OD API `mobilenet_v2(default_batchnorm_momentum=0.9997)`.
 FPN_BN_EPSILON = 1e-3
@@ -126,11 +128,16 @@ class MobileNetV2(nn.Module):
   dtype: Any = jnp.float32
   bn_momentum: float = BACKBONE_BN_MOMENTUM
 
-  def _conv(self, features: int, kernel: int, stride: int, name: str, groups: int = 1):
+  def _conv(self, features: int, kernel: int, stride: int, name: str):
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding='SAME',
-                   feature_group_count=groups, use_bias=False,
+                   use_bias=False,
                    kernel_init=nn.initializers.truncated_normal(BACKBONE_KERNEL_STDDEV),
                    dtype=self.dtype, param_dtype=jnp.float32, name=name)
+
+  def _depthwise(self, stride: int, name: str) -> layers.DepthwiseConv:
+    return layers.DepthwiseConv(
+        3, stride, kernel_init=nn.initializers.truncated_normal(BACKBONE_KERNEL_STDDEV),
+        dtype=self.dtype, name=name)
 
   def _bn(self, train: bool, name: str) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
@@ -150,7 +157,7 @@ class MobileNetV2(nn.Module):
       if expansion != 1:
         y = self._conv(expansion * in_ch, 1, 1, f'{p}expand')(y)
         y = jax.nn.relu6(self._bn(train, f'{p}expand_BN')(y))
-      y = self._conv(y.shape[-1], 3, stride, f'{p}depthwise', groups=y.shape[-1])(y)
+      y = self._depthwise(stride, f'{p}depthwise')(y)
       y = jax.nn.relu6(self._bn(train, f'{p}depthwise_BN')(y))
       y = self._conv(out_ch, 1, 1, f'{p}project')(y)
       y = self._bn(train, f'{p}project_BN')(y)
@@ -173,9 +180,8 @@ class SeparableConv(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     glorot = nn.initializers.glorot_uniform()
-    x = nn.Conv(x.shape[-1], (self.kernel, self.kernel), padding='SAME',
-                feature_group_count=x.shape[-1], use_bias=False, kernel_init=glorot,
-                dtype=self.dtype, param_dtype=jnp.float32, name='depthwise')(x)
+    x = layers.DepthwiseConv(self.kernel, 1, kernel_init=glorot, dtype=self.dtype,
+                             name='depthwise')(x)
     return nn.Conv(self.features, (1, 1), use_bias=True, kernel_init=glorot,
                    dtype=self.dtype, param_dtype=jnp.float32, name='pointwise')(x)
 
