@@ -287,7 +287,11 @@ def example_panels(batch, targets, b: int, class_names, keypoint_spec, title: st
 
 def inspect_stream(config, records, class_names, keypoint_spec, num_draw: int, num_stats: int,
                    output: str) -> tuple[dict[str, Any], list[str], list[str]]:
-  """Runs the training stream: (statistics, sheet paths, warnings)."""
+  """Runs the training stream: (statistics, sheet paths, warnings).
+
+  `records`: the reader's training records, in the pipeline's order, to count the boxes the
+  augmentation removes; None (a streamed 'tfds' source): not counted.
+  """
   chunk = 16
   total = max(num_draw, num_stats)
   total = int(math.ceil(total / chunk) * chunk)
@@ -303,9 +307,11 @@ def inspect_stream(config, records, class_names, keypoint_spec, num_draw: int, n
     targets = jax.device_get(target_fn(batch))
     for i in range(chunk):
       g = start + i
-      record = records[int(pipeline.shuffled_index(c, g, len(records)))]
-      n_source = min(len(record.boxes), max_boxes)
       n_kept = int(batch['box_mask'][i].sum())
+      n_source = n_kept
+      if records is not None:
+        record = records[int(pipeline.shuffled_index(c, g, len(records)))]
+        n_source = min(len(record.boxes), max_boxes)
       source += n_source
       kept += n_kept
       emptied += int(n_source > 0 and n_kept == 0)
@@ -325,13 +331,13 @@ def inspect_stream(config, records, class_names, keypoint_spec, num_draw: int, n
     sheets.append(path)
   stats = {
       'examples': total, 'boxes_in_source_records': source, 'boxes_after_augmentation': kept,
-      'kept_fraction': (kept / source) if source else None,
+      'kept_fraction': (kept / source) if source and records is not None else None,
       'examples_losing_every_box': emptied,
       'box_size_output_pixels': size_histogram(np.asarray(sizes)),
       'boxes_under_one_output_pixel': int(np.sum(np.asarray(min_sides) < 1.0)),
       'output_map': [out_px, out_px],
   }
-  if source and kept < 0.5 * source:
+  if records is not None and source and kept < 0.5 * source:
     warnings.append(
         f'the augmentation removes most boxes: {kept} of {source} boxes ({100 * kept / source:.0f}%'
         f') survive in the first {total} training examples, {emptied} examples lose every box. '
@@ -398,12 +404,16 @@ def inspect(config: ml_collections.ConfigDict, output: str, num: int = 16,
     label_map, _ = pipeline.dataset_info(config)
     class_names = list(label_map.to_json_dict()['names'])
     spec = pipeline.keypoint_spec_for(config)
-    train = pipeline.load_split(config, 'train')
-    records = train.records
-    summary['train'] = {**{k: _plain(v) for k, v in train.stats.items()},
-                        **record_statistics(records, class_names, size, spec)}
   except Exception as e:  # pylint: disable=broad-except
-    _error(errors, 'loading the training set with the experiment\'s reader', e)
+    _error(errors, 'reading the categories (label map)', e)
+  if class_names is not None and d.source != 'tfds':
+    try:
+      train = pipeline.load_split(config, 'train')
+      records = train.records
+      summary['train'] = {**{k: _plain(v) for k, v in train.stats.items()},
+                          **record_statistics(records, class_names, size, spec)}
+    except Exception as e:  # pylint: disable=broad-except
+      _error(errors, 'loading the training set with the experiment\'s reader', e)
   if records is not None:
     t = summary['train']
     if not records:
@@ -438,8 +448,9 @@ def inspect(config: ml_collections.ConfigDict, output: str, num: int = 16,
     except Exception as e:  # pylint: disable=broad-except
       _error(errors, 'loading the val set', e)
 
-  # 4. The augmented stream, its targets and the sheets.
-  if records:
+  # 4. The augmented stream, its targets and the sheets ('tfds': streamed, no records to
+  # count against).
+  if records or (d.source == 'tfds' and class_names is not None):
     try:
       stats, sheets, found = inspect_stream(config, records, class_names, spec, num, num_stats,
                                             output)
