@@ -29,6 +29,11 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Index of this process.')
+_HEARTBEAT = flags.DEFINE_integer(
+    'heartbeat_timeout', 60,
+    'With --distributed: seconds without a heartbeat from a process after which the others '
+    'stop with "Task N heartbeat timeout" instead of waiting in a collective for ever (JAX\'s '
+    'default is 100).')
 
 
 def main(argv):
@@ -37,7 +42,8 @@ def main(argv):
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+                               process_id=_PROCESS_ID.value,
+                               heartbeat_timeout_seconds=_HEARTBEAT.value)
   from centernet_jax import train  # pylint: disable=g-import-not-at-top
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
