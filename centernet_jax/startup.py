@@ -90,6 +90,7 @@ def check_before_build(config: ml_collections.ConfigDict, workdir: str | epath.P
   config_check.check_config(config, num_devices=jax.device_count(),
                             num_processes=jax.process_count())
   _check_paths(config, splits)
+  _check_workdir_writable(workdir)
   label_map, num_channels = pipeline.dataset_info(config)
   source = (config.dataset.val_annotations or config.dataset.train_annotations
             if config.dataset.source == 'coco_json' else config.dataset.source)
@@ -108,11 +109,32 @@ def check_before_build(config: ml_collections.ConfigDict, workdir: str | epath.P
     logging.info('start-up check of the %s split passed: %s (%s)', split,
                  coco_json.records_summary(datasets[split].records),
                  datasets[split].annotation_file)
+  if 'train' in datasets and not datasets['train'].records:
+    raise ValueError(f'{datasets["train"].annotation_file}: the training split has no usable '
+                     f'images ({len(skipped)} skipped as unreadable)')
+  if 'val' in datasets and not datasets['val'].records:
+    logging.warning('%s: the val split has no usable images; evaluation will report zeros',
+                    datasets['val'].annotation_file)
   if skipped:
     write_skipped(workdir, skipped)
     logging.warning('%d images skipped (dataset.skip_bad_images=True), listed in %s',
                     len(skipped), file_io.join(str(workdir), SKIPPED_IMAGES))
   return datasets
+
+
+def _check_workdir_writable(workdir) -> None:
+  """Creates the workdir and writes a probe file there (process 0), so that a workdir that
+  cannot be written fails now rather than at the first checkpoint."""
+  if jax.process_index() != 0:
+    return
+  probe = epath.Path(workdir) / '.write_probe'
+  try:
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text('ok')
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except  # OSError, tf.errors alike
+    raise config_check.ConfigError(f'workdir {workdir}: cannot be written ({_first_line(e)})'
+                                   ) from None
 
 
 def write_skipped(workdir, lines: list[str], append: bool = False) -> None:
@@ -242,3 +264,52 @@ class TrainBatches:
       logging.warning('skipping an image that no longer decodes, at %s: %s', where, b.message)
       self.replaced[b.index] = b.message
     write_skipped(self.workdir, [f'{b.message} (at {where})' for b in bad], append=True)
+
+
+def _first_bad(dataset: coco_json.CocoDataset, records) -> str | None:
+  """The message of the first record whose image no longer decodes as the JSON says."""
+  for rec in records:
+    hw, err, _ = image_check.check_one(rec.path, 'decode')
+    if err is None and hw != (rec.height, rec.width):
+      err = f'decodes to {hw[0]}x{hw[1]} but the JSON says height={rec.height} width={rec.width}'
+    if err is not None:
+      return (f'{dataset.annotation_file}: image id {rec.image_id}: image file {rec.path!r} '
+              f"(field 'file_name'): {err}")
+  return None
+
+
+class EvalBatches:
+  """Wraps a pipeline.EvalIterator: an input error during evaluation names the image file.
+
+  (Evaluation never skips an image: its ground truth would count as missed.) Every other
+  attribute is the wrapped iterator's.
+  """
+
+  def __init__(self, inner, dataset: coco_json.CocoDataset | None):
+    self._inner = inner
+    self._dataset = dataset
+
+  def __getattr__(self, name):
+    return getattr(self._inner, name)
+
+  def __len__(self):
+    return len(self._inner)
+
+  def __iter__(self):
+    iter(self._inner)
+    return self
+
+  def __next__(self):
+    try:
+      return next(self._inner)
+    except tf.errors.OpError as e:
+      if self._dataset is None:
+        raise RuntimeError(f'reading an evaluation batch failed: {_first_line(e)}') from None
+      wanted = set(self._inner.image_ids or ())
+      message = _first_bad(self._dataset, [r for r in self._dataset.records
+                                           if r.image_id in wanted])
+      if message is None:
+        raise RuntimeError(f'reading an evaluation batch failed ({_first_line(e)}), but every '
+                           'val image decodes when checked again') from None
+      raise ValueError(f'{message} -- during evaluation; the file changed or cannot be read '
+                       'since the start-up check') from None

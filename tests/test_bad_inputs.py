@@ -489,3 +489,31 @@ def test_num_classes_that_disagrees_with_the_dataset(cfg, tmp_path):
     _check(cfg, tmp_path)
   cfg.model.num_classes = 2
   _check(cfg, tmp_path)
+
+
+def test_training_split_without_usable_images(cfg, tmp_path):
+  for i in range(3):
+    _replace_image(cfg, 'train', i, b'not an image')
+  cfg.dataset.skip_bad_images = True
+  with pytest.raises(ValueError, match=r'train.json: the training split has no usable images '
+                     r'\(3 skipped as unreadable\)'):
+    _check(cfg, tmp_path)
+
+
+def test_workdir_that_cannot_be_written(cfg, tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('x')
+  with pytest.raises(config_check.ConfigError, match=r'workdir .*file/work: cannot be written'):
+    startup.check_before_build(cfg, str(blocker / 'work'))
+
+
+def test_val_image_broken_after_start_up_names_the_file_during_evaluation(cfg, tmp_path):
+  datasets = _check(cfg, tmp_path)
+  data = _jpeg_bytes()
+  _replace_image(cfg, 'val', 2, data[:len(data) // 2])
+  inner, num_batches = pipeline.make_eval_iterator(cfg, dataset=datasets['val'])
+  batches = startup.EvalBatches(inner, datasets['val'])
+  assert num_batches == 1 and batches.annotation_file == datasets['val'].annotation_file
+  with pytest.raises(ValueError, match=r"val.json: image id 3: image file .*val2.png.* \(field "
+                     r"'file_name'\): .* -- during evaluation"):
+    list(batches)

@@ -12,10 +12,13 @@ Rules applied while reading:
   (counted in `stats['degenerate']`).
 - An unknown category id, a missing field, a wrongly typed field or a missing image file raises
   `ValueError` naming the file, the record and the field.
-- Image files are opened (header + PIL `verify`, cheap) to catch corrupt files and JSON
-  width/height that disagree with the file; both raise unless `skip_bad_images=True`, which
-  skips those images and counts them. (PIL `verify` checks PNG chunk CRCs; for JPEG it only
-  checks the header, so a truncated JPEG is only caught when TF decodes it.)
+- Image files are checked by an `image_checker` (data/image_check.py: decoded as training
+  decodes them, or header only), else their header is opened (PIL `verify`, which for JPEG
+  checks only the header); corrupt files and JSON width/height that disagree with the file
+  raise unless `skip_bad_images=True`, which skips those images and counts them.
+- Duplicate image ids, an image file listed twice, duplicate annotation ids and joint names
+  that are not unique strings (or differ from the keypoint spec's) raise; labelled joints
+  outside the image are unlabelled and boxes reaching outside it clipped (both counted).
 - Paths may be local or on any file system `tf.io.gfile` reads (`gs://...`), see file_io.py.
 
 Keypoints (only when a `KeypointSpec` is given, see keypoint_spec.py): the annotations of the
