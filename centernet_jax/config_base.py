@@ -162,6 +162,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 5000
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
+  # Steps (start, stop) whose jax.profiler trace goes to <workdir>/plugins/profile (TensorBoard's
+  # profile tab); () for none. E.g. --config.profile_steps='(20, 25)'.
+  c.profile_steps = ()
+  # Peak dense TFLOP/s of one device for train/mfu; 0: the table in performance.py by device
+  # kind (no MFU is logged for a kind it does not list, e.g. CPUs).
+  c.peak_tflops_per_device = 0.0
   c.init_checkpoint = ''  # optional orbax checkpoint dir to initialise params from
 
   # ---- evaluation ----

@@ -36,6 +36,7 @@ Every shape is static, so `jax.jit(decode_detections, static_argnames=('input_si
 'max_detections'))` compiles once per input shape, and works on batch-sharded inputs.
 """
 
+import functools
 from typing import Mapping, NamedTuple, Sequence, Union
 
 import jax
@@ -64,13 +65,24 @@ def _pair(value: Union[int, Sequence[int]]) -> tuple[int, int]:
   return int(h), int(w)
 
 
+def max_pool_same(x):
+  """`[B, H, W, C]` -> the max over each pixel's `PEAK_POOL_SIZE`^2 window (stride 1, SAME,
+  outside = -inf), as a max of shifted slices along H, then along W.
+
+  The same values as `lax.reduce_window` (a max is exact in any order), ~8x faster on
+  XLA:CPU at 128 x 128 x 90 (docs/benchmarks.md, "Decoder").
+  """
+  r = PEAK_POOL_SIZE // 2
+  _, h, w, _ = x.shape
+  xp = jnp.pad(x, ((0, 0), (r, r), (0, 0), (0, 0)), constant_values=-jnp.inf)
+  x = functools.reduce(jnp.maximum, [xp[:, i:i + h] for i in range(2 * r + 1)])
+  xp = jnp.pad(x, ((0, 0), (0, 0), (r, r), (0, 0)), constant_values=-jnp.inf)
+  return functools.reduce(jnp.maximum, [xp[:, :, j:j + w] for j in range(2 * r + 1)])
+
+
 def peak_mask(prob):
   """`[B, H, W, C]` probabilities -> float32 mask of 3x3 local maxima (|p - maxpool| < 1e-6)."""
-  pooled = jax.lax.reduce_window(
-      prob, -jnp.inf, jax.lax.max,
-      window_dimensions=(1, PEAK_POOL_SIZE, PEAK_POOL_SIZE, 1),
-      window_strides=(1, 1, 1, 1), padding='SAME')
-  return (jnp.abs(prob - pooled) < PEAK_TOLERANCE).astype(prob.dtype)
+  return (jnp.abs(prob - max_pool_same(prob)) < PEAK_TOLERANCE).astype(prob.dtype)
 
 
 def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, original_size,

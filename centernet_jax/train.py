@@ -10,11 +10,8 @@ import json
 import math
 from typing import Any
 
-import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
-import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
@@ -22,116 +19,20 @@ from etils import epath
 from centernet_jax import checkpointing
 from centernet_jax import evaluate
 from centernet_jax import image_summaries
-from centernet_jax import losses
 from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
+from centernet_jax import performance
 from centernet_jax import sharding
-from centernet_jax import targets as targets_lib
+# The step itself lives in train_step.py; its names stay reachable as train.* too.
+from centernet_jax.train_step import (  # noqa: F401
+    KEYPOINT_TRAIN_KEYS, TRAIN_KEYS, TrainState, create_train_state, make_train_step,
+    output_size, safe_global_norm, train_keys)
+from centernet_jax import startup
 from centernet_jax.data import pipeline
-
-TRAIN_KEYS = ('image', 'boxes', 'classes', 'box_mask', 'true_size')
-KEYPOINT_TRAIN_KEYS = ('keypoints', 'keypoint_mask')
-
-
-def train_keys(keypoint_spec=None) -> tuple[str, ...]:
-  """The batch keys the train step reads (`TRAIN_KEYS`, plus the keypoints when enabled)."""
-  return TRAIN_KEYS + (KEYPOINT_TRAIN_KEYS if keypoint_spec is not None else ())
 
 
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array  # int32 scalar: number of optimizer updates done
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-
-
-def output_size(input_size: int) -> tuple[int, int]:
-  """Every backbone has output stride 4."""
-  return input_size // 4, input_size // 4
-
-
-def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
-                       input_size: int) -> TrainState:
-  variables = model.init(rng, jnp.zeros((1, input_size, input_size, 3), jnp.float32),
-                         train=False)
-  params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
-
-
-def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    config: ml_collections.ConfigDict, num_classes: int, keypoint_spec=None):
-  """Returns the (state, batch) -> (state, metrics) step, to be jitted by the caller.
-
-  The batch holds the global arrays of `train_keys(keypoint_spec)` (see docs/conventions.md).
-  Targets are built here, on device, from the padded boxes (and keypoints: with a
-  `keypoint_spec` the keypoint task's targets and losses are added).
-  """
-  input_size = config.input.size
-  out_size = output_size(input_size)
-  kp_config = config.get('keypoints')
-
-  def train_step(state: TrainState, batch: dict[str, jax.Array]):
-    targets = targets_lib.build_targets(
-        batch['boxes'], batch['classes'], batch['box_mask'], output_size=out_size,
-        num_classes=num_classes, min_overlap=config.targets.min_overlap,
-        radius_variant=config.targets.radius_variant)
-    valid = targets_lib.valid_output_mask(batch['true_size'], input_size, out_size)
-    kp_targets = None
-    if keypoint_spec is not None:
-      kp_targets = targets_lib.build_keypoint_targets(
-          batch['boxes'], batch['classes'], batch['box_mask'], batch['keypoints'],
-          batch['keypoint_mask'], out_size, keypoint_channel=keypoint_spec.channel,
-          std_devs=keypoint_spec.std_devs, min_overlap=config.targets.min_overlap,
-          radius_variant=config.targets.radius_variant,
-          peak_radius=int(kp_config.get('offset_peak_radius', 3)))
-
-    def loss_fn(params):
-      outputs, new_vars = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
-          mutable=['batch_stats'])
-      total, components = losses.centernet_loss(outputs, targets, config.loss, valid)
-      if kp_targets is not None:
-        kp_total, kp_components = losses.keypoint_loss(
-            outputs, kp_targets, task_name=keypoint_spec.task_name, keypoint_config=kp_config,
-            focal_alpha=config.loss.focal_alpha, focal_beta=config.loss.focal_beta,
-            valid_mask=valid)
-        total = total + kp_total
-        components = {**components, **kp_components}
-      return total, (components, new_vars['batch_stats'])
-
-    (loss, (components, batch_stats)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {'loss': loss, 'grad_norm': safe_global_norm(grads),
-               'learning_rate': schedule(state.step), 'num_boxes': targets['num_boxes'],
-               **{f'loss/{k}': v for k, v in components.items()}}
-    if kp_targets is not None:
-      metrics['num_keypoints'] = kp_targets['num_keypoints']
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state)
-    return new_state, metrics
-
-  return train_step
-
-
-def safe_global_norm(tree) -> jax.Array:
-  """`optax.global_norm` without float32 overflow: the squares are taken after dividing by
-  the largest magnitude (randomly initialised deep nets with BatchNorm over tiny maps, e.g. the
-  Hourglass-104 at input 128, reach gradients of ~1e21, whose square is inf in float32)."""
-  leaves = [jnp.asarray(x, jnp.float32) for x in jax.tree.leaves(tree)]
-  if not leaves:
-    return jnp.float32(0.0)
-  scale = jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in leaves]))
-  safe = jnp.where(scale > 0, scale, 1.0)
-  total = sum(jnp.sum(jnp.square(x / safe)) for x in leaves)
-  return jnp.where(scale > 0, safe * jnp.sqrt(total), 0.0)
 
 
 def _check_finite(step: int, metrics: dict[str, float], workdir) -> None:
@@ -151,9 +52,12 @@ def _meta(config, label_map_info: dict[str, Any], step: int) -> dict[str, Any]:
 class Trainer:
   """Everything `train_and_evaluate` and the eval mode share: mesh, data, model, state."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               splits: tuple[str, ...] = ('train', 'val')):
     self.config = config
     self.workdir = epath.Path(workdir)
+    # Config and data of `splits` are checked before anything is built or compiled.
+    self.datasets = startup.check_before_build(config, workdir, splits=splits)
     self.mesh = sharding.make_mesh(config.mesh)
     self.replicated = sharding.replicated(self.mesh)
     self.label_map, self.num_classes = pipeline.dataset_info(config)
@@ -187,7 +91,7 @@ class Trainer:
       logging.info('Resumed from the workdir at step %d.', int(self.state.step))
     elif self.config.init_checkpoint:
       other = checkpointing.make_manager(self.config.init_checkpoint, read_only=True)
-      loaded = checkpointing.restore(other, self.state)
+      loaded = checkpointing.restore(other, self.state, fallback=False)
       if loaded is None:
         raise FileNotFoundError(f'init_checkpoint {self.config.init_checkpoint}: no checkpoint.')
       init_state, _ = loaded
@@ -202,7 +106,9 @@ class Trainer:
   def evaluate(self, step: int, writer=None) -> dict[str, float] | None:
     config = self.config
     eval_iter, num_batches = pipeline.make_eval_iterator(
-        config, process_index=jax.process_index(), process_count=jax.process_count())
+        config, process_index=jax.process_index(), process_count=jax.process_count(),
+        dataset=self.datasets.get('val'))
+    eval_iter = startup.EvalBatches(eval_iter, self.datasets.get('val'))
     metrics = evaluate.run_evaluation(
         variables=self.variables(), predict_fn=self.predict_fn, eval_iterator=eval_iter,
         num_batches=num_batches, mesh=self.mesh, annotation_file=eval_iter.annotation_file,
@@ -255,10 +161,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = jax.jit(
       make_train_step(trainer.model, trainer.tx, trainer.schedule, config,
                       trainer.num_classes, trainer.keypoint_spec),
-      donate_argnums=(0,), out_shardings=(trainer.state_shardings, trainer.replicated))
-  train_iter = pipeline.make_train_iterator(
+      donate_argnums=(0,), out_shardings=(trainer.state_shardings, trainer.replicated),
+      compiler_options=performance.train_compiler_options())
+  train_iter = startup.TrainBatches(
       config, start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(), dataset=trainer.datasets.get('train'),
+      workdir=trainer.workdir)
   report = periodic_actions.ReportProgress(
       num_train_steps=config.num_train_steps, writer=writer,
       every_steps=config.log_every_steps)
@@ -266,50 +174,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   last_metrics: dict[str, float] = {}
   sums: dict[str, float] = {}
   count = 0
-  pending = None  # (step, device metrics) of the step dispatched last: read one step late
+  # (step, device metrics) of the steps not read yet. Metrics stay on the device until a log,
+  # checkpoint or evaluation step, so the host never waits on the step it just dispatched;
+  # all of them are then read and checked in order, so a NaN still names its exact step and
+  # no checkpoint is ever written from a state that followed a non-finite step.
+  pending: list[tuple[int, Any]] = []
   eval_metrics = None
   step = start_step
+  throughput = None
+  profile = performance.ProfileWindow(tuple(config.profile_steps), trainer.workdir)
 
-  def consume(done_step: int, device_metrics) -> None:
+  def consume_pending() -> None:
     nonlocal sums, count, last_metrics
-    host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    _check_finite(done_step, host, workdir)
-    for k, v in host.items():
-      sums[k] = sums.get(k, 0.0) + v
-    count += 1
-    if done_step % config.log_every_steps == 0 or done_step == config.num_train_steps:
-      last_metrics = {k: v / count for k, v in sums.items()}
-      writer.write_scalars(done_step, {f'train/{k}': v for k, v in last_metrics.items()})
-      sums, count = {}, 0
+    fetched = jax.device_get([m for _, m in pending])
+    steps = [s for s, _ in pending]
+    pending.clear()
+    for done_step, device_metrics in zip(steps, fetched):
+      host = {k: float(v) for k, v in device_metrics.items()}
+      _check_finite(done_step, host, workdir)
+      for k, v in host.items():
+        sums[k] = sums.get(k, 0.0) + v
+      count += 1
+      if done_step % config.log_every_steps == 0 or done_step == config.num_train_steps:
+        last_metrics = {k: v / count for k, v in sums.items()}
+        speed = {f'train/{k}': v for k, v in throughput.measure().items()}
+        writer.write_scalars(done_step, {**{f'train/{k}': v for k, v in last_metrics.items()},
+                                         **speed,
+                                         'data/skipped_images': train_iter.num_skipped})
+        sums, count = {}, 0
 
   try:
     for step in range(start_step + 1, config.num_train_steps + 1):
+      profile.before_step(step)
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = sharding.to_global(next(train_iter), trainer.mesh,
                                    train_keys(trainer.keypoint_spec))
+        if throughput is None:
+          train_step = train_step.lower(trainer.state, batch).compile()
+          throughput = _throughput(config, train_step, trainer)
         trainer.state, metrics = train_step(trainer.state, batch)
-      if pending is not None:
-        consume(*pending)
-      pending = (step, metrics)
+      throughput.add_steps()
+      profile.after_step(step, trainer.state)
+      pending.append((step, metrics))
       report(step)
       is_last = step == config.num_train_steps
       save_now = step % config.checkpoint_every_steps == 0 or is_last
       eval_now = (config.eval_every_steps > 0 and step % config.eval_every_steps == 0) or (
           is_last and config.eval.on_train_end)
-      if save_now or eval_now:
-        consume(*pending)  # a checkpoint is only written from a state with finite metrics
-        pending = None
+      if save_now or eval_now or step % config.log_every_steps == 0:
+        consume_pending()  # a checkpoint is only written from a state with finite metrics
+      checkpointing.check_saves(trainer.manager)  # a failed background save stops the run now
       if save_now:
         checkpointing.save(trainer.manager, step, trainer.state,
                            _meta(config, trainer.label_map_info, step))
       if eval_now:
         with report.timed('eval'):
           eval_metrics = trainer.evaluate(step, writer)
-    if pending is not None:
-      consume(*pending)
+      if save_now or eval_now:
+        throughput.reset()  # images/s and MFU count training time only
+    if pending:
+      consume_pending()
   finally:
-    trainer.manager.wait_until_finished()
-    trainer.manager.close()
+    profile.close()
+    checkpointing.close(trainer.manager)  # raises if the last save failed
     writer.flush()
   if start_step >= config.num_train_steps:
     logging.info('Nothing to train: the workdir is already at step %d.', start_step)
@@ -318,10 +245,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return eval_metrics if eval_metrics is not None else last_metrics
 
 
+def _throughput(config, compiled_step, trainer) -> performance.Throughput:
+  """Logs the compiled step's cost once and returns the meter of images/s, TFLOP/s, MFU."""
+  flops = performance.compiled_flops(compiled_step)
+  device = jax.devices()[0]
+  peak = performance.peak_tflops(device, config.model.dtype, config.peak_tflops_per_device)
+  logging.info('Train step: %.1f GFLOP per step per device (XLA cost analysis), %.2f GFLOP '
+               'per image; peak %s TFLOP/s per %s device (%s).', flops / 1e9,
+               flops * trainer.mesh.size / config.batch_size / 1e9, peak or 'unknown',
+               device.device_kind, 'config.peak_tflops_per_device' if
+               config.peak_tflops_per_device > 0 else 'table in performance.py')
+  return performance.Throughput(global_batch=config.batch_size,
+                                flops_per_step_per_device=flops, peak_tflops_per_device=peak)
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: int | None = None) -> dict[str, float] | None:
   """Evaluates a saved checkpoint of `workdir` (the latest if `step` is None)."""
-  trainer = Trainer(config, workdir)
+  trainer = Trainer(config, workdir, splits=('val',))
   restored = checkpointing.restore(trainer.manager, trainer.state, step)
   if restored is None:
     raise FileNotFoundError(f'No checkpoint under {checkpointing.checkpoint_dir(workdir)}.')

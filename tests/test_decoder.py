@@ -190,3 +190,10 @@ def test_max_detections_too_large():
   with pytest.raises(ValueError):
     D.decode_detections(heads, true_size=jnp.array([[8, 8]]), original_size=jnp.array([[8, 8]]),
                         input_size=8, max_detections=9)
+
+
+def test_max_pool_equals_reduce_window():
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 7, 9, 5)), jnp.float32)
+  x = x.at[0, 3, 4, 1].set(jnp.inf).at[1, 0, 0, 0].set(-jnp.inf)
+  ref = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), 'SAME')
+  np.testing.assert_array_equal(D.max_pool_same(x), ref)

@@ -215,8 +215,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, m
 
   def poisoned(*args, **kwargs):
     for i, batch in enumerate(real(*args, **kwargs)):
-      if i == 4:  # the 5th step sees a NaN image
-        batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+      if i == 4:  # the 5th step sees NaN boxes (images are uint8: they cannot hold a NaN)
+        batch = dict(batch, boxes=np.full_like(batch['boxes'], np.nan))
       yield batch
 
   monkeypatch.setattr(pipeline, 'make_train_iterator', poisoned)

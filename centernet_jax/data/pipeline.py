@@ -370,6 +370,11 @@ def preprocess(image_u8, boxes, classes, image_id, *, config, aug_seed=None, box
       image, boxes, classes = augment.augment_example(image, boxes, classes, aug_seed,
                                                       config.input)
   image, boxes, true_size = resize_and_pad(image, boxes, size)
+  if aug_seed is not None:
+    # Training images cross to the device as uint8, a quarter of the float32 bytes; the model
+    # casts them back (rounding moves a pixel by at most half a grey level). Evaluation keeps
+    # float32, so its preprocessing stays equal to the OD API's resizer (docs/parity.md).
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
   boxes = boxes[:max_boxes]
   classes = classes[:max_boxes]
   n = tf.shape(boxes)[0]

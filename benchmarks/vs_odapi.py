@@ -1,0 +1,301 @@
+r"""Side by side with the TF2 OD API: same variant, same weights, same images, same CPU, one run.
+
+  python benchmarks/vs_odapi.py [--variants r50v1fpn,r101v1fpn,r50v2,mnv2fpn] [--hourglass] \
+      [--repeats 5] [--measures e2e1,e2e8,decode,train] [--out runs/bench_odapi.md]
+
+(`make bench-odapi` runs it after building the OD API env, like `make parity`.)
+
+For each variant (at 512, 90 classes) two worker processes are started and kept alive:
+  * the OD API's (benchmarks/odapi_worker.py in the reference env, tools/odapi_env.sh): it
+    builds the zoo model with random weights and writes the checkpoint, the pipeline.config and
+    the inputs (eight 480x640 uint8 images, a 2-image training batch with 10 boxes each);
+  * ours (this file with --worker): it imports that checkpoint (`tf_checkpoint`, strict), so
+    both sides run the same weights on the same inputs.
+Then the orchestrator asks each worker in turn (A B A B ...) to run one measurement once,
+`--repeats` rounds, and reports the median per side and the ratio (OD API ms / our ms: > 1
+means we are faster):
+  e2e1 / e2e8  inference end to end at batch 1 / 8: ours = evaluation's own preprocessing
+               (`pipeline.preprocess` in a tf.function, per image, as the eval tf.data map
+               runs it) + the jitted network and decoder (`evaluate.make_predict_fn`) +
+               fetching the detections; OD API = tf.function(preprocess + predict +
+               postprocess) on the uint8 batch.
+  decode       the decoder alone on the network outputs of one image (ours:
+               `decoder.decode_detections` jitted; OD API: `postprocess`).
+  train        one training step at batch 2 with 10 boxes per image, per image (ours: the
+               jitted `train.make_train_step` with its targets built on device, boxes padded to
+               `dataset.max_boxes`; OD API: tf.function of provide_groundtruth + GradientTape
+               over predict + loss + Adam).
+Every figure is wall time of one call with its outputs on the host, after one warm-up call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+from machine import machine_kind
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+VARIANTS = ('r50v1fpn', 'r101v1fpn', 'r50v2', 'mnv2fpn')
+HOURGLASS = 'hg104'
+MEASURES = ('e2e1', 'e2e8', 'decode', 'train')
+PER_IMAGE = {'train': 2}  # reported per image: the step's batch
+LABELS = {'e2e1': 'inference end to end, batch 1 (ms)',
+          'e2e8': 'inference end to end, batch 8 (ms per batch)',
+          'decode': 'decoder alone vs postprocess, batch 1 (ms)',
+          'train': 'training step, batch 2, 10 boxes (ms per image)'}
+
+
+# ---------------------------------------------------------------------------------------------
+# Our worker.
+
+
+def our_worker(case: str, max_boxes: int) -> None:
+  """Serves the measurements of our side (same protocol as odapi_worker.py)."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from centernet_jax import config_base, decoder, evaluate, models, tf_checkpoint, train  # pylint: disable=g-import-not-at-top
+  from centernet_jax import import_tf_checkpoint as importer  # pylint: disable=g-import-not-at-top
+  from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
+  from centernet_jax import performance  # pylint: disable=g-import-not-at-top
+  from centernet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  tf.config.set_visible_devices([], 'GPU')
+  with open(os.path.join(case, 'pipeline.config')) as f:
+    zoo = importer.read_pipeline_config(f.read())
+  config = config_base.base_config()
+  for k, v in zoo.model_overrides().items():
+    config.model[k] = v
+  size, num_classes = zoo.input_size, zoo.num_classes
+  config.input.size = size
+  config.dataset.max_boxes = max_boxes
+  model = models.build_model(config.model, num_classes)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                               jnp.zeros((1, size, size, 3)), train=False))
+  tf_vars = tf_checkpoint.read_tf_checkpoint(
+      tf_checkpoint.checkpoint_prefix(os.path.join(case, 'ckpt')))
+  variables, _ = tf_checkpoint.convert_variables(tf_vars, abstract, config.model)
+  variables = jax.device_put(jax.tree.map(jnp.asarray, variables))
+  inputs = dict(np.load(os.path.join(case, 'inputs.npz')))
+
+  @tf.function
+  def prep(image_u8):
+    return pipeline.preprocess(image_u8, tf.zeros([0, 4]), tf.zeros([0], tf.int32), 0,
+                               config=config, aug_seed=None, boxes_in_pixels=True)
+  predict = evaluate.make_predict_fn(model, input_size=size,
+                                     max_detections=config.eval.max_detections)
+
+  def end_to_end(images):
+    examples = [prep(tf.constant(im)) for im in images]
+    batch = {k: np.stack([ex[k].numpy() for ex in examples]) for k in evaluate.PREDICT_KEYS}
+    return jax.device_get(predict(variables, batch))
+
+  heads = jax.jit(lambda v, x: model.apply(v, x, train=False)[-1])(
+      variables, jnp.asarray(inputs['train_images'][:1]))
+  decode = jax.jit(functools.partial(decoder.decode_detections, input_size=size,
+                                     max_detections=config.eval.max_detections))
+  sizes = jnp.asarray([[size, size]], jnp.int32)
+
+  tx, schedule = optimizer_lib.make_optimizer(config)
+  step_fn = jax.jit(train.make_train_step(model, tx, schedule, config, num_classes),
+                    donate_argnums=(0,), compiler_options=performance.train_compiler_options())
+  own = jax.tree.map(jnp.copy, variables)  # the step donates its state: not the shared weights
+  holder = {'state': train.TrainState(
+      step=jnp.zeros((), jnp.int32), params=own['params'], batch_stats=own['batch_stats'],
+      opt_state=tx.init(own['params']))}
+  b, n = inputs['train_boxes'].shape[:2]
+  boxes = np.zeros((b, max_boxes, 4), np.float32)
+  boxes[:, :n] = inputs['train_boxes']
+  classes = np.zeros((b, max_boxes), np.int32)
+  classes[:, :n] = inputs['train_classes']
+  mask = np.zeros((b, max_boxes), np.float32)
+  mask[:, :n] = 1.0
+  train_batch = {'image': inputs['train_images'], 'boxes': boxes, 'classes': classes,
+                 'box_mask': mask, 'true_size': np.full((b, 2), size, np.int32)}
+
+  def train_once():
+    holder['state'], metrics = step_fn(holder['state'], train_batch)
+    return jax.device_get(metrics['loss'])
+
+  runs = {
+      'e2e1': lambda: end_to_end(inputs['images'][:1]),
+      'e2e8': lambda: end_to_end(inputs['images'][:8]),
+      'decode': lambda: jax.device_get(decode(heads, true_size=sizes, original_size=sizes)),
+      'train': train_once,
+  }
+  t0 = time.perf_counter()
+  for fn in runs.values():
+    fn()
+  print(json.dumps({'ready': True, 'warmup_s': time.perf_counter() - t0,
+                    'jax_version': jax.__version__}), flush=True)
+  for line in sys.stdin:
+    what = line.strip()
+    if what == 'quit':
+      break
+    t0 = time.perf_counter()
+    runs[what]()
+    print(json.dumps({'what': what, 'ms': (time.perf_counter() - t0) * 1e3}), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The orchestrator.
+
+
+class Worker:
+  """A long-lived measuring process speaking one JSON line per request."""
+
+  def __init__(self, name: str, cmd: list[str], log_path: str, timeout_s: float):
+    self.name = name
+    self.log = open(log_path, 'w')
+    self.timeout_s = timeout_s
+    self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=self.log, text=True, bufsize=1)
+    self.info = self._reply()
+
+  def _reply(self) -> dict:
+    deadline = time.time() + self.timeout_s
+    while time.time() < deadline:
+      line = self.proc.stdout.readline()
+      if not line:
+        raise RuntimeError(f'{self.name} worker exited (status {self.proc.wait()}); see '
+                           f'{self.log.name}')
+      if line.startswith('{'):
+        return json.loads(line)
+    raise TimeoutError(f'{self.name} worker: no answer in {self.timeout_s} s')
+
+  def measure(self, what: str) -> float:
+    self.proc.stdin.write(what + '\n')
+    self.proc.stdin.flush()
+    return float(self._reply()['ms'])
+
+  def close(self) -> None:
+    if self.proc.poll() is None:
+      try:
+        self.proc.stdin.write('quit\n')
+        self.proc.stdin.flush()
+        self.proc.wait(timeout=60)
+      except (OSError, subprocess.TimeoutExpired):
+        self.proc.kill()
+    self.log.close()
+
+
+def odapi_python() -> list[str]:
+  """The OD API env's python command (builds the env on first use)."""
+  out = subprocess.run([os.path.join(REPO, 'tools', 'odapi_env.sh')], check=True,
+                       capture_output=True, text=True).stdout
+  return out.strip().splitlines()[-1].split()
+
+
+def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: list[str],
+                max_boxes: int, timeout_s: float) -> dict:
+  case = os.path.join(out_dir, variant)
+  os.makedirs(case, exist_ok=True)
+  print(f'[{variant}] building the OD API model and its inputs ...', flush=True)
+  theirs = Worker('OD API', odapi_py + [os.path.join(REPO, 'benchmarks', 'odapi_worker.py'),
+                                        '--variant', variant, '--case', case],
+                  os.path.join(out_dir, f'{variant}.odapi.log'), timeout_s)
+  ours = None
+  try:
+    print(f'[{variant}] importing its checkpoint on our side ...', flush=True)
+    ours = Worker('ours', [sys.executable, os.path.abspath(__file__), '--worker', '--case',
+                           case, '--max_boxes', str(max_boxes)],
+                  os.path.join(out_dir, f'{variant}.ours.log'), timeout_s)
+    times = {m: {'ours': [], 'odapi': []} for m in measures}
+    for r in range(repeats):
+      for m in measures:
+        # A B A B ...: each round runs both sides back to back.
+        times[m]['ours'].append(ours.measure(m) / PER_IMAGE.get(m, 1))
+        times[m]['odapi'].append(theirs.measure(m) / PER_IMAGE.get(m, 1))
+      print(f'[{variant}] round {r + 1}/{repeats}: ' + ', '.join(
+          f'{m} {times[m]["ours"][-1]:.0f}/{times[m]["odapi"][-1]:.0f} ms' for m in measures),
+            flush=True)
+    return {'variant': variant, 'times': times, 'odapi_info': theirs.info,
+            'ours_info': ours.info}
+  finally:
+    theirs.close()
+    if ours is not None:
+      ours.close()
+
+
+def table(results: list[dict], measures) -> str:
+  lines = ['| variant | measurement | ours median ms | OD API median ms | OD API / ours | '
+           'ours all (ms) | OD API all (ms) |', '|---|---|---|---|---|---|---|']
+  for res in results:
+    if 'error' in res:
+      lines.append(f'| {res["variant"]} | failed: {res["error"]} | | | | | |')
+      continue
+    for m in measures:
+      a, b = res['times'][m]['ours'], res['times'][m]['odapi']
+      ma, mb = statistics.median(a), statistics.median(b)
+      lines.append(f'| {res["variant"]} | {LABELS[m]} | {ma:.1f} | {mb:.1f} | '
+                   f'**{mb / ma:.2f}x** | {", ".join(f"{x:.0f}" for x in a)} | '
+                   f'{", ".join(f"{x:.0f}" for x in b)} |')
+  return '\n'.join(lines)
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--variants', default=','.join(VARIANTS))
+  parser.add_argument('--hourglass', action='store_true', help=f'add {HOURGLASS}')
+  parser.add_argument('--measures', default=','.join(MEASURES))
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--max_boxes', type=int, default=100,
+                      help='our padded boxes per image (dataset.max_boxes of a COCO run)')
+  parser.add_argument('--out_dir', default=os.path.join(REPO, 'runs', 'bench_odapi'))
+  parser.add_argument('--out', default=os.path.join(REPO, 'runs', 'bench_odapi.md'))
+  parser.add_argument('--timeout_s', type=float, default=1800.0,
+                      help='per worker start-up (build + compile) and per request')
+  parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--case', default='', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    our_worker(args.case, args.max_boxes)
+    return 0
+  measures = [m for m in args.measures.split(',') if m]
+  unknown = sorted(set(measures) - set(MEASURES))
+  if unknown:
+    parser.error(f'--measures: unknown {unknown}; choose from {MEASURES}')
+  if args.repeats < 1:
+    parser.error('--repeats must be >= 1')
+  variants = [v for v in args.variants.split(',') if v] + ([HOURGLASS] if args.hourglass else [])
+  os.makedirs(args.out_dir, exist_ok=True)
+  odapi_py = odapi_python()
+  kind = machine_kind()
+  started = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+  results = []
+  for v in variants:
+    try:
+      results.append(run_variant(v, measures, args.repeats, args.out_dir, odapi_py,
+                                 args.max_boxes, args.timeout_s))
+    except (RuntimeError, TimeoutError, OSError) as e:
+      print(f'[{v}] failed: {e}', flush=True)
+      results.append({'variant': v, 'error': str(e)})
+  info = next((r for r in results if 'error' not in r), {})
+  header = (f'Machine: {kind} (at the start). Started {started}; {args.repeats} interleaved '
+            f'rounds (ours, OD API, ours, ...), median per side. Ours: jax '
+            f'{info.get("ours_info", {}).get("jax_version", "?")}; OD API: TF '
+            f'{info.get("odapi_info", {}).get("tf_version", "?")}. Command: '
+            f'`python benchmarks/vs_odapi.py --variants {",".join(variants)} --repeats '
+            f'{args.repeats} --measures {",".join(measures)}`')
+  text = header + '\n\n' + table(results, measures) + '\n'
+  print('\n' + text)
+  with open(args.out, 'w') as f:
+    f.write(text)
+  with open(os.path.splitext(args.out)[0] + '.json', 'w') as f:
+    json.dump({'machine': kind, 'started': started, 'results': results}, f, indent=1)
+  return 1 if any('error' in r for r in results) else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,134 @@
+"""Cost and utilisation of the training step: FLOPs, images/s, TFLOP/s per device, MFU; the
+XLA:CPU compiler options the step is built with; the profiler window.
+
+docs/benchmarks.md says how each figure is measured and what the CPU options changed.
+"""
+
+import time
+from typing import Any
+
+import jax
+from absl import logging
+from etils import epath
+
+# Dense peak TFLOP/s per device (one chip, or one GPU), by compute dtype, from the vendors'
+# data sheets (dense, no sparsity). Matched against `device.device_kind` by prefix, longest
+# first. `config.peak_tflops_per_device` > 0 overrides the table (e.g. for a CPU).
+PEAK_TFLOPS = {
+    'TPU v4': {'bfloat16': 275.0, 'float32': 275.0},
+    'TPU v5 lite': {'bfloat16': 197.0, 'float32': 197.0},
+    'TPU v5e': {'bfloat16': 197.0, 'float32': 197.0},
+    'TPU v5p': {'bfloat16': 459.0, 'float32': 459.0},
+    'TPU v5': {'bfloat16': 459.0, 'float32': 459.0},
+    'TPU v6 lite': {'bfloat16': 918.0, 'float32': 918.0},
+    'TPU v6e': {'bfloat16': 918.0, 'float32': 918.0},
+    'NVIDIA H100': {'bfloat16': 989.0, 'float32': 494.0},  # float32: TF32 tensor cores
+    'NVIDIA H200': {'bfloat16': 989.0, 'float32': 494.0},
+    'NVIDIA A100': {'bfloat16': 312.0, 'float32': 156.0},
+    'NVIDIA L4': {'bfloat16': 121.0, 'float32': 60.0},
+}
+
+# XLA:CPU compiles the training step without YNNPACK's individual-dot fusions: the weight
+# gradients of the 3x3 convolutions, rewritten to dots, ran 1.2-1.4x faster through XLA's own
+# kernels (ResNet50 V1 FPN 512, batch 2, same process, interleaved; docs/benchmarks.md). The
+# forward pass keeps the default, where YNNPACK's dots are the faster ones.
+CPU_TRAIN_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+
+
+def train_compiler_options(backend: str | None = None) -> dict[str, Any] | None:
+  """The compiler options of the jitted training step on `backend` (default: JAX's)."""
+  backend = backend or jax.default_backend()
+  return dict(CPU_TRAIN_COMPILER_OPTIONS) if backend == 'cpu' else None
+
+
+def compiled_flops(compiled) -> float:
+  """FLOPs of one call of a compiled executable, from XLA's cost analysis (0 if unknown).
+
+  For a step partitioned over a mesh XLA analyses the per-device program, so this is already
+  per device (tests/test_performance.py checks it on 1 and 4 CPU devices).
+  """
+  try:
+    analysis = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return 0.0
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else {}
+  return float((analysis or {}).get('flops', 0.0))
+
+
+def peak_tflops(device, dtype: str, override: float = 0.0) -> float:
+  """Peak dense TFLOP/s of one `device` in `dtype` (0 when unknown and not overridden)."""
+  if override > 0:
+    return float(override)
+  kind = getattr(device, 'device_kind', '')
+  for prefix in sorted(PEAK_TFLOPS, key=len, reverse=True):
+    if kind.startswith(prefix):
+      return PEAK_TFLOPS[prefix].get(dtype, 0.0)
+  return 0.0
+
+
+class Throughput:
+  """Images/s, TFLOP/s per device and MFU between two `measure` calls (host wall time)."""
+
+  def __init__(self, *, global_batch: int, flops_per_step_per_device: float,
+               peak_tflops_per_device: float):
+    self.global_batch = global_batch
+    self.flops = flops_per_step_per_device
+    self.peak = peak_tflops_per_device
+    self._t = time.perf_counter()
+    self._steps = 0
+
+  def reset(self) -> None:
+    """Restarts the clock (after an evaluation or a checkpoint, which are not training)."""
+    self._t = time.perf_counter()
+    self._steps = 0
+
+  def add_steps(self, n: int = 1) -> None:
+    self._steps += n
+
+  def measure(self) -> dict[str, float]:
+    """The figures since the last `measure`/`reset`; {} if no step ran."""
+    elapsed = time.perf_counter() - self._t
+    steps, self._steps, self._t = self._steps, 0, time.perf_counter()
+    if steps == 0 or elapsed <= 0:
+      return {}
+    out = {'images_per_sec': steps * self.global_batch / elapsed,
+           'steps_per_sec': steps / elapsed}
+    if self.flops > 0:
+      tflops = steps * self.flops / elapsed / 1e12
+      out['tflops_per_device'] = tflops
+      if self.peak > 0:
+        out['mfu'] = tflops / self.peak
+    return out
+
+
+class ProfileWindow:
+  """Writes a `jax.profiler` trace of steps `[start, stop)` under `<workdir>/plugins/profile`
+  (TensorBoard's profile plugin reads it: `tensorboard --logdir <workdir>`)."""
+
+  def __init__(self, steps: tuple[int, ...], workdir):
+    if steps and (len(steps) != 2 or not 0 < steps[0] < steps[1]):
+      raise ValueError(f'profile_steps must be () or (start, stop) with 0 < start < stop, '
+                       f'got {tuple(steps)!r}')
+    self.start, self.stop = (int(steps[0]), int(steps[1])) if steps else (0, 0)
+    self.workdir = epath.Path(workdir)
+    self.active = False
+
+  def before_step(self, step: int) -> None:
+    if self.start and step == self.start and not self.active:
+      logging.info('Profiling steps [%d, %d) into %s/plugins/profile.', self.start, self.stop,
+                   self.workdir)
+      jax.profiler.start_trace(str(self.workdir))
+      self.active = True
+
+  def after_step(self, step: int, state) -> None:
+    if self.active and step + 1 >= self.stop:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.active = False
+      logging.info('Profile written under %s/plugins/profile.', self.workdir)
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False

@@ -1,0 +1,99 @@
+"""FLOPs from XLA's cost analysis, the images/s / TFLOP/s / MFU meter, and the profile window."""
+
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from centernet_jax import performance
+from centernet_jax import train
+from tests import tiny
+
+
+def test_compiled_flops_is_per_device():
+  """A [4n, k] x [k, m] matmul: 2*4n*k*m FLOPs on one device, a quarter on each of 4."""
+  x = jnp.ones((64, 32), jnp.float32)
+  w = jnp.ones((32, 16), jnp.float32)
+  one = jax.jit(jnp.dot).lower(x, w).compile()
+  assert performance.compiled_flops(one) == pytest.approx(2 * 64 * 32 * 16, rel=0.05)
+  mesh = jax.make_mesh((4,), ('data',))
+  xs = jax.device_put(x, NamedSharding(mesh, P('data')))
+  four = jax.jit(jnp.dot).lower(xs, w).compile()
+  assert performance.compiled_flops(four) == pytest.approx(2 * 16 * 32 * 16, rel=0.05)
+
+
+def test_peak_table_and_override():
+  class Dev:
+    device_kind = 'TPU v5 lite'
+  assert performance.peak_tflops(Dev(), 'bfloat16') == 197.0
+  assert performance.peak_tflops(Dev(), 'bfloat16', override=3.5) == 3.5
+  Dev.device_kind = 'cpu'
+  assert performance.peak_tflops(Dev(), 'float32') == 0.0
+
+
+def test_throughput_meter():
+  meter = performance.Throughput(global_batch=8, flops_per_step_per_device=2e12,
+                                 peak_tflops_per_device=4.0)
+  assert meter.measure() == {}  # no step yet
+  meter.add_steps(3)
+  out = meter.measure()
+  assert out['images_per_sec'] == pytest.approx(3 * 8 * out['steps_per_sec'] / 3)
+  assert out['tflops_per_device'] == pytest.approx(2.0 * out['steps_per_sec'])
+  assert out['mfu'] == pytest.approx(out['tflops_per_device'] / 4.0)
+  no_peak = performance.Throughput(global_batch=8, flops_per_step_per_device=1e9,
+                                   peak_tflops_per_device=0.0)
+  no_peak.add_steps()
+  assert 'mfu' not in no_peak.measure()
+
+
+@pytest.mark.parametrize('steps', [(3,), (0, 2), (4, 4), (5, 2)])
+def test_profile_steps_must_be_a_window(steps, tmp_path):
+  with pytest.raises(ValueError, match='profile_steps'):
+    performance.ProfileWindow(steps, tmp_path)
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp('synthetic')
+
+
+def _scalars(workdir):
+  tags = {}
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        if v.HasField('simple_value'):
+          value = v.simple_value
+        elif v.HasField('tensor') and v.tensor.dtype == tf.float32.as_datatype_enum:
+          array = tf.make_ndarray(v.tensor)
+          if array.size != 1:
+            continue
+          value = float(array.reshape(()))
+        else:
+          continue
+        tags.setdefault(v.tag, []).append((event.step, value))
+  return tags
+
+
+def test_training_logs_speed_and_mfu_and_writes_the_profile(data_dir, tmp_path):
+  config = tiny.tiny_config(data_dir)
+  config.num_train_steps = 4
+  config.log_every_steps = 2
+  config.eval.on_train_end = False
+  config.profile_steps = (2, 4)
+  config.peak_tflops_per_device = 0.5
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  tags = _scalars(workdir)
+  for tag in ('train/images_per_sec', 'train/tflops_per_device', 'train/mfu'):
+    assert [s for s, _ in tags[tag]] == [2, 4], tag
+    assert all(np.isfinite(v) and v > 0 for _, v in tags[tag]), tags[tag]
+  for (_, tflops), (_, mfu) in zip(tags['train/tflops_per_device'], tags['train/mfu']):
+    assert mfu == pytest.approx(tflops / 0.5, rel=1e-5)
+  traces = glob.glob(os.path.join(workdir, 'plugins', 'profile', '*', '*.xplane.pb'))
+  assert traces, os.listdir(workdir)
