@@ -59,7 +59,7 @@ def pr_curves_png(result: Any, step: int) -> bytes:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     if legend and ax.lines:
-      ax.legend(fontsize=7, loc='lower left', title='class (AP50)' if ax is left else
+      ax.legend(fontsize=7, loc='upper right', title='class (AP50)' if ax is left else
                 'class (AP)', title_fontsize=7)
   if not valid:
     left.text(0.5, 0.5, 'no class has ground truth', ha='center', va='center')
@@ -134,6 +134,8 @@ def sweep_png(rows: Sequence[Mapping[str, Any]], metric: str, fields: Sequence[s
     ax.legend(fontsize=6)
   for extra in axes[n:]:
     extra.set_visible(False)
-  fig.suptitle(f'Sweep: {metric} of {len(rows)} run(s)')
+  done = sum(_as_number(r.get('metrics', {}).get(metric)) is not None for r in rows)
+  fig.suptitle(f'Sweep: {metric} of {done} of {len(rows)} run(s) (the others have no '
+               f'evaluation yet)' if done < len(rows) else f'Sweep: {metric} of {len(rows)} runs')
   fig.tight_layout()
   return _png(fig)
