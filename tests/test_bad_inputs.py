@@ -517,3 +517,22 @@ def test_val_image_broken_after_start_up_names_the_file_during_evaluation(cfg, t
   with pytest.raises(ValueError, match=r"val.json: image id 3: image file .*val2.png.* \(field "
                      r"'file_name'\): .* -- during evaluation"):
     list(batches)
+
+
+def test_trainer_checks_before_building_the_model(cfg, tmp_path, monkeypatch):
+  from centernet_jax import models  # pylint: disable=g-import-not-at-top
+  from centernet_jax import train  # pylint: disable=g-import-not-at-top
+
+  def no_model(*args, **kwargs):
+    raise AssertionError('the model was built before the data was checked')
+
+  monkeypatch.setattr(models, 'build_model', no_model)
+  path, data = _json(cfg, 'val')
+  del data['annotations'][0]['area']
+  tiny.write_json(path, data)
+  with pytest.raises(ValueError, match=r"val.json: annotation id 100 \(index 0\): missing field "
+                     "'area'"):
+    train.Trainer(cfg, str(tmp_path / 'work'))
+  cfg.keep_checkpoints = 0
+  with pytest.raises(config_check.ConfigError, match='keep_checkpoints=0: must be >= 1'):
+    train.train_and_evaluate(cfg, str(tmp_path / 'work'))
