@@ -97,6 +97,11 @@ def check_before_build(config: ml_collections.ConfigDict, workdir: str | epath.P
   config_check.check_num_classes(config, num_channels, str(source))
   pipeline.keypoint_spec_for(config)  # raises for a missing or malformed keypoint category
   if config.dataset.source == 'tfds':
+    if 'val' in splits and config.dataset.val_annotations:
+      # The images come from TFDS; the JSON is COCOeval's ground truth: check its records.
+      coco_json.load_coco_json(config.dataset.val_annotations, None,
+                               label_map_mode=config.dataset.label_map_mode,
+                               check_images='none', require_evaluation_fields=True)
     return {}
   cache = ''
   if config.dataset.image_check_cache and jax.process_index() == 0:

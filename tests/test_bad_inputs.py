@@ -536,3 +536,14 @@ def test_trainer_checks_before_building_the_model(cfg, tmp_path, monkeypatch):
   cfg.keep_checkpoints = 0
   with pytest.raises(config_check.ConfigError, match='keep_checkpoints=0: must be >= 1'):
     train.train_and_evaluate(cfg, str(tmp_path / 'work'))
+
+
+def test_tfds_source_checks_its_val_ground_truth_json(cfg, tmp_path):
+  path, data = _json(cfg, 'val')
+  data['annotations'][2]['id'] = data['annotations'][1]['id']
+  data['categories'] = [{'id': 1, 'name': 'person'}, {'id': 2, 'name': 'bicycle'}]
+  tiny.write_json(path, data)
+  cfg.dataset.source = 'tfds'
+  with pytest.raises(ValueError, match=r"val.json: annotation id 101 \(index 2\): duplicate "
+                     "annotation field 'id'"):
+    _check(cfg, tmp_path)

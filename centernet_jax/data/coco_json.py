@@ -435,7 +435,8 @@ def load_coco_json(annotation_file: str,
 
   Args:
     annotation_file: path of the instances JSON.
-    image_dir: folder holding the images (`file_name` is relative to it).
+    image_dir: folder holding the images (`file_name` is relative to it); None: there are no
+      image files to check (the val JSON of a 'tfds' source: only its records are read).
     label_map_mode: 'contiguous' or 'id_minus_one', used when `label_map` is None.
     label_map: a fixed map (e.g. the train set's) to use instead of this file's categories;
       an annotation whose category id is not in it is an error.
@@ -499,7 +500,8 @@ def load_coco_json(annotation_file: str,
     by_file_name[file_name] = rec
     width = ctx.get(im, 'width', rec, 'pos_int')
     height = ctx.get(im, 'height', rec, 'pos_int')
-    img_info[iid] = (file_io.join(image_dir, file_name), height, width, rec)
+    path = file_io.join(image_dir, file_name) if image_dir is not None else file_name
+    img_info[iid] = (path, height, width, rec)
     order.append(iid)
 
   # Annotations.
@@ -588,7 +590,7 @@ def load_coco_json(annotation_file: str,
 
   # Image files.
   paths = [img_info[iid][0] for iid in order]
-  missing_paths = set(file_io.missing_files(paths))
+  missing_paths = set(file_io.missing_files(paths)) if image_dir is not None else set()
   missing = [(iid, p) for iid, p in zip(order, paths) if p in missing_paths]
   if missing:
     iid, p = missing[0]
@@ -596,7 +598,7 @@ def load_coco_json(annotation_file: str,
                      f'not exist ({len(missing)} missing in total)')
   bad = {}
   n_corrupt = n_mismatch = 0
-  if check_images not in (False, 'none'):
+  if check_images not in (False, 'none') and image_dir is not None:
     results = image_checker(paths) if image_checker is not None else _check_images(paths)
     for iid, p, (hw, err) in zip(order, paths, results):
       _, height, width, rec = img_info[iid]
