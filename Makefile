@@ -72,3 +72,27 @@ zoo-speed: venv
 parity-1024: venv
 	PARITY_VARIANTS="hg104 hg104_kpts" PARITY_INPUT_SIZE=1024 PARITY_REPORT=docs/parity_1024.md \
 	  parity/run_all.sh $(PY) $(PARITY_DIR)_1024
+
+# Speed side by side with the TF2 OD API on this machine (builds the OD API env like `make
+# parity`): per backbone family at 512, inference end to end at batch 1 and 8, the decoder
+# alone, one training step; interleaved rounds, medians and ratios. BENCH_ODAPI_ARGS="--variants
+# r50v1fpn --repeats 3" or "--hourglass" changes the rows. About 15-25 minutes on 2 cores.
+BENCH_ODAPI_OUT ?= runs/bench_odapi.md
+BENCH_ODAPI_ARGS ?=
+.PHONY: bench-odapi
+bench-odapi: venv
+	tools/odapi_env.sh > /dev/null
+	$(PY) benchmarks/vs_odapi.py --out $(BENCH_ODAPI_OUT) $(BENCH_ODAPI_ARGS)
+
+# Training input pipeline throughput per stage on 1 and 2 cores (COCO-sized JPEGs, zoo recipe).
+.PHONY: bench-input
+bench-input: venv
+	$(PY) benchmarks/input_pipeline.py --cores 1,2 --out runs/input_pipeline.md
+
+# The accelerator suite (benchmarks/device_suite.sh): run it first on a lent GPU machine;
+# `make device-suite-tiny` is its CPU check.
+.PHONY: device-suite device-suite-tiny
+device-suite:
+	benchmarks/device_suite.sh runs/device_suite
+device-suite-tiny: venv
+	PYTHON=$(PY) benchmarks/device_suite.sh --tiny runs/device_suite_tiny

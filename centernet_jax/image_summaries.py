@@ -21,7 +21,7 @@ from absl import logging
 
 from centernet_jax import decoder as decoder_lib
 from centernet_jax import sharding
-from centernet_jax import targets as targets_lib
+from centernet_jax import train_step
 from centernet_jax import visualize
 
 SUMMARY_KEY = 'images/val_examples'
@@ -40,7 +40,6 @@ def make_summary_fn(model, config: ml_collections.ConfigDict, num_classes: int,
   (max over joints). Reduced on device so that only B small maps reach the host.
   """
   input_size = int(config.input.size)
-  out_size = (input_size // 4, input_size // 4)
 
   def summarize(variables, batch):
     outputs = model.apply(variables, batch['image'], train=False)[-1]
@@ -48,19 +47,10 @@ def make_summary_fn(model, config: ml_collections.ConfigDict, num_classes: int,
         outputs, true_size=batch['true_size'], original_size=batch['original_size'],
         input_size=input_size, max_detections=config.eval.max_detections,
         keypoint_params=keypoint_params)
-    targets = targets_lib.build_targets(
-        batch['boxes'], batch['classes'], batch['box_mask'], output_size=out_size,
-        num_classes=num_classes, min_overlap=config.targets.min_overlap,
-        radius_variant=config.targets.radius_variant)
+    targets, kp_targets = train_step.step_targets(batch, config, num_classes, keypoint_spec)
     out['pred_heatmap'] = jnp.max(jax.nn.sigmoid(outputs['object_center']), axis=-1)
     out['target_heatmap'] = jnp.max(targets['heatmap'], axis=-1)
     if keypoint_spec is not None:
-      kp_targets = targets_lib.build_keypoint_targets(
-          batch['boxes'], batch['classes'], batch['box_mask'], batch['keypoints'],
-          batch['keypoint_mask'], out_size, keypoint_channel=keypoint_spec.channel,
-          std_devs=keypoint_spec.std_devs, min_overlap=config.targets.min_overlap,
-          radius_variant=config.targets.radius_variant,
-          peak_radius=int(config.keypoints.offset_peak_radius))
       heads = outputs[f'{keypoint_spec.task_name}/keypoint/heatmap']
       out['pred_keypoint_heatmap'] = jnp.max(jax.nn.sigmoid(heads), axis=-1)
       out['target_keypoint_heatmap'] = jnp.max(kp_targets['heatmap'], axis=-1)

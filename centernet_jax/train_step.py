@@ -47,6 +47,27 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
                     batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
 
 
+def step_targets(batch: dict[str, jax.Array], config: ml_collections.ConfigDict,
+                 num_classes: int, keypoint_spec=None):
+  """The train step's targets from a batch's padded boxes (and keypoints), on device:
+  (`targets.build_targets` dict, `targets.build_keypoint_targets` dict or None).
+  Everything that shows what the step learns from (image summaries, inspect_data) calls this."""
+  out_size = output_size(config.input.size)
+  targets = targets_lib.build_targets(
+      batch['boxes'], batch['classes'], batch['box_mask'], output_size=out_size,
+      num_classes=num_classes, min_overlap=config.targets.min_overlap,
+      radius_variant=config.targets.radius_variant)
+  kp_targets = None
+  if keypoint_spec is not None:
+    kp_targets = targets_lib.build_keypoint_targets(
+        batch['boxes'], batch['classes'], batch['box_mask'], batch['keypoints'],
+        batch['keypoint_mask'], out_size, keypoint_channel=keypoint_spec.channel,
+        std_devs=keypoint_spec.std_devs, min_overlap=config.targets.min_overlap,
+        radius_variant=config.targets.radius_variant,
+        peak_radius=int(config.keypoints.offset_peak_radius))
+  return targets, kp_targets
+
+
 def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     config: ml_collections.ConfigDict, num_classes: int, keypoint_spec=None):
   """Returns the (state, batch) -> (state, metrics) step, to be jitted by the caller.
@@ -60,19 +81,8 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   kp_config = config.get('keypoints')
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
-    targets = targets_lib.build_targets(
-        batch['boxes'], batch['classes'], batch['box_mask'], output_size=out_size,
-        num_classes=num_classes, min_overlap=config.targets.min_overlap,
-        radius_variant=config.targets.radius_variant)
+    targets, kp_targets = step_targets(batch, config, num_classes, keypoint_spec)
     valid = targets_lib.valid_output_mask(batch['true_size'], input_size, out_size)
-    kp_targets = None
-    if keypoint_spec is not None:
-      kp_targets = targets_lib.build_keypoint_targets(
-          batch['boxes'], batch['classes'], batch['box_mask'], batch['keypoints'],
-          batch['keypoint_mask'], out_size, keypoint_channel=keypoint_spec.channel,
-          std_devs=keypoint_spec.std_devs, min_overlap=config.targets.min_overlap,
-          radius_variant=config.targets.radius_variant,
-          peak_radius=int(kp_config.get('offset_peak_radius', 3)))
 
     def loss_fn(params):
       outputs, new_vars = model.apply(
