@@ -104,12 +104,13 @@ def check_before_build(config: ml_collections.ConfigDict, workdir: str | epath.P
                                check_images='none', require_evaluation_fields=True)
     return {}
   cache = ''
-  if config.dataset.image_check_cache and jax.process_index() == 0:
+  if config.dataset.image_check_cache:  # read by every process, written by process 0
     cache = file_io.join(file_io.absolute(workdir), IMAGE_CHECK_CACHE)
   datasets = {}
   skipped = []
   for split in splits:
-    datasets[split] = pipeline.load_split(config, split, image_check_cache=cache)
+    datasets[split] = pipeline.load_split(config, split, image_check_cache=cache,
+                                          write_image_check_cache=jax.process_index() == 0)
     skipped += datasets[split].skipped_images
     logging.info('start-up check of the %s split passed: %s (%s)', split,
                  coco_json.records_summary(datasets[split].records),

@@ -337,6 +337,9 @@ def test_verdict_cache_answers_a_rerun_and_rechecks_changed_files(cfg, tmp_path)
   header = image_check.ImageChecker('header', max_pixels=10**8, cache_file=cache)
   header(paths)
   assert header.num_checked == 0  # decode verdicts also answer a header check
+  other = str(tmp_path / 'not_written.json')
+  image_check.ImageChecker('decode', max_pixels=10**8, cache_file=other, write_cache=False)(paths)
+  assert not os.path.exists(other)  # processes other than 0 only read the cache
 
 
 def test_size_disagrees_with_the_json(cfg, tmp_path):

@@ -96,18 +96,21 @@ class ImageChecker:
   Args:
     mode: 'decode' or 'header' (see the module docstring).
     max_pixels: images with more pixels than this are errors (0: no limit).
-    cache_file: the verdict cache (a JSON file, read and rewritten); '' or None: no cache.
+    cache_file: the verdict cache (a JSON file); '' or None: no cache.
     num_threads: parallel checks (0: 2 x the CPU count, at most 64).
+    write_cache: rewrite the cache with new verdicts (False: only read it; the processes of a
+      multi-host run other than 0).
   """
 
   def __init__(self, mode: str, *, max_pixels: int, cache_file: str | None = None,
-               num_threads: int = 0):
+               num_threads: int = 0, write_cache: bool = True):
     if mode not in ('decode', 'header'):
       raise ValueError(f"dataset.check_images={mode!r}: must be one of {MODES}")
     self.mode = mode
     self.max_pixels = int(max_pixels)
     self.cache_file = str(cache_file) if cache_file else ''
     self.num_threads = num_threads or min(64, 2 * (os.cpu_count() or 1))
+    self.write_cache = write_cache
     self.num_checked = 0  # files actually opened by the last call (not answered by the cache)
 
   def _read_cache(self) -> dict[str, Any]:
@@ -122,7 +125,7 @@ class ImageChecker:
     return cache if isinstance(cache, dict) else {}
 
   def _write_cache(self, cache: dict[str, Any]) -> None:
-    if not self.cache_file:
+    if not self.cache_file or not self.write_cache:
       return
     text = json.dumps(cache, separators=(',', ':'))
     try:

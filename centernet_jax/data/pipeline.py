@@ -179,7 +179,8 @@ def dataset_info(config) -> tuple[coco_json.LabelMap, int]:
   return lm, lm.num_channels
 
 
-def load_split(config, split: str, *, image_check_cache: str = '') -> coco_json.CocoDataset:
+def load_split(config, split: str, *, image_check_cache: str = '',
+               write_image_check_cache: bool = True) -> coco_json.CocoDataset:
   """Host records of 'train' or 'val' for the file-backed sources ('coco_json', 'synthetic').
 
   Images are checked as `dataset.check_images` says (image_check.py), with the verdicts
@@ -196,7 +197,8 @@ def load_split(config, split: str, *, image_check_cache: str = '') -> coco_json.
   if d.check_images != 'none':
     checker = image_check.ImageChecker(d.check_images, max_pixels=d.max_image_pixels,
                                        cache_file=image_check_cache,
-                                       num_threads=d.image_check_threads)
+                                       num_threads=d.image_check_threads,
+                                       write_cache=write_image_check_cache)
   ds = coco_json.load_coco_json(ann, img_dir, label_map=lm,
                                 check_images=d.check_images,
                                 skip_bad_images=d.skip_bad_images,
