@@ -15,9 +15,9 @@ Writes into --output:
   that stopped a part of the inspection.
 - `sheet_NNN.png`: the first --num examples of the training stream (the experiment's own
   pipeline: same seed, same order, same augmentations as step 1 onwards) with their boxes and
-  class names, the center heatmap target (max over classes) from `targets.build_targets` with
-  the train step's arguments, and for keypoint tasks the joints, skeleton and joint heatmap
-  target (`targets.build_keypoint_targets`).
+  class names, the center heatmap target (max over classes) built by the train step's own
+  `train_step.step_targets` (`targets.build_targets`), and for keypoint tasks the joints,
+  skeleton and joint heatmap target (`targets.build_keypoint_targets`).
 
 Everything that can be written is written, whatever fails; the exit status is 1 when an error
 stopped a part of the inspection (listed under 'errors'), else 0.
@@ -38,7 +38,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from centernet_jax import file_io
-from centernet_jax import targets as targets_lib
+from centernet_jax import train_step
 from centernet_jax import visualize
 from centernet_jax.data import pipeline
 
@@ -239,23 +239,14 @@ def stream_config(config: ml_collections.ConfigDict, chunk: int) -> ml_collectio
 
 
 def make_target_fn(config: ml_collections.ConfigDict, num_classes: int, keypoint_spec=None):
-  """Jitted batch -> the train step's targets (`build_targets`, `build_keypoint_targets`,
-  with the arguments `train.make_train_step` gives them)."""
-  size = int(config.input.size)
-  out_size = (size // 4, size // 4)
+  """Jitted batch -> {'boxes': the train step's box targets, 'keypoints': its keypoint targets
+  (with a spec)}, from `train_step.step_targets`, the function the train step itself calls."""
 
   def fn(batch):
-    out = {'boxes': targets_lib.build_targets(
-        batch['boxes'], batch['classes'], batch['box_mask'], output_size=out_size,
-        num_classes=num_classes, min_overlap=config.targets.min_overlap,
-        radius_variant=config.targets.radius_variant)}
-    if keypoint_spec is not None:
-      out['keypoints'] = targets_lib.build_keypoint_targets(
-          batch['boxes'], batch['classes'], batch['box_mask'], batch['keypoints'],
-          batch['keypoint_mask'], out_size, keypoint_channel=keypoint_spec.channel,
-          std_devs=keypoint_spec.std_devs, min_overlap=config.targets.min_overlap,
-          radius_variant=config.targets.radius_variant,
-          peak_radius=int(config.keypoints.offset_peak_radius))
+    targets, kp_targets = train_step.step_targets(batch, config, num_classes, keypoint_spec)
+    out = {'boxes': targets}
+    if kp_targets is not None:
+      out['keypoints'] = kp_targets
     return out
 
   return jax.jit(fn)
