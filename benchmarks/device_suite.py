@@ -68,21 +68,23 @@ def load_config(experiment: str, tiny: bool):
 
 def _variables(model, size, seed=0):
   """Random variables without running `model.init` (shapes from eval_shape): speed does not
-  depend on the values, and init would compile a second large program."""
+  depend on the values, and init would compile a second large program. Drawn with numpy: one
+  `jax.random` call per distinct leaf shape would compile a kernel each."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32), train=False))
-  keys = iter(jax.random.split(jax.random.key(seed), len(jax.tree.leaves(shapes))))
+  rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
     name = getattr(path[-1], 'key', str(path[-1]))
     if name == 'kernel':
       fan_in = max(1, leaf.size // leaf.shape[-1])
-      return jax.random.normal(next(keys), leaf.shape, leaf.dtype) * (2.0 / fan_in) ** 0.5
-    return jnp.full(leaf.shape, 1.0 if name in ('scale', 'var') else 0.0, leaf.dtype)
+      return rng.normal(0.0, (2.0 / fan_in) ** 0.5, leaf.shape).astype(leaf.dtype)
+    return np.full(leaf.shape, 1.0 if name in ('scale', 'var') else 0.0, leaf.dtype)
 
-  return jax.tree_util.tree_map_with_path(fill, shapes)
+  return jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
 
 
 def run_train(experiment, dtype, batch, args) -> dict:
