@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 
+import zoo_speed  # its filled_variables: random weights without compiling model.init
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -66,27 +68,6 @@ def load_config(experiment: str, tiny: bool):
   return config
 
 
-def _variables(model, size, seed=0):
-  """Random variables without running `model.init` (shapes from eval_shape): speed does not
-  depend on the values, and init would compile a second large program. Drawn with numpy: one
-  `jax.random` call per distinct leaf shape would compile a kernel each."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32), train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = getattr(path[-1], 'key', str(path[-1]))
-    if name == 'kernel':
-      fan_in = max(1, leaf.size // leaf.shape[-1])
-      return rng.normal(0.0, (2.0 / fan_in) ** 0.5, leaf.shape).astype(leaf.dtype)
-    return np.full(leaf.shape, 1.0 if name in ('scale', 'var') else 0.0, leaf.dtype)
-
-  return jax.device_put(jax.tree_util.tree_map_with_path(fill, shapes))
-
-
 def run_train(experiment, dtype, batch, args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -98,7 +79,7 @@ def run_train(experiment, dtype, batch, args) -> dict:
   config.model.dtype = dtype
   size, num_classes = config.input.size, 90
   model = models.build_model(config.model, num_classes)
-  variables = _variables(model, size)
+  variables = zoo_speed.filled_variables(model, size)
   tx, schedule = optimizer_lib.make_optimizer(config)
   state = train_step.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                                 batch_stats=variables['batch_stats'],
@@ -150,7 +131,7 @@ def run_infer(experiment, batch, args) -> dict:
   config.model.dtype = args.infer_dtype
   size = config.input.size
   model = models.build_model(config.model, 90)
-  variables = jax.device_put(_variables(model, size))
+  variables = jax.device_put(zoo_speed.filled_variables(model, size))
   predict_fn = predict.make_predict_fn(model, input_size=size, max_detections=100)
   h, w = (48, 64) if args.tiny else (480, 640)
   scale = size / max(h, w)

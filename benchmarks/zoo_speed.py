@@ -91,7 +91,7 @@ def _keypoint_spec(config):
   return kps.spec_from_category(kps.coco_person_category(), 0, kcfg)  # person: channel 0
 
 
-def _filled_variables(model, size, seed=0):
+def filled_variables(model, size, seed=0):
   """The model's variables without compiling `model.init` (minutes of XLA:CPU compile for
   the hourglass, all of it random number generation): shapes from `jax.eval_shape`, He-normal
   kernels, BN scale / variance 1, the rest 0. Speed does not depend on the values."""
@@ -197,7 +197,7 @@ def measure_row(row: str, dtypes, batch: int, repeats: int, do_train: bool,
     config.model.dtype = dtype
     model = models.build_model(config.model, num_classes, *kp_args)
     t0 = time.perf_counter()
-    variables = _filled_variables(model, size)
+    variables = filled_variables(model, size)
     res = {'init_s': time.perf_counter() - t0}
     out['params'] = int(sum(x.size for x in jax.tree.leaves(variables['params'])))
 
