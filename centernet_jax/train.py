@@ -67,7 +67,7 @@ class Trainer:
     init_fn = lambda rng: create_train_state(rng, self.model, self.tx, config.input.size)
     rng = jax.random.key(config.seed)
     self.state_shardings = sharding.state_shardings(self.mesh, jax.eval_shape(init_fn, rng))
-    self.state = jax.jit(init_fn, out_shardings=self.state_shardings)(rng)
+    self.state = performance.run_init(init_fn, rng, self.state_shardings)
     self.manager = checkpointing.make_manager(self.workdir, keep=config.keep_checkpoints)
     self.predict_fn = evaluate.make_predict_fn(
         self.model, input_size=config.input.size, max_detections=config.eval.max_detections,

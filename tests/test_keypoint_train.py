@@ -6,6 +6,7 @@ import optax
 
 from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
+from centernet_jax import performance
 from centernet_jax import sharding
 from centernet_jax import train
 from centernet_jax.data import pipeline
@@ -26,8 +27,8 @@ def test_sharded_keypoint_step_on_4_devices_equals_1_device(tmp_path):
   _, schedule = optimizer_lib.make_optimizer(config)
   tx = optax.sgd(1.0)
   # One init (its compile dominates on CPU), placed on each mesh.
-  init = jax.jit(lambda r: train.create_train_state(r, model, tx, config.input.size))(
-      jax.random.key(0))
+  init = performance.run_init(
+      lambda r: train.create_train_state(r, model, tx, config.input.size), jax.random.key(0))
   results = []
   for n in (1, 4):
     config.mesh.data = n

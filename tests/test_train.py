@@ -16,6 +16,7 @@ import pytest
 from centernet_jax import checkpointing
 from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
+from centernet_jax import performance
 from centernet_jax import sharding
 from centernet_jax import train
 from centernet_jax.data import pipeline
@@ -30,7 +31,9 @@ def data_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('synthetic')
 
 
-def _setup(config, num_devices, tx=None, fsdp=1):
+def _setup(config, num_devices, tx=None, fsdp=1, variables=None):
+  """(mesh, state, jitted step) on `num_devices`; `variables` (from `_init_variables`) skip the
+  init program, whose compile is most of a tiny test's time on CPU."""
   config.mesh.data = num_devices // fsdp
   config.mesh.fsdp = fsdp
   mesh = sharding.make_mesh(config.mesh)
@@ -40,10 +43,24 @@ def _setup(config, num_devices, tx=None, fsdp=1):
   tx = default_tx if tx is None else tx
   init = lambda r: train.create_train_state(r, model, tx, config.input.size)
   shardings = sharding.state_shardings(mesh, jax.eval_shape(init, jax.random.key(0)))
-  state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
+  if variables is None:
+    state = performance.run_init(init, jax.random.key(0), shardings)
+  else:
+    state = jax.device_put(train.TrainState(
+        step=np.zeros((), np.int32), params=variables['params'],
+        batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params'])), shardings)
   step = jax.jit(train.make_train_step(model, tx, schedule, config, num_classes),
                  out_shardings=(shardings, sharding.replicated(mesh)))
   return mesh, state, step
+
+
+def _init_variables(config):
+  """The 1-device initial params and BN statistics of `config`'s model, as numpy."""
+  _, num_classes = pipeline.dataset_info(config)
+  model = models.build_model(config.model, num_classes)
+  return jax.device_get(performance.run_init(
+      lambda r: model.init(r, np.zeros((1, config.input.size, config.input.size, 3), np.float32),
+                           train=False), jax.random.key(0)))
 
 
 def _batches(config, n):
@@ -60,9 +77,13 @@ def test_sharded_step_on_4_devices_equals_1_device(data_dir, fsdp):
   # Plain SGD with rate 1 makes the param change equal the gradient, so the comparison checks
   # the gradients themselves. (Adam would turn the round-off-level gradients of conv biases
   # that feed a BatchNorm into full-size updates of random sign.)
+  variables = _init_variables(config)
   results = []
   for n, f in ((1, 1), (4, fsdp)):
-    mesh, state, step = _setup(config.copy_and_resolve_references(), n, optax.sgd(1.0), f)
+    # The 4-device state is initialised under its own shardings (as training does it), the
+    # 1-device one comes from the plain init: the check below compares the two.
+    mesh, state, step = _setup(config.copy_and_resolve_references(), n, optax.sgd(1.0), f,
+                               variables=variables if n == 1 else None)
     if f > 1:  # the biggest kernel really is split: each device holds a part of it
       kernel = max(jax.tree.leaves(state.params), key=lambda x: x.size)
       assert kernel.size >= sharding.FSDP_MIN_SIZE
@@ -90,7 +111,8 @@ def test_sharded_step_on_4_devices_equals_1_device(data_dir, fsdp):
   # The real optimizer: the same loss after two Adam steps.
   losses = []
   for n, f in ((1, 1), (4, fsdp)):
-    mesh, state, step = _setup(config.copy_and_resolve_references(), n, fsdp=f)
+    mesh, state, step = _setup(config.copy_and_resolve_references(), n, fsdp=f,
+                               variables=variables)
     for b in batches + batches[:1]:
       state, metrics = step(state, sharding.to_global(b, mesh, train.TRAIN_KEYS))
     losses.append(float(metrics['loss']))
@@ -111,7 +133,7 @@ def test_train_step_compiles_once(data_dir):
   shardings = sharding.state_shardings(mesh, jax.eval_shape(init, jax.random.key(0)))
   step = jax.jit(step_fn, donate_argnums=(0,),
                  out_shardings=(shardings, sharding.replicated(mesh)))
-  state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
+  state = performance.run_init(init, jax.random.key(0), shardings)
   for b in _batches(config, 3):  # different box counts per batch, same shapes
     state, _ = step(state, sharding.to_global(b, mesh, train.TRAIN_KEYS))
 
