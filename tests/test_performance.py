@@ -1,8 +1,11 @@
-"""FLOPs from XLA's cost analysis, the images/s / TFLOP/s / MFU meter, and the profile window."""
+"""FLOPs from XLA's cost analysis, the images/s / TFLOP/s / MFU meter, the profile window and the
+init compile options."""
 
 import glob
 import os
 
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,3 +100,15 @@ def test_training_logs_speed_and_mfu_and_writes_the_profile(data_dir, tmp_path):
     assert mfu == pytest.approx(tflops / 0.5, rel=1e-5)
   traces = glob.glob(os.path.join(workdir, 'plugins', 'profile', '*', '*.xplane.pb'))
   assert traces, os.listdir(workdir)
+
+
+def test_run_init_gives_the_default_compile_values():
+  """The lower CPU optimisation level of init programs must not change the initial weights
+  (a resumed or re-run experiment starts from exactly the same point)."""
+  module = nn.Sequential([nn.Conv(8, (3, 3)), nn.BatchNorm(use_running_average=True),
+                          nn.Dense(5)])
+  init = lambda r: module.init(r, jnp.zeros((1, 8, 8, 3)))
+  rng = jax.random.key(3)
+  chex.assert_trees_all_equal(performance.run_init(init, rng), jax.jit(init)(rng))
+  assert performance.init_compiler_options('cpu') == performance.CPU_INIT_COMPILER_OPTIONS
+  assert performance.init_compiler_options('gpu') is None
