@@ -29,6 +29,7 @@ from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import sharding
 from centernet_jax import train
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(REPO, 'experiments')
@@ -257,7 +258,7 @@ def _small(config, data_root):
   config.eval.batch_size = TEST_DEVICES
   config.mesh.data = TEST_DEVICES
   # Heatmap channels from the experiment's label map mode on the synthetic categories.
-  _, num_classes = pipeline.dataset_info(config)
+  num_classes = sources.resolve(config).num_classes
   config.model.num_classes = num_classes
   return config
 
@@ -300,9 +301,8 @@ def _one_step_and_decode(config):
   size = int(config.input.size)
   mesh = sharding.make_mesh(config.mesh)
   replicated = sharding.replicated(mesh)
-  _, num_classes = pipeline.dataset_info(config)
-  spec = (pipeline.keypoint_spec_for(config) if hasattr(pipeline, 'keypoint_spec_for')
-          else None)
+  num_classes = sources.resolve(config).num_classes
+  spec = sources.resolve(config).keypoint_spec
   kp_args = () if spec is None else (spec,)
   model = models.build_model(config.model, num_classes, *kp_args)
   tx, schedule = optimizer_lib.make_optimizer(config)
@@ -314,7 +314,7 @@ def _one_step_and_decode(config):
                     if hasattr(sharding, 'state_shardings') else replicated)
   state = jax.device_put(state, state_sharding)
   keys = train.train_keys(spec) if hasattr(train, 'train_keys') else train.TRAIN_KEYS
-  batch = next(pipeline.make_train_iterator(config))
+  batch = next(pipeline.make_train_iterator(config, sources.resolve(config)))
   assert batch['image'].shape == (TEST_DEVICES, size, size, 3)
   global_batch = sharding.to_global(batch, mesh, keys)
   assert len(global_batch['image'].sharding.device_set) == TEST_DEVICES
@@ -331,7 +331,7 @@ def _one_step_and_decode(config):
   kw = {} if spec is None else {'keypoint_params': evaluate.keypoint_decode_params(spec, config)}
   predict_fn = evaluate.make_predict_fn(model, input_size=size,
                                         max_detections=config.eval.max_detections, **kw)
-  eval_iter, num_batches = pipeline.make_eval_iterator(config)
+  eval_iter, num_batches = pipeline.make_eval_iterator(config, sources.resolve(config))
   assert num_batches >= 1
   local = next(iter(eval_iter))
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -366,7 +366,7 @@ def test_train_step_and_decode(row, data_root):
 
 
 def _check_pipeline_and_schedule(config):
-  batch = next(pipeline.make_train_iterator(config))
+  batch = next(pipeline.make_train_iterator(config, sources.resolve(config)))
   size = int(config.input.size)
   assert batch['image'].shape == (TEST_DEVICES, size, size, 3)
   assert batch['box_mask'].sum() > 0

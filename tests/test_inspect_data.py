@@ -12,6 +12,7 @@ from PIL import Image
 
 from centernet_jax import inspect_data
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 from centernet_jax.data import synthetic
 from centernet_jax.data import synthetic_keypoints
 
@@ -63,7 +64,7 @@ def test_summary_and_sheets_of_a_clean_set(data_dir, tmp_path):
       "val: category 'rectangle' (id 1) has no box in the val set: its AP is not measured "
       '(COCOeval leaves it out of the mean).']
   assert json.loads((out / 'summary.json').read_text())['train'] == summary['train']
-  records = pipeline.load_split(config, 'train').records
+  records = sources.for_config(config).load_split(sources.resolve(config), 'train').records
   train = summary['train']
   assert train['images'] == len(records) == 32
   assert train['boxes'] == sum(len(r.boxes) for r in records)
@@ -87,8 +88,8 @@ def test_summary_and_sheets_of_a_clean_set(data_dir, tmp_path):
 def test_the_sheets_show_the_training_stream_itself(data_dir, tmp_path):
   config = tiny.tiny_config(data_dir)
   config.input.color_jitter = True  # random per example: a different example would differ
-  first = next(pipeline.make_train_iterator(config))  # batch_size 8, as training reads it
-  again = next(pipeline.make_train_iterator(inspect_data.stream_config(config, 16)))
+  first = next(pipeline.make_train_iterator(config, sources.resolve(config)))  # batch_size 8, as training reads it
+  again = next(pipeline.make_train_iterator(inspect_data.stream_config(config, 16), sources.resolve(inspect_data.stream_config(config, 16))))
   np.testing.assert_array_equal(again['image'][:8], first['image'])
   np.testing.assert_array_equal(again['boxes'][:8], first['boxes'])
 

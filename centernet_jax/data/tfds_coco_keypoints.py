@@ -43,7 +43,7 @@ import tensorflow_datasets as tfds
 
 from centernet_jax import file_io
 from centernet_jax import keypoint_spec as kps
-from centernet_jax.data import tfds_coco
+from centernet_jax.data import coco_categories
 
 NUM_KEYPOINTS = len(kps.COCO_KEYPOINT_NAMES)
 SPLITS = {'train': 'train2017', 'validation': 'val2017'}
@@ -85,7 +85,7 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
                 'area': np.float32,
                 'bbox': tfds.features.BBoxFeature(),
                 'label': tfds.features.ClassLabel(
-                    names=[name for _, name in tfds_coco.COCO_CATEGORIES]),
+                    names=[name for _, name in coco_categories.COCO_CATEGORIES]),
                 'is_crowd': np.bool_,
                 'keypoints': tfds.features.Tensor(shape=(NUM_KEYPOINTS, 2), dtype=np.float32),
                 'keypoint_visibility': tfds.features.Tensor(shape=(NUM_KEYPOINTS,),
@@ -113,7 +113,7 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
   # pylint: disable-next=arguments-differ
   def _generate_examples(self, instances_file, keypoints_file, image_dir):
     data = file_io.read_json(instances_file)
-    label_of = {cid: i for i, (cid, _) in enumerate(tfds_coco.COCO_CATEGORIES)}
+    label_of = {cid: i for i, (cid, _) in enumerate(coco_categories.COCO_CATEGORIES)}
     joints = {}
     if file_io.exists(keypoints_file):
       for ann in file_io.read_json(keypoints_file).get('annotations', []):
