@@ -373,15 +373,15 @@ def test_image_broken_after_start_up_stops_naming_it(cfg, tmp_path, cache_decode
   data = _jpeg_bytes()
   for i in range(3):
     _replace_image(cfg, 'train', i, data[:len(data) * 2 // 3])
-  batches = startup.TrainBatches(cfg, start_step=0, process_index=0, process_count=1,
-                                 dataset=datasets['train'], workdir=str(tmp_path / 'work')
-                                 ) if not cache_decoded else None
+  batches = startup.TrainBatches(cfg, sources.resolve(cfg), start_step=0, process_index=0,
+                                 process_count=1, dataset=datasets['train'],
+                                 workdir=str(tmp_path / 'work')) if not cache_decoded else None
   with pytest.raises(ValueError, match=r"train.json: image id \d: image file .*train\d.png.* "
                      r"\(field 'file_name'\): TensorFlow cannot decode it.*"
                      'dataset.skip_bad_images=True'):
     it = batches or startup.TrainBatches(
-        cfg, start_step=0, process_index=0, process_count=1, dataset=datasets['train'],
-        workdir=str(tmp_path / 'work'))
+        cfg, sources.resolve(cfg), start_step=0, process_index=0, process_count=1,
+        dataset=datasets['train'], workdir=str(tmp_path / 'work'))
     next(it)
 
 
@@ -391,8 +391,9 @@ def test_image_broken_after_start_up_is_skipped_by_name(cfg, tmp_path, cache_dec
   cfg.dataset.skip_bad_images = True
   datasets = _check(cfg, tmp_path)
   _replace_image(cfg, 'train', 1, b'\xff\xd8\xff' + b'\x00' * 50)
-  it = startup.TrainBatches(cfg, start_step=0, process_index=0, process_count=1,
-                            dataset=datasets['train'], workdir=str(tmp_path / 'work'))
+  it = startup.TrainBatches(cfg, sources.resolve(cfg), start_step=0, process_index=0,
+                            process_count=1, dataset=datasets['train'],
+                            workdir=str(tmp_path / 'work'))
   ids = np.concatenate([next(it)['image_id'] for _ in range(3)])
   assert it.num_skipped == 1 and it.step == 3
   assert 2 not in ids and set(ids) == {1, 3}

@@ -28,6 +28,7 @@ from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import sharding
 from centernet_jax import train
+from centernet_jax.data import augment
 from centernet_jax.data import pipeline
 from centernet_jax.data import sources
 
@@ -38,12 +39,24 @@ COSINE_1E3 = dict(schedule='cosine', learning_rate=1e-3, warmup_learning_rate=2.
                   warmup_steps=5000)
 MANUAL_1E3 = dict(schedule='manual_steps', manual_boundaries=(90000, 120000),
                   manual_rates=(1e-3, 1e-4, 1e-5))
-ZOO_AUG = dict(random_flip=True, random_crop=True, color_jitter=True, random_pad=True,
-               random_square_crop=False, random_patch_gaussian=False)
-HG1024_AUG = dict(random_flip=True, random_crop=False, color_jitter=True, random_pad=False,
-                  random_square_crop=True, random_patch_gaussian=False)
-MOBILENET_AUG = dict(random_flip=True, random_crop=True, color_jitter=True, random_pad=True,
-                     random_square_crop=False, random_patch_gaussian=True)
+# The zoo's ops in order, with the arguments its configs give (research note 5.1).
+FLIP = ('random_horizontal_flip', {'probability': 0.5})
+CROP = ('random_crop_image', {'min_object_covered': 1.0, 'aspect_ratio_range': (0.5, 1.7),
+                              'area_range': (0.1, 1.0), 'overlap_thresh': 0.3,
+                              'clip_boxes': True, 'random_coef': 0.25})
+COLOUR = (('random_adjust_hue', {'max_delta': 0.02}),
+          ('random_adjust_contrast', {'min_delta': 0.8, 'max_delta': 1.25}),
+          ('random_adjust_saturation', {'min_delta': 0.8, 'max_delta': 1.25}),
+          ('random_adjust_brightness', {'max_delta': 0.2}))
+PAD = ('random_absolute_pad_image', {'max_height_padding': 200, 'max_width_padding': 200})
+PATCH_GAUSSIAN = ('random_patch_gaussian', {'min_patch_size': 1, 'max_patch_size': 250,
+                                            'min_gaussian_stddev': 0.0,
+                                            'max_gaussian_stddev': 1.0, 'random_coef': 0.0})
+SQUARE_CROP = ('random_square_crop_by_scale', {'scale_min': 0.6, 'scale_max': 1.3,
+                                               'max_border': 128, 'num_scales': 8})
+ZOO_AUG = (FLIP, CROP, *COLOUR, PAD)
+HG1024_AUG = (FLIP, *COLOUR, SQUARE_CROP)
+MOBILENET_AUG = (FLIP, PATCH_GAUSSIAN, CROP, *COLOUR, PAD)
 
 # Zoo row (= experiment file name) -> recipe (research note tf_od_api_centernet.md 5.2; the
 # R50 v1 FPN boxes row and the MobileNetV2 rows are the files' documented nearest configs).
@@ -133,25 +146,8 @@ def test_recipe(row):
   for key, value in want['opt'].items():
     have = config.optimizer[key]
     assert (tuple(have) if isinstance(value, tuple) else have) == value, key
-  for key, value in want['aug'].items():
-    assert bool(config.input.get(key, False)) == value, key
-  inp = config.input
-  if inp.random_crop:
-    assert (inp.crop_min_aspect_ratio, inp.crop_max_aspect_ratio,
-            inp.crop_keep_original_prob) == (0.5, 1.7, 0.25)
-    assert (inp.crop_min_area, inp.crop_max_area, inp.crop_overlap_thresh) == (0.1, 1.0, 0.3)
-  if inp.random_pad:
-    assert inp.max_pad_pixels == 200
-  if inp.color_jitter:
-    assert (inp.hue_delta, tuple(inp.contrast_range), tuple(inp.saturation_range),
-            inp.brightness_delta) == (0.02, (0.8, 1.25), (0.8, 1.25), 0.2)
-  if inp.get('random_square_crop', False):
-    assert (inp.square_crop_scale_min, inp.square_crop_scale_max, inp.square_crop_max_border,
-            inp.square_crop_num_scales) == (0.6, 1.3, 128, 8)
-  if inp.get('random_patch_gaussian', False):
-    assert (inp.patch_gaussian_min_size, inp.patch_gaussian_max_size,
-            inp.patch_gaussian_min_stddev, inp.patch_gaussian_max_stddev,
-            inp.patch_gaussian_keep_original_prob) == (1, 250, 0.0, 1.0, 0.0)
+  ops = augment.parse_spec(config.input.augmentations)
+  assert [(op.name, op.kwargs) for op in ops] == list(want['aug'])
   m = config.model
   assert m.backbone == want['backbone']
   if 'depth' in want:
