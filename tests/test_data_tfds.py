@@ -121,7 +121,8 @@ def tfds_cfg(tmp_path_factory):
   c.dataset.max_boxes = 4
   c.dataset.shuffle_buffer = 4
   c.input.size = 32
-  c.input.max_pad_pixels = 8
+  c.input.augmentations = c.input.augmentations.replace('random_absolute_pad_image(200, 200)',
+                                                        'random_absolute_pad_image(8, 8)')
   c.batch_size = 4
   c.eval.batch_size = 4
   c.num_train_steps = 10

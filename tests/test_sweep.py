@@ -56,7 +56,7 @@ def test_run_name_is_readable_stable_and_order_independent():
 def test_run_names_are_filesystem_safe_and_unique():
   points = su.concat(
       su.product(**{'dataset.train_images': ['/data/a b/x', '/data/a_b/x', '/data/a?b/x'],
-                    'input.contrast_range': [(0.8, 1.25), (0.9, 1.1)]}),
+                    'optimizer.manual_rates': [(0.8, 1.25), (0.9, 1.1)]}),
       su.fixed(**{'eval.batch_size': 8, 'batch_size': 8}),
       su.fixed(**{'dataset.train_annotations': 'x' * 300}),
   )

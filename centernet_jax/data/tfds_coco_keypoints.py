@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import os
 
+from absl import app
+from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -158,17 +160,14 @@ def build(manual_dir: str, data_dir: str) -> CocoKeypoints:
 
 def _main(argv):
   del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   builder = build(f.manual_dir, f.data_dir)
   print(builder.info)
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
-  absl_flags.DEFINE_string('manual_dir', None, 'Folder with annotations/ and the image folders.')
-  absl_flags.DEFINE_string('data_dir', os.path.expanduser('~/tensorflow_datasets'),
-                           'TFDS data directory to write to.')
-  absl_flags.mark_flags_as_required(['manual_dir'])
+  flags.DEFINE_string('manual_dir', None, 'Folder with annotations/ and the image folders.')
+  flags.DEFINE_string('data_dir', os.path.expanduser('~/tensorflow_datasets'),
+                      'TFDS data directory to write to.')
+  flags.mark_flags_as_required(['manual_dir'])
   app.run(_main)
