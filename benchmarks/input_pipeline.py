@@ -12,11 +12,12 @@ Each core count runs in its own process pinned to that many cores (`sched_setaff
 before TensorFlow starts, with tf.data's private thread pool of the same size), and measures
 images/s of cumulative pipelines, each built from the project's own functions:
   read       tf.io.read_file of the image file
-  decode     + `pipeline.decode_image_file` (uint8 RGB)
-  augment    + `augment.augment_example` (the configured zoo ops)
+  decode     + `record_table.decode_image_file` (uint8 RGB)
+  augment    + the configured ops of `input.augmentations` (`augment.Augmenter`)
   resize     + keep-aspect resize, pad, uint8 (`pipeline.preprocess`, the whole per-example op)
-  batch      the real training dataset (`pipeline.make_train_dataset`: record table, shuffled
-             index, preprocess, padding to max_boxes, batching, prefetch) as numpy
+  batch      the real training dataset (`pipeline.make_train_dataset`: the source's record
+             table and shuffled index, preprocess, padding to max_boxes, batching, prefetch)
+             as numpy
   hand-over  + `sharding.to_global` onto the JAX device (`make_train_iterator` as training
              consumes it), waited for
 The cost of a stage is the difference of the per-image times of its pipeline and the previous.
@@ -82,7 +83,9 @@ def measure(args) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from centernet_jax import config_base, sharding, train  # pylint: disable=g-import-not-at-top
-  from centernet_jax.data import augment, pipeline  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from centernet_jax.data import pipeline, sources
+  from centernet_jax.data.sources import record_table  # pylint: disable=g-import-not-at-top
 
   tf.config.threading.set_inter_op_parallelism_threads(args.worker_cores)
   tf.config.threading.set_intra_op_parallelism_threads(args.worker_cores)
@@ -93,7 +96,9 @@ def measure(args) -> dict:
   config.input.size = args.size
   config.batch_size = args.batch
   config.dataset.num_parallel_calls = args.worker_cores
-  dataset = pipeline.load_split(config, 'train')
+  facts = sources.resolve(config)
+  dataset = sources.for_config(config).load_split(facts, 'train')
+  augmenter = pipeline.make_augmenter(config, facts)
   records = dataset.records
   paths = [r.path for r in records]
   options = tf.data.Options()
@@ -113,16 +118,18 @@ def measure(args) -> dict:
       data = tf.io.read_file(path)
       if stage == 'read':
         return tf.strings.length(data)
-      image = pipeline.decode_image_file(path)
+      image = record_table.decode_image_file(path)
       if stage == 'decode':
         return summary(image)
       boxes = tf.gather(boxes_all, idx)[:7] / tf.constant([480.0, 640.0, 480.0, 640.0])
       seed = tf.stack([i, tf.constant(1, tf.int64)])
+      example = {'image': image, 'boxes': boxes, 'classes': tf.zeros([7], tf.int32),
+                 'image_id': 0}
       if stage == 'augment':
-        return summary(augment.augment_example(tf.cast(image, tf.float32), boxes,
-                                               tf.zeros([7], tf.int32), seed, config.input)[0])
-      return pipeline.preprocess(image, boxes, tf.zeros([7], tf.int32), 0, config=config,
-                                 aug_seed=seed, boxes_in_pixels=False)['image']
+        return summary(augmenter({**example, 'image': tf.cast(image, tf.float32)},
+                                 seed)['image'])
+      return pipeline.preprocess(example, config=config, augmenter=augmenter,
+                                 seed=seed)['image']
     return fn
 
   boxes_all = tf.constant(np.stack([np.resize(r.boxes, (7, 4)) for r in records]), tf.float32)
@@ -149,14 +156,14 @@ def measure(args) -> dict:
       return iter(ds.prefetch(2).with_options(options).as_numpy_iterator())
     results[stage] = rate(make, args.images)
     print(f'[{args.worker_cores} cores] {stage}: {results[stage]:.1f} images/s', flush=True)
-  results['batch'] = rate(lambda: iter(pipeline.make_train_iterator(config, dataset=dataset)),
-                          args.images)
+  results['batch'] = rate(
+      lambda: iter(pipeline.make_train_iterator(config, facts, dataset=dataset)), args.images)
   print(f'[{args.worker_cores} cores] batch: {results["batch"]:.1f} images/s', flush=True)
   mesh = sharding.make_mesh(config.mesh)
   keys = train.train_keys()
 
   def handed_over():
-    for b in pipeline.make_train_iterator(config, dataset=dataset):
+    for b in pipeline.make_train_iterator(config, facts, dataset=dataset):
       yield sharding.to_global(b, mesh, keys)
   results['hand-over'] = rate(handed_over, args.images)
   print(f'[{args.worker_cores} cores] hand-over: {results["hand-over"]:.1f} images/s',

@@ -91,8 +91,9 @@ def our_worker(case: str, max_boxes: int) -> None:
 
   @tf.function
   def prep(image_u8):
-    return pipeline.preprocess(image_u8, tf.zeros([0, 4]), tf.zeros([0], tf.int32), 0,
-                               config=config, aug_seed=None, boxes_in_pixels=True)
+    return pipeline.preprocess({'image': image_u8, 'boxes': tf.zeros([0, 4]),
+                                'classes': tf.zeros([0], tf.int32), 'image_id': 0},
+                               config=config)
   predict = evaluate.make_predict_fn(model, input_size=size,
                                      max_detections=config.eval.max_detections)
 

@@ -64,34 +64,27 @@ def base_config() -> ml_collections.ConfigDict:
   # ---- input / augmentation ----
   c.input = ml_collections.ConfigDict()
   c.input.size = 512  # square input side S; output maps are S/4
-  c.input.random_flip = True
-  c.input.random_crop = True  # zoo random_crop_image semantics
-  c.input.crop_min_aspect_ratio = 0.5
-  c.input.crop_max_aspect_ratio = 1.7
-  c.input.crop_min_area = 0.1
-  c.input.crop_max_area = 1.0
-  c.input.crop_overlap_thresh = 0.3
-  c.input.crop_keep_original_prob = 0.25  # the zoo's random_coef
-  c.input.random_pad = True  # zoo random_absolute_pad_image
-  c.input.max_pad_pixels = 200
-  c.input.color_jitter = True
-  c.input.hue_delta = 0.02
-  c.input.contrast_range = (0.8, 1.25)
-  c.input.saturation_range = (0.8, 1.25)
-  c.input.brightness_delta = 0.2
-  # zoo random_square_crop_by_scale (HG104 1024 rows), after the colour ops
-  c.input.random_square_crop = False
-  c.input.square_crop_scale_min = 0.6
-  c.input.square_crop_scale_max = 1.3
-  c.input.square_crop_max_border = 128
-  c.input.square_crop_num_scales = 8
-  # zoo random_patch_gaussian (MobileNetV2 rows), right after the flip
-  c.input.random_patch_gaussian = False
-  c.input.patch_gaussian_min_size = 1  # patch side U[min, max) pixels
-  c.input.patch_gaussian_max_size = 250
-  c.input.patch_gaussian_min_stddev = 0.0  # sigma U[min, max), on x/255
-  c.input.patch_gaussian_max_stddev = 1.0
-  c.input.patch_gaussian_keep_original_prob = 0.0  # the zoo's random_coef (0: always applied)
+  # The training augmentations in order, as ops of data/augment.py (example dict -> example
+  # dict, the OD API's semantics): 'op|op(arg, name=value)|...', arguments as Python literals
+  # (positional ones in the op's signature order). Op i is seeded from its name and position
+  # i, so the stream stays a pure function of (seed, position). '' for none. The default is
+  # the zoo's 512 recipe (zoo_recipes.crop_pad_augmentation); the ops and their arguments:
+  #   random_horizontal_flip(probability=0.5)
+  #   random_patch_gaussian(min_patch_size=1, max_patch_size=250, min_gaussian_stddev=0.0,
+  #                         max_gaussian_stddev=1.0, random_coef=0.0)
+  #   random_crop_image(min_object_covered=1.0, aspect_ratio_range=(0.5, 1.7),
+  #                     area_range=(0.1, 1.0), overlap_thresh=0.3, clip_boxes=True,
+  #                     random_coef=0.25, max_attempts=100)
+  #   random_adjust_hue(max_delta=0.02), random_adjust_contrast(min_delta=0.8, max_delta=1.25),
+  #   random_adjust_saturation(min_delta=0.8, max_delta=1.25),
+  #   random_adjust_brightness(max_delta=0.2)
+  #   random_square_crop_by_scale(scale_min=0.6, scale_max=1.3, max_border=128, num_scales=8)
+  #   random_absolute_pad_image(max_height_padding=200, max_width_padding=200)
+  c.input.augmentations = (
+      'random_horizontal_flip|random_crop_image(aspect_ratio_range=(0.5, 1.7), '
+      'area_range=(0.1, 1.0), overlap_thresh=0.3, random_coef=0.25)|random_adjust_hue(0.02)|'
+      'random_adjust_contrast(0.8, 1.25)|random_adjust_saturation(0.8, 1.25)|'
+      'random_adjust_brightness(0.2)|random_absolute_pad_image(200, 200)')
 
   # ---- model ----
   c.model = ml_collections.ConfigDict()
@@ -207,8 +200,10 @@ def synthetic_demo_config(source: str, synthetic_dir: str, *, max_boxes: int,
   c.dataset.cache_decoded = True
 
   c.input.size = 128
-  c.input.random_crop = False
-  c.input.random_pad = False
+  # flip and colour; no crop or pad
+  c.input.augmentations = (
+      'random_horizontal_flip|random_adjust_hue(0.02)|random_adjust_contrast(0.8, 1.25)|'
+      'random_adjust_saturation(0.8, 1.25)|random_adjust_brightness(0.2)')
 
   c.model.backbone = 'resnet_v1_fpn'
   c.model.depth = 18

@@ -5,7 +5,9 @@ every problem, each as `<field>=<value>: <what is allowed>`:
 - fields that `config_base.base_config()` does not have (a typo in an experiment file), with
   the nearest valid name;
 - values whose type differs from the default's (a string where a number belongs, a tuple
-  element that is not a number: `--config.input.contrast_range=abc` gives `('abc',)`);
+  element that is not a number: `--config.optimizer.manual_rates=abc` gives `('abc',)`);
+- the augmentation spec `input.augmentations` (augment.spec_problems: unknown ops and
+  arguments, values outside their ranges);
 - zeros and negatives where they make no sense (batch sizes, steps, `keep_checkpoints`,
   `model.width_multiplier`, warmup, ...), probabilities outside [0, 1], min > max pairs, names
   outside their choices;
@@ -25,10 +27,11 @@ from typing import Any, Iterable, Sequence
 import ml_collections
 
 from centernet_jax import config_base
+from centernet_jax.data import augment
 from centernet_jax.data import coco_json
 from centernet_jax.data import image_check
+from centernet_jax.data import sources
 
-SOURCES = ('coco_json', 'synthetic', 'synthetic_keypoints', 'tfds')
 BACKBONES = ('hourglass', 'mobilenet_v2_fpn', 'resnet_v1_fpn', 'resnet_v2')
 
 _POSITIVE_INT = (
@@ -36,34 +39,21 @@ _POSITIVE_INT = (
     'keep_checkpoints', 'eval.batch_size', 'eval.max_detections', 'dataset.max_boxes',
     'dataset.shuffle_buffer', 'dataset.synthetic_num_train', 'dataset.synthetic_num_val',
     'dataset.synthetic_image_size', 'dataset.synthetic_min_object_size', 'input.size',
-    'model.head_channels', 'input.square_crop_num_scales', 'keypoints.num_candidates',
-    'input.patch_gaussian_min_size', 'input.patch_gaussian_max_size')
+    'model.head_channels', 'keypoints.num_candidates')
 _NON_NEGATIVE = (
     'eval_every_steps', 'eval.num_examples', 'optimizer.warmup_steps', 'model.num_classes',
-    'input.max_pad_pixels', 'input.square_crop_max_border', 'dataset.image_check_threads',
-    'dataset.max_image_pixels', 'dataset.cache_max_mib', 'keypoints.offset_peak_radius',
-    'optimizer.warmup_learning_rate', 'optimizer.grad_clip_norm', 'input.hue_delta',
-    'input.brightness_delta', 'loss.center_weight', 'loss.scale_weight', 'loss.offset_weight',
+    'dataset.image_check_threads', 'dataset.max_image_pixels', 'dataset.cache_max_mib',
+    'keypoints.offset_peak_radius', 'optimizer.warmup_learning_rate', 'optimizer.grad_clip_norm',
+    'loss.center_weight', 'loss.scale_weight', 'loss.offset_weight',
     'loss.focal_alpha', 'loss.focal_beta', 'keypoints.heatmap_loss_weight',
     'keypoints.offset_loss_weight', 'keypoints.regression_loss_weight',
-    'input.patch_gaussian_min_stddev', 'input.patch_gaussian_max_stddev', 'seed',
-    'dataset.synthetic_seed')
+    'seed', 'dataset.synthetic_seed')
 _POSITIVE = ('model.width_multiplier', 'optimizer.learning_rate', 'optimizer.adam_epsilon',
-             'keypoints.box_scale', 'keypoints.candidate_search_scale',
-             'input.crop_min_aspect_ratio', 'input.crop_max_aspect_ratio',
-             'input.square_crop_scale_min', 'input.square_crop_scale_max')
-_PROBABILITY = ('input.crop_keep_original_prob', 'input.patch_gaussian_keep_original_prob',
-                'input.crop_overlap_thresh', 'input.crop_min_area', 'input.crop_max_area',
-                'keypoints.candidate_score_threshold', 'keypoints.unmatched_score')
+             'keypoints.box_scale', 'keypoints.candidate_search_scale')
+_PROBABILITY = ('keypoints.candidate_score_threshold', 'keypoints.unmatched_score')
 _OPEN_UNIT = ('targets.min_overlap',)  # strictly between 0 and 1
-_MIN_MAX = (('input.crop_min_aspect_ratio', 'input.crop_max_aspect_ratio'),
-            ('input.crop_min_area', 'input.crop_max_area'),
-            ('input.square_crop_scale_min', 'input.square_crop_scale_max'),
-            ('input.patch_gaussian_min_size', 'input.patch_gaussian_max_size'),
-            ('input.patch_gaussian_min_stddev', 'input.patch_gaussian_max_stddev'))
-_RANGES = ('input.contrast_range', 'input.saturation_range')  # (lo, hi), 0 < lo <= hi
 _CHOICES = {
-    'dataset.source': SOURCES,
+    'dataset.source': sources.NAMES,
     'dataset.label_map_mode': coco_json.LABEL_MAP_MODES,
     'dataset.check_images': image_check.MODES,
     'model.backbone': BACKBONES,
@@ -193,14 +183,7 @@ def check_config(config: ml_collections.ConfigDict, *, num_devices: int,
   for name in _OPEN_UNIT:
     if not 0 < num(name) < 1:
       problems.append(f'{name}={num(name)!r}: must be strictly between 0 and 1')
-  for lo, hi in _MIN_MAX:
-    if num(lo) > num(hi):
-      problems.append(f'{lo}={num(lo)!r} > {hi}={num(hi)!r}: the minimum must not exceed the '
-                      'maximum')
-  for name in _RANGES:
-    r = tuple(num(name))
-    if len(r) != 2 or not 0 < r[0] <= r[1]:
-      problems.append(f'{name}={r!r}: must be two numbers (low, high) with 0 < low <= high')
+  problems += augment.spec_problems(num('input.augmentations'))
   for name, choices in _CHOICES.items():
     if num(name) not in choices:
       problems.append(f'{name}={num(name)!r}: must be one of {list(choices)}'
@@ -211,8 +194,6 @@ def check_config(config: ml_collections.ConfigDict, *, num_devices: int,
                     f"{num('model.backbone')!r} has depths {list(depths)}")
   if num('input.size') % 4:
     problems.append(f"input.size={num('input.size')}: must be a multiple of 4 (output stride)")
-  if num('input.hue_delta') > 0.5:
-    problems.append(f"input.hue_delta={num('input.hue_delta')!r}: must be in [0, 0.5]")
   if num('optimizer.schedule') == 'cosine':
     if num('optimizer.warmup_steps') >= num('num_train_steps') > 0:
       problems.append(f"optimizer.warmup_steps={num('optimizer.warmup_steps')}: must be "

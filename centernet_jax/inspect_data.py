@@ -41,6 +41,8 @@ from centernet_jax import file_io
 from centernet_jax import train_step
 from centernet_jax import visualize
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
+from centernet_jax.data import stream
 
 # Bins of the box size sqrt(h * w) in output pixels; the first one cannot be learned.
 SIZE_BINS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, math.inf)
@@ -276,8 +278,8 @@ def example_panels(batch, targets, b: int, class_names, keypoint_spec, title: st
   return panels
 
 
-def inspect_stream(config, records, class_names, keypoint_spec, num_draw: int, num_stats: int,
-                   output: str) -> tuple[dict[str, Any], list[str], list[str]]:
+def inspect_stream(config, facts, records, class_names, keypoint_spec, num_draw: int,
+                   num_stats: int, output: str) -> tuple[dict[str, Any], list[str], list[str]]:
   """Runs the training stream: (statistics, sheet paths, warnings).
 
   `records`: the reader's training records, in the pipeline's order, to count the boxes the
@@ -288,20 +290,20 @@ def inspect_stream(config, records, class_names, keypoint_spec, num_draw: int, n
   total = int(math.ceil(total / chunk) * chunk)
   c = stream_config(config, chunk)
   target_fn = make_target_fn(c, len(class_names), keypoint_spec)
-  stream = pipeline.make_train_iterator(c)
+  batches = pipeline.make_train_iterator(c, facts)
   max_boxes = int(config.dataset.max_boxes)
   source = kept = emptied = 0
   sizes, min_sides, rows, sheets, warnings = [], [], [], [], []
   out_px = int(config.input.size) // 4
   for start in range(0, total, chunk):
-    batch = next(stream)
+    batch = next(batches)
     targets = jax.device_get(target_fn(batch))
     for i in range(chunk):
       g = start + i
       n_kept = int(batch['box_mask'][i].sum())
       n_source = n_kept
       if records is not None:
-        record = records[int(pipeline.shuffled_index(c, g, len(records)))]
+        record = records[int(stream.shuffled_index(c, g, len(records)))]
         n_source = min(len(record.boxes), max_boxes)
       source += n_source
       kept += n_kept
@@ -332,10 +334,9 @@ def inspect_stream(config, records, class_names, keypoint_spec, num_draw: int, n
     warnings.append(
         f'the augmentation removes most boxes: {kept} of {source} boxes ({100 * kept / source:.0f}%'
         f') survive in the first {total} training examples, {emptied} examples lose every box. '
-        f'Check input.random_crop / crop_min_area={config.input.crop_min_area} / '
-        f'crop_overlap_thresh={config.input.crop_overlap_thresh} / '
-        f'crop_keep_original_prob={config.input.crop_keep_original_prob} '
-        f'(and random_square_crop).')
+        f'Check the crops of input.augmentations ({config.input.augmentations!r}): '
+        'random_crop_image area_range / overlap_thresh / random_coef, '
+        'random_square_crop_by_scale.')
   return stats, sheets, warnings
 
 
@@ -368,12 +369,22 @@ def inspect(config: ml_collections.ConfigDict, output: str, num: int = 16,
       'warnings': [], 'errors': [], 'sheets': []}
   warnings, errors = summary['warnings'], summary['errors']
 
+  # 0. The dataset's facts: label map, keypoint spec, files (read once, passed down).
+  facts, source, class_names, spec = None, sources.for_config(config), None, None
+  try:
+    facts = source.facts()
+    class_names = list(facts.label_map.to_json_dict()['names'])
+    spec = facts.keypoint_spec
+  except Exception as e:  # pylint: disable=broad-except
+    _error(errors, 'reading the categories (label map)', e)
+  streamed = facts is not None and not any(facts.annotation_files.values())
+
   # 1. The annotation files as written.
-  for split in ('train', 'val'):
+  for split in ('train', 'val') if facts is not None else ():
     try:
-      ann, img_dir = pipeline.annotation_paths(config, split)
+      ann, img_dir = facts.annotation_paths(split)
     except ValueError as e:
-      if split == 'train' or d.source == 'tfds':
+      if split == 'train' or streamed:
         summary[f'{split}_annotations'] = {'note': str(e)}
       else:
         warnings.append(f'no val set configured ({e}); training cannot evaluate.')
@@ -390,16 +401,10 @@ def inspect(config: ml_collections.ConfigDict, output: str, num: int = 16,
       _error(errors, f'reading {split} annotations {ann}', e)
 
   # 2. The records the experiment's reader makes of them.
-  records, class_names, spec = None, None, None
-  try:
-    label_map, _ = pipeline.dataset_info(config)
-    class_names = list(label_map.to_json_dict()['names'])
-    spec = pipeline.keypoint_spec_for(config)
-  except Exception as e:  # pylint: disable=broad-except
-    _error(errors, 'reading the categories (label map)', e)
-  if class_names is not None and d.source != 'tfds':
+  records = None
+  if class_names is not None and not streamed:
     try:
-      train = pipeline.load_split(config, 'train')
+      train = source.load_split(facts, 'train')
       records = train.records
       summary['train'] = {**{k: _plain(v) for k, v in train.stats.items()},
                           **record_statistics(records, class_names, size, spec)}
@@ -430,21 +435,21 @@ def inspect(config: ml_collections.ConfigDict, output: str, num: int = 16,
       warnings.append(f"train: no '{spec.category_name}' instance carries keypoints.")
 
   # 3. The val set as evaluation reads it.
-  if d.source != 'tfds' and 'val_annotations' in summary['dataset']:
+  if not streamed and 'val_annotations' in summary['dataset']:
     try:
-      val = pipeline.load_split(config, 'val')
+      val = source.load_split(facts, 'val')
       summary['val'] = {k: _plain(v) for k, v in val.stats.items()}
       if not val.records and not any('val set' in w and 'empty' in w for w in warnings):
         warnings.append('val: the val set is empty: evaluation has nothing to score.')
     except Exception as e:  # pylint: disable=broad-except
       _error(errors, 'loading the val set', e)
 
-  # 4. The augmented stream, its targets and the sheets ('tfds': streamed, no records to
+  # 4. The augmented stream, its targets and the sheets (a streamed source: no records to
   # count against).
-  if records or (d.source == 'tfds' and class_names is not None):
+  if records or (streamed and class_names is not None):
     try:
-      stats, sheets, found = inspect_stream(config, records, class_names, spec, num, num_stats,
-                                            output)
+      stats, sheets, found = inspect_stream(config, facts, records, class_names, spec, num,
+                                            num_stats, output)
       summary['augmented'] = stats
       summary['sheets'] = sheets
       warnings.extend(f'train: {w}' for w in found)

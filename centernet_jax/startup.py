@@ -11,7 +11,8 @@
    `dataset.check_images` says (image_check.py, verdicts cached in
    `<workdir>/image_checks.json`). Images skipped under `skip_bad_images` are listed in
    `<workdir>/skipped_images.txt`.
-It returns the loaded splits, which the pipeline then uses instead of reading them again.
+It returns the run's `DatasetFacts` (sources.resolve: label map, keypoint spec, files), resolved
+once here, and the loaded splits, which the pipeline then uses instead of reading them again.
 
 `TrainBatches` wraps the training iterator: when a batch fails because an image no longer
 decodes (a file changed after start-up, a flaky remote read), the images of that batch are
@@ -37,15 +38,12 @@ from centernet_jax import file_io
 from centernet_jax.data import coco_json
 from centernet_jax.data import image_check
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
+from centernet_jax.data import stream
 
 IMAGE_CHECK_CACHE = 'image_checks.json'
 SKIPPED_IMAGES = 'skipped_images.txt'
-# Config fields naming files or folders that must exist when set (and the source using them).
-_PATH_FIELDS = {
-    'coco_json': ('dataset.train_annotations', 'dataset.train_images',
-                  'dataset.val_annotations', 'dataset.val_images'),
-    'tfds': ('dataset.val_annotations',),
-}
+# Config fields naming files that must exist when set, whatever the source.
 _OPTIONAL_PATH_FIELDS = ('dataset.train_keypoint_annotations', 'dataset.val_keypoint_annotations',
                          'init_checkpoint')
 
@@ -58,21 +56,18 @@ def _field(config, dotted: str):
 
 
 def _check_paths(config, splits) -> None:
+  """Every file the config names exists; the source's required fields are set."""
   missing = []
-  names = list(_PATH_FIELDS.get(config.dataset.source, ())) + list(_OPTIONAL_PATH_FIELDS)
-  for name in names:
+  fields = dict(sources.for_config(config).path_fields(splits))
+  fields.update({name: False for name in _OPTIONAL_PATH_FIELDS})
+  for name, required in fields.items():
     split = name.split('.')[-1].split('_')[0]
     if split in ('train', 'val') and split not in splits:
       continue
     path = str(_field(config, name))
     if not path:
-      if name in _OPTIONAL_PATH_FIELDS or (name.startswith('dataset.train')
-                                           and config.dataset.source == 'coco_json'
-                                           and 'train' not in splits):
-        continue
-      if name == 'dataset.val_annotations' and config.dataset.source == 'tfds':
-        continue  # no evaluation ground truth: checked where evaluation needs it
-      missing.append(f"{name}='' must be set for dataset.source={config.dataset.source!r}")
+      if required:
+        missing.append(f"{name}='' must be set for dataset.source={config.dataset.source!r}")
     elif not file_io.exists(path):
       missing.append(f'{name}={path!r}: does not exist')
   if missing:
@@ -82,8 +77,9 @@ def _check_paths(config, splits) -> None:
 
 def check_before_build(config: ml_collections.ConfigDict, workdir: str | epath.PathLike, *,
                        splits: tuple[str, ...] = ('train', 'val')
-                       ) -> dict[str, coco_json.CocoDataset]:
-  """Validates `config` and the data of `splits`; returns the loaded splits ({} for tfds).
+                       ) -> tuple[sources.DatasetFacts, dict[str, coco_json.CocoDataset]]:
+  """Validates `config` and the data of `splits`; returns the run's dataset facts (resolved
+  here, once) and the loaded splits ({} for a streamed source).
 
   Raises config_check.ConfigError or ValueError naming the field, file, record and value.
   """
@@ -91,26 +87,22 @@ def check_before_build(config: ml_collections.ConfigDict, workdir: str | epath.P
                             num_processes=jax.process_count())
   _check_paths(config, splits)
   _check_workdir_writable(workdir)
-  label_map, num_channels = pipeline.dataset_info(config)
-  source = (config.dataset.val_annotations or config.dataset.train_annotations
-            if config.dataset.source == 'coco_json' else config.dataset.source)
-  config_check.check_num_classes(config, num_channels, str(source))
-  pipeline.keypoint_spec_for(config)  # raises for a missing or malformed keypoint category
-  if config.dataset.source == 'tfds':
-    if 'val' in splits and config.dataset.val_annotations:
-      # The images come from TFDS; the JSON is COCOeval's ground truth: check its records.
-      coco_json.load_coco_json(config.dataset.val_annotations, None,
-                               label_map_mode=config.dataset.label_map_mode,
-                               check_images='none', require_evaluation_fields=True)
-    return {}
+  source = sources.for_config(config)
+  # Raises for a missing or malformed keypoint category too.
+  facts = source.facts()
+  config_check.check_num_classes(config, facts.num_classes,
+                                 facts.label_map_file or facts.source)
   cache = ''
   if config.dataset.image_check_cache:  # read by every process, written by process 0
     cache = file_io.join(file_io.absolute(workdir), IMAGE_CHECK_CACHE)
   datasets = {}
   skipped = []
   for split in splits:
-    datasets[split] = pipeline.load_split(config, split, image_check_cache=cache,
-                                          write_image_check_cache=jax.process_index() == 0)
+    loaded = source.load_split(facts, split, image_check_cache=cache,
+                               write_image_check_cache=jax.process_index() == 0)
+    if loaded is None:  # a streamed source: nothing held on the host
+      continue
+    datasets[split] = loaded
     skipped += datasets[split].skipped_images
     logging.info('start-up check of the %s split passed: %s (%s)', split,
                  coco_json.records_summary(datasets[split].records),
@@ -125,7 +117,7 @@ def check_before_build(config: ml_collections.ConfigDict, workdir: str | epath.P
     write_skipped(workdir, skipped)
     logging.warning('%d images skipped (dataset.skip_bad_images=True), listed in %s',
                     len(skipped), file_io.join(str(workdir), SKIPPED_IMAGES))
-  return datasets
+  return facts, datasets
 
 
 def _check_workdir_writable(workdir) -> None:
@@ -167,14 +159,16 @@ class _Bad:
 class TrainBatches:
   """The training batches of this process, with images that fail to decode named or skipped.
 
-  Iterates like `pipeline.make_train_iterator(config, start_step=...)`; `num_skipped` counts
-  the records replaced at run time.
+  Iterates like `pipeline.make_train_iterator(config, facts, start_step=...)`; `num_skipped`
+  counts the records replaced at run time.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, *, start_step: int,
+  def __init__(self, config: ml_collections.ConfigDict, facts: sources.DatasetFacts, *,
+               start_step: int,
                process_index: int, process_count: int,
                dataset: coco_json.CocoDataset | None, workdir):
     self.config = config
+    self.facts = facts
     self.step = int(start_step)  # batches consumed so far
     self.process_index = process_index
     self.process_count = process_count
@@ -212,7 +206,7 @@ class TrainBatches:
     while True:
       try:
         return pipeline.make_train_iterator(
-            self.config, start_step=self.step, process_index=self.process_index,
+            self.config, self.facts, start_step=self.step, process_index=self.process_index,
             process_count=self.process_count, dataset=self._effective_dataset())
       except tf.errors.OpError as e:  # dataset.cache_decoded decodes every image up front
         if self.dataset is None:
@@ -244,7 +238,7 @@ class TrainBatches:
     out = []
     for i in range(local):
       g = batch * global_batch + self.process_index * local + i
-      out.append(int(pipeline.shuffled_index(self.config, g, num)))
+      out.append(int(stream.shuffled_index(self.config, g, num)))
     return out
 
   def _handle(self, error: Exception, indices, where: str) -> None:

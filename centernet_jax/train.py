@@ -57,11 +57,13 @@ class Trainer:
     self.config = config
     self.workdir = epath.Path(workdir)
     # Config and data of `splits` are checked before anything is built or compiled.
-    self.datasets = startup.check_before_build(config, workdir, splits=splits)
+    # The dataset's facts (label map, keypoint spec, files) are resolved once, there.
+    self.facts, self.datasets = startup.check_before_build(config, workdir, splits=splits)
     self.mesh = sharding.make_mesh(config.mesh)
     self.replicated = sharding.replicated(self.mesh)
-    self.label_map, self.num_classes = pipeline.dataset_info(config)
-    self.keypoint_spec = pipeline.keypoint_spec_for(config)
+    self.label_map = self.facts.label_map
+    self.num_classes = self.facts.num_classes
+    self.keypoint_spec = self.facts.keypoint_spec
     self.model = models.build_model(config.model, self.num_classes, self.keypoint_spec)
     self.tx, self.schedule = optimizer_lib.make_optimizer(config)
     init_fn = lambda rng: create_train_state(rng, self.model, self.tx, config.input.size)
@@ -78,10 +80,7 @@ class Trainer:
 
   @property
   def label_map_info(self) -> dict[str, Any]:
-    info = self.label_map.to_json_dict()
-    if self.keypoint_spec is not None:
-      info['keypoints'] = self.keypoint_spec.to_json_dict()
-    return info
+    return self.facts.label_map_info()
 
   def restore_or_initialize(self) -> int:
     """Resumes from the workdir, else from `init_checkpoint`, else keeps the fresh init."""
@@ -106,15 +105,16 @@ class Trainer:
   def evaluate(self, step: int, writer=None) -> dict[str, float] | None:
     config = self.config
     eval_iter, num_batches = pipeline.make_eval_iterator(
-        config, process_index=jax.process_index(), process_count=jax.process_count(),
+        config, self.facts, process_index=jax.process_index(), process_count=jax.process_count(),
         dataset=self.datasets.get('val'))
     eval_iter = startup.EvalBatches(eval_iter, self.datasets.get('val'))
     metrics = evaluate.run_evaluation(
         variables=self.variables(), predict_fn=self.predict_fn, eval_iterator=eval_iter,
-        num_batches=num_batches, mesh=self.mesh, annotation_file=eval_iter.annotation_file,
+        num_batches=num_batches, mesh=self.mesh, annotation_file=self.facts.ground_truth_file,
         channel_to_category_id=self.label_map.channel_to_id_array,
         keypoint_spec=self.keypoint_spec,
-        keypoint_annotation_file=eval_iter.keypoint_annotation_file,
+        keypoint_annotation_file=(self.facts.require_keypoint_ground_truth()
+                                  if self.keypoint_spec is not None else None),
         output_dir=self.workdir, step=step)
     if jax.process_index() == 0 and metrics is not None:
       logging.info('Eval at step %d: %s (per class: eval_per_class.md)', step,
@@ -164,7 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       donate_argnums=(0,), out_shardings=(trainer.state_shardings, trainer.replicated),
       compiler_options=performance.train_compiler_options())
   train_iter = startup.TrainBatches(
-      config, start_step=start_step, process_index=jax.process_index(),
+      config, trainer.facts, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count(), dataset=trainer.datasets.get('train'),
       workdir=trainer.workdir)
   report = periodic_actions.ReportProgress(

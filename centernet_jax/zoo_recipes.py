@@ -58,54 +58,43 @@ def keypoints_human_pose(c: ml_collections.ConfigDict) -> None:
   c.keypoints.per_keypoint_offset = True
 
 
-def _no_augmentation(c: ml_collections.ConfigDict, size: int) -> None:
-  c.input.size = size
-  c.input.random_flip = False
-  c.input.random_crop = False
-  c.input.random_pad = False
-  c.input.color_jitter = False
-  c.input.random_square_crop = False
-  c.input.random_patch_gaussian = False
+# The zoo's colour ops, in its order (hue 0.02, contrast and saturation 0.8-1.25,
+# brightness 0.2; each on x/255, clipped).
+COLOUR = ('random_adjust_hue(max_delta=0.02)|'
+          'random_adjust_contrast(min_delta=0.8, max_delta=1.25)|'
+          'random_adjust_saturation(min_delta=0.8, max_delta=1.25)|'
+          'random_adjust_brightness(max_delta=0.2)')
 
 
 def crop_pad_augmentation(c: ml_collections.ConfigDict, size: int = 512, *,
                           patch_gaussian: bool = False) -> None:
   """The 512 rows' augmentation: flip (with the keypoint permutation on keypoint rows),
-  `random_crop_image` (aspect 0.5-1.7, random_coef 0.25), colour (hue 0.02, contrast and
-  saturation 0.8-1.25, brightness 0.2), `random_absolute_pad_image` 200/200 black.
+  `random_crop_image` (aspect 0.5-1.7, random_coef 0.25), colour, `random_absolute_pad_image`
+  200/200 black.
 
   patch_gaussian: also `random_patch_gaussian` right after the flip (size 1-250, stddev
   0-1, random_coef 0: always applied), as in the MobileNetV2 keypoint config.
   """
-  _no_augmentation(c, size)
-  c.input.random_flip = True
-  c.input.random_crop = True
-  c.input.crop_min_aspect_ratio = 0.5
-  c.input.crop_max_aspect_ratio = 1.7
-  c.input.crop_keep_original_prob = 0.25
-  c.input.color_jitter = True
-  c.input.random_pad = True
-  c.input.max_pad_pixels = 200
+  c.input.size = size
+  ops = ['random_horizontal_flip(probability=0.5)']
   if patch_gaussian:
-    c.input.random_patch_gaussian = True
-    c.input.patch_gaussian_min_size = 1
-    c.input.patch_gaussian_max_size = 250
-    c.input.patch_gaussian_min_stddev = 0.0
-    c.input.patch_gaussian_max_stddev = 1.0
-    c.input.patch_gaussian_keep_original_prob = 0.0
+    ops.append('random_patch_gaussian(min_patch_size=1, max_patch_size=250, '
+               'min_gaussian_stddev=0.0, max_gaussian_stddev=1.0, random_coef=0.0)')
+  ops += ['random_crop_image(min_object_covered=1.0, aspect_ratio_range=(0.5, 1.7), '
+          'area_range=(0.1, 1.0), overlap_thresh=0.3, clip_boxes=True, random_coef=0.25)',
+          COLOUR,
+          'random_absolute_pad_image(max_height_padding=200, max_width_padding=200)']
+  c.input.augmentations = '|'.join(ops)
 
 
 def square_crop_augmentation(c: ml_collections.ConfigDict, size: int = 1024) -> None:
   """The Hourglass 1024 rows' augmentation: flip, colour (as above), then
   `random_square_crop_by_scale` (scale 0.6-1.3, max border 128, 8 scales); no crop, no pad."""
-  _no_augmentation(c, size)
-  c.input.random_flip = True
-  c.input.color_jitter = True
-  c.input.random_square_crop = True
-  c.input.square_crop_scale_min = 0.6
-  c.input.square_crop_scale_max = 1.3
-  c.input.square_crop_max_border = 128
-  c.input.square_crop_num_scales = 8
+  c.input.size = size
+  c.input.augmentations = '|'.join([
+      'random_horizontal_flip(probability=0.5)', COLOUR,
+      'random_square_crop_by_scale(scale_min=0.6, scale_max=1.3, max_border=128, '
+      'num_scales=8)'])
 
 
 def model(c: ml_collections.ConfigDict, backbone: str, *, num_classes: int = 90,

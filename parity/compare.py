@@ -202,8 +202,8 @@ def main():
 
   # ---- preprocessing ----
   image = case['image']
-  ex = pipeline.preprocess(tf.constant(image), tf.zeros([0, 4]), tf.zeros([0], tf.int32), 0,
-                           config=config, aug_seed=None, boxes_in_pixels=True)
+  ex = pipeline.preprocess({'image': tf.constant(image), 'boxes': tf.zeros([0, 4]),
+                            'classes': tf.zeros([0], tf.int32), 'image_id': 0}, config=config)
   our_image = ex['image'].numpy()
   our_true = ex['true_size'].numpy()
   row('preprocess: resized+padded image (grey levels)', _maxabs(our_image, case['resized_raw']),
@@ -212,8 +212,9 @@ def main():
   for key in sorted(k for k in case if k.startswith('resize/')):
     h, w = (int(x) for x in key.split('/')[1].split('x'))
     rng_img = case[f'resize_input/{h}x{w}']
-    ex2 = pipeline.preprocess(tf.constant(rng_img), tf.zeros([0, 4]), tf.zeros([0], tf.int32),
-                              0, config=config, aug_seed=None, boxes_in_pixels=True)
+    ex2 = pipeline.preprocess({'image': tf.constant(rng_img), 'boxes': tf.zeros([0, 4]),
+                               'classes': tf.zeros([0], tf.int32), 'image_id': 0},
+                              config=config)
     row(f'preprocess: {h}x{w} image (grey levels)', _maxabs(ex2['image'].numpy(), case[key]),
         TOLERANCES['preprocess'])
     row(f'preprocess: {h}x{w} true_size',

@@ -14,6 +14,7 @@ from centernet_jax import config_check
 from centernet_jax import startup
 from centernet_jax.data import image_check
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 from tests import tiny
 
 JOINTS = ('nose', 'left_eye', 'right_eye')
@@ -36,7 +37,8 @@ def _json(c, split):
 
 
 def _check(c, tmp_path):
-  return startup.check_before_build(c, str(tmp_path / 'work'))
+  """The splits the start-up check loaded."""
+  return startup.check_before_build(c, str(tmp_path / 'work'))[1]
 
 
 def test_a_good_set_passes_both_splits(cfg, tmp_path):
@@ -358,7 +360,7 @@ def test_non_utf8_file_name_is_read(cfg, tmp_path):
   tiny.write_json(path, data)
   datasets = _check(cfg, tmp_path)
   cfg.num_train_steps = 1
-  batch = next(pipeline.make_train_iterator(cfg, dataset=datasets['train']))
+  batch = next(pipeline.make_train_iterator(cfg, sources.resolve(cfg), dataset=datasets['train']))
   assert batch['image'].shape == (4, 64, 64, 3)
 
 
@@ -371,15 +373,15 @@ def test_image_broken_after_start_up_stops_naming_it(cfg, tmp_path, cache_decode
   data = _jpeg_bytes()
   for i in range(3):
     _replace_image(cfg, 'train', i, data[:len(data) * 2 // 3])
-  batches = startup.TrainBatches(cfg, start_step=0, process_index=0, process_count=1,
-                                 dataset=datasets['train'], workdir=str(tmp_path / 'work')
-                                 ) if not cache_decoded else None
+  batches = startup.TrainBatches(cfg, sources.resolve(cfg), start_step=0, process_index=0,
+                                 process_count=1, dataset=datasets['train'],
+                                 workdir=str(tmp_path / 'work')) if not cache_decoded else None
   with pytest.raises(ValueError, match=r"train.json: image id \d: image file .*train\d.png.* "
                      r"\(field 'file_name'\): TensorFlow cannot decode it.*"
                      'dataset.skip_bad_images=True'):
     it = batches or startup.TrainBatches(
-        cfg, start_step=0, process_index=0, process_count=1, dataset=datasets['train'],
-        workdir=str(tmp_path / 'work'))
+        cfg, sources.resolve(cfg), start_step=0, process_index=0, process_count=1,
+        dataset=datasets['train'], workdir=str(tmp_path / 'work'))
     next(it)
 
 
@@ -389,8 +391,9 @@ def test_image_broken_after_start_up_is_skipped_by_name(cfg, tmp_path, cache_dec
   cfg.dataset.skip_bad_images = True
   datasets = _check(cfg, tmp_path)
   _replace_image(cfg, 'train', 1, b'\xff\xd8\xff' + b'\x00' * 50)
-  it = startup.TrainBatches(cfg, start_step=0, process_index=0, process_count=1,
-                            dataset=datasets['train'], workdir=str(tmp_path / 'work'))
+  it = startup.TrainBatches(cfg, sources.resolve(cfg), start_step=0, process_index=0,
+                            process_count=1, dataset=datasets['train'],
+                            workdir=str(tmp_path / 'work'))
   ids = np.concatenate([next(it)['image_id'] for _ in range(3)])
   assert it.num_skipped == 1 and it.step == 3
   assert 2 not in ids and set(ids) == {1, 3}
@@ -418,12 +421,20 @@ def _config_error(c, devices=4, processes=1):
     ('model.width_multiplier', 0.0, r'model.width_multiplier=0.0: must be > 0'),
     ('optimizer.warmup_steps', -1, r'optimizer.warmup_steps=-1: must be >= 0'),
     ('optimizer.learning_rate', 0.0, r'optimizer.learning_rate=0.0: must be > 0'),
-    ('input.contrast_range', ('abc',), r"input.contrast_range=\('abc',\): every element must "
-                                       'be a number'),
-    ('input.saturation_range', (1.5,), r'input.saturation_range=\(1.5,\): must be two numbers'),
-    ('input.contrast_range', (1.2, 0.8), r'input.contrast_range=\(1.2, 0.8\): must be two'),
+    ('optimizer.manual_rates', ('abc',), r"optimizer.manual_rates=\('abc',\): every element "
+                                         'must be a number'),
+    ('input.augmentations', 'random_adjust_contrast(1.2, 0.8)',
+     r'input.augmentations: op 0 random_adjust_contrast: min_delta=1.2, max_delta=0.8: must be'),
+    ('input.augmentations', 'random_horizontal_flip|random_adjust_hue(0.7)',
+     r'input.augmentations: op 1 random_adjust_hue: max_delta=0.7: must be in \[0, 0.5\]'),
+    ('input.augmentations', 'random_flip', r"input.augmentations: op 0 'random_flip': unknown op"),
+    ('input.augmentations', 'random_crop_image(area=0.5)',
+     r"op 0 'random_crop_image\(area=0.5\)': no argument 'area'"),
+    ('input.augmentations', 'random_crop_image(area_range=(0.2, 1.5))',
+     r'op 0 random_crop_image: area_range=\(0.2, 1.5\): must be two numbers'),
     ('input.size', 30, 'input.size=30: must be a multiple of 4'),
-    ('input.crop_min_area', 1.5, r'input.crop_min_area=1.5: must be in \[0, 1\]'),
+    ('input.augmentations', 'random_crop_image(random_coef=1.5)',
+     r'random_crop_image: random_coef=1.5: must be a number in \[0, 1\]'),
     ('targets.min_overlap', 1.0, 'targets.min_overlap=1.0: must be strictly between 0 and 1'),
     ('dataset.check_images', 'decoded', r"dataset.check_images='decoded': must be one of "
                                         r".* \(did you mean 'decode'\?\)"),
@@ -514,9 +525,10 @@ def test_val_image_broken_after_start_up_names_the_file_during_evaluation(cfg, t
   datasets = _check(cfg, tmp_path)
   data = _jpeg_bytes()
   _replace_image(cfg, 'val', 2, data[:len(data) // 2])
-  inner, num_batches = pipeline.make_eval_iterator(cfg, dataset=datasets['val'])
+  inner, num_batches = pipeline.make_eval_iterator(cfg, sources.resolve(cfg),
+                                                   dataset=datasets['val'])
   batches = startup.EvalBatches(inner, datasets['val'])
-  assert num_batches == 1 and batches.annotation_file == datasets['val'].annotation_file
+  assert num_batches == 1 and batches.num_examples == len(datasets['val'].records)
   with pytest.raises(ValueError, match=r"val.json: image id 3: image file .*val2.png.* \(field "
                      r"'file_name'\): .* -- during evaluation"):
     list(batches)

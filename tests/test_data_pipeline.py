@@ -11,8 +11,14 @@ import tensorflow as tf
 from centernet_jax import config_base
 from centernet_jax.data import augment
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
+from centernet_jax.data.sources import record_table
 
 S = 32
+# The zoo's 512 recipe without its colour ops, with a 10-pixel pad (geometry tests).
+FLIP_CROP_PAD = ('random_horizontal_flip|random_crop_image(aspect_ratio_range=(0.5, 1.7), '
+                 'area_range=(0.1, 1.0), overlap_thresh=0.3, random_coef=0.25)|'
+                 'random_absolute_pad_image({pad}, {pad})')
 M = 5
 
 
@@ -77,11 +83,21 @@ def cfg(tmp_path_factory):
   c.dataset.max_boxes = M
   c.dataset.num_parallel_calls = 2
   c.input.size = S
-  c.input.max_pad_pixels = 10
+  c.input.augmentations = c.input.augmentations.replace('random_absolute_pad_image(200, 200)',
+                                                        'random_absolute_pad_image(10, 10)')
+  assert c.input.augmentations.endswith('random_absolute_pad_image(10, 10)')
   c.batch_size = 4
   c.eval.batch_size = 4
   c.seed = 3
   return c
+
+
+def _example(image, boxes_px, classes, image_id):
+  """A decoded example as the sources give it: boxes normalized to the image."""
+  image = tf.convert_to_tensor(image)
+  h, w = image.shape[:2]
+  return {'image': image, 'boxes': np.asarray(boxes_px, np.float32).reshape(-1, 4) / [h, w, h, w],
+          'classes': tf.cast(classes, tf.int32), 'image_id': image_id}
 
 
 def _take(it, n):
@@ -105,8 +121,8 @@ def test_batch_contract(cfg):
       'true_size': (np.int32, (4, 2)),
       'example_mask': (np.float32, (4,)),
   }
-  train_batches = _take(pipeline.make_train_iterator(cfg), 2)
-  for batch in train_batches + list(pipeline.make_eval_iterator(cfg)[0]):
+  train_batches = _take(pipeline.make_train_iterator(cfg, sources.resolve(cfg)), 2)
+  for batch in train_batches + list(pipeline.make_eval_iterator(cfg, sources.resolve(cfg))[0]):
     assert set(batch) == set(expected)
     for k, (dt, shape) in expected.items():
       if k == 'image' and not any(batch is b for b in train_batches):
@@ -117,7 +133,8 @@ def test_batch_contract(cfg):
     assert np.all(batch['boxes'][batch['box_mask'] == 0] == 0)
     assert np.all(batch['classes'][batch['box_mask'] == 0] == 0)
     assert set(np.unique(batch['classes'])) <= {0, 1}
-  lm, n = pipeline.dataset_info(cfg)
+  facts = sources.resolve(cfg)
+  lm, n = facts.label_map, facts.num_classes
   assert n == 2 and lm.ids == (2, 5)
 
 
@@ -127,8 +144,7 @@ def test_resize_pad_math_on_non_square(cfg):
   rng = np.random.default_rng(0)
   img = rng.integers(0, 256, (30, 40, 3)).astype(np.uint8)
   boxes_px = np.array([[3, 4, 15, 20]], np.float32)
-  out = pipeline.preprocess(tf.constant(img), boxes_px, tf.constant([1]), 9, config=c,
-                            boxes_in_pixels=True)
+  out = pipeline.preprocess(_example(img, boxes_px, [1], 9), config=c)
   out = {k: v.numpy() for k, v in out.items()}
   np.testing.assert_array_equal(out['true_size'], [24, 32])
   np.testing.assert_array_equal(out['original_size'], [30, 40])
@@ -157,8 +173,7 @@ def test_resize_pad_math_on_non_square(cfg):
   ref = tf.compat.v1.image.resize(img[None].astype(np.float32), [24, 32], align_corners=False)
   np.testing.assert_allclose(out['image'][:24], ref[0].numpy(), atol=1e-3)
   # A portrait image pads on the right.
-  out = pipeline.preprocess(tf.zeros([40, 10, 3], tf.uint8) + 7, np.zeros([0, 4], np.float32),
-                            tf.zeros([0], tf.int32), 1, config=c, boxes_in_pixels=True)
+  out = pipeline.preprocess(_example(tf.zeros([40, 10, 3], tf.uint8) + 7, [], [], 1), config=c)
   np.testing.assert_array_equal(out['true_size'], [32, 8])
   assert np.all(out['image'].numpy()[:, :8] == 7) and np.all(out['image'].numpy()[:, 8:] == 0)
 
@@ -169,9 +184,6 @@ def _extent(mask):
 
 
 def test_flip_crop_pad_keep_boxes_on_objects(cfg):
-  c = cfg.input.copy_and_resolve_references()
-  c.color_jitter = False
-  c.max_pad_pixels = 30
   h, w = 60, 80
   red_box = (20, 30, 36, 61)
   green_box = (40, 2, 58, 20)
@@ -182,9 +194,10 @@ def test_flip_crop_pad_keep_boxes_on_objects(cfg):
   image = tf.constant(img, tf.float32)
   n_cropped = n_dropped = n_flipped = 0
   for s in range(40):
-    out, b, cls = augment.augment_example(image, tf.constant(boxes), tf.constant([0, 1]),
-                                          tf.constant([s, 11]), c)
-    out, b, cls = out.numpy(), b.numpy(), cls.numpy()
+    ex = augment.Augmenter(FLIP_CROP_PAD.format(pad=30))(
+        {'image': image, 'boxes': tf.constant(boxes), 'classes': tf.constant([0, 1])},
+        tf.constant([s, 11]))
+    out, b, cls = ex['image'].numpy(), ex['boxes'].numpy(), ex['classes'].numpy()
     oh, ow = out.shape[:2]
     assert out.shape[2] == 3
     for ch, orig in ((0, red_box), (1, green_box)):
@@ -201,11 +214,12 @@ def test_flip_crop_pad_keep_boxes_on_objects(cfg):
   # The crop always keeps at least one box whole (min_object_covered=1).
   assert n_cropped > 0 and n_dropped > 0 and n_flipped > 0
   # Flip alone: exact mirror, about half of the time.
-  c.random_crop = c.random_pad = False
   flips = 0
   for s in range(20):
-    out, b, _ = augment.augment_example(image, tf.constant(boxes), tf.constant([0, 1]),
-                                        tf.constant([s, 5]), c)
+    ex = augment.Augmenter('random_horizontal_flip')(
+        {'image': image, 'boxes': tf.constant(boxes), 'classes': tf.constant([0, 1])},
+        tf.constant([s, 5]))
+    out, b = ex['image'], ex['boxes']
     flipped = not np.array_equal(out.numpy(), img)
     if flipped:
       np.testing.assert_array_equal(out.numpy(), img[:, ::-1])
@@ -220,11 +234,10 @@ def test_pipeline_boxes_track_bright_pixels(tmp_path):
   c.dataset.train_annotations, c.dataset.train_images = _write_set(
       str(tmp_path), 'train', specs, categories=((1, 'x'),))
   c.input.size = 64
-  c.input.color_jitter = False
-  c.input.max_pad_pixels = 20
+  c.input.augmentations = FLIP_CROP_PAD.format(pad=20)
   c.batch_size = 8
   c.dataset.max_boxes = 3
-  for batch in _take(pipeline.make_train_iterator(c), 3):
+  for batch in _take(pipeline.make_train_iterator(c, sources.resolve(c)), 3):
     for k in range(8):
       bright = batch['image'][k, ..., 0] > 127
       assert batch['box_mask'][k].sum() == 1  # a single box is never dropped by the crop
@@ -233,10 +246,9 @@ def test_pipeline_boxes_track_bright_pixels(tmp_path):
 
 def test_grayscale_rgba_decode(cfg):
   c = cfg.copy_and_resolve_references()
-  for key in ('random_flip', 'random_crop', 'random_pad', 'color_jitter'):
-    c.input[key] = False
-  data = pipeline.load_split(c, 'train')
-  table = pipeline._RecordTable(data.records)  # pylint: disable=protected-access
+  c.input.augmentations = ''
+  data = sources.for_config(c).load_split(sources.resolve(c), 'train')
+  table = record_table.RecordTable(data.records)
   gray = table.image(1).numpy()
   rgba = table.image(2).numpy()
   assert gray.shape == (32, 24, 3) and rgba.shape == (30, 40, 3)
@@ -246,14 +258,14 @@ def test_grayscale_rgba_decode(cfg):
 
 
 def test_decoded_cache_same_images_and_refused_when_too_large(cfg):
-  data = pipeline.load_split(cfg, 'train')
-  plain = pipeline._RecordTable(data.records)  # pylint: disable=protected-access
-  cached = pipeline._RecordTable(data.records, cache_decoded=True)  # pylint: disable=protected-access
+  data = sources.for_config(cfg).load_split(sources.resolve(cfg), 'train')
+  plain = record_table.RecordTable(data.records)
+  cached = record_table.RecordTable(data.records, cache_decoded=True)
   assert cached.cache is not None
   for i in range(len(data.records)):
     np.testing.assert_array_equal(plain.image(i).numpy(), cached.image(i).numpy())
   need_mib = sum(r.height * r.width * 3 for r in data.records) / 2**20
-  too_small = pipeline._RecordTable(  # pylint: disable=protected-access
+  too_small = record_table.RecordTable(
       data.records, cache_decoded=True, cache_max_mib=need_mib * 0.99)
   assert too_small.cache is None
   np.testing.assert_array_equal(too_small.image(4).numpy(), plain.image(4).numpy())
@@ -261,23 +273,22 @@ def test_decoded_cache_same_images_and_refused_when_too_large(cfg):
 
 def test_max_boxes_truncation(cfg):
   c = cfg.copy_and_resolve_references()
-  for key in ('random_flip', 'random_crop', 'random_pad', 'color_jitter'):
-    c.input[key] = False
-  data = pipeline.load_split(c, 'train')
+  c.input.augmentations = ''
+  data = sources.for_config(c).load_split(sources.resolve(c), 'train')
   r = data.records[4]
-  out = pipeline.preprocess(tf.zeros([40, 30, 3], tf.uint8), r.boxes, r.classes, r.image_id,
-                            config=c, boxes_in_pixels=True)
+  out = pipeline.preprocess(_example(tf.zeros([40, 30, 3], tf.uint8), r.boxes, r.classes,
+                                     r.image_id), config=c)
   assert out['box_mask'].numpy().sum() == M
   np.testing.assert_allclose(out['boxes'].numpy()[:, 0] * 32, r.boxes[:M, 0] * 32 / 40,
                              rtol=1e-5)
 
 
 def test_determinism_and_resumption(cfg):
-  full = _take(pipeline.make_train_iterator(cfg), 5)
-  again = _take(pipeline.make_train_iterator(cfg), 5)
+  full = _take(pipeline.make_train_iterator(cfg, sources.resolve(cfg)), 5)
+  again = _take(pipeline.make_train_iterator(cfg, sources.resolve(cfg)), 5)
   for a, b in zip(full, again):
     _assert_batches_equal(a, b)
-  resumed = _take(pipeline.make_train_iterator(cfg, start_step=3), 2)
+  resumed = _take(pipeline.make_train_iterator(cfg, sources.resolve(cfg), start_step=3), 2)
   for a, b in zip(full[3:], resumed):
     _assert_batches_equal(a, b)
   # Every record appears once per epoch (6 records, 4 per batch -> first 6 positions).
@@ -286,29 +297,29 @@ def test_determinism_and_resumption(cfg):
   assert sorted(ids[6:12]) == sorted(100 + 7 * i for i in range(6))
   c2 = cfg.copy_and_resolve_references()
   c2.dataset.cache_decoded = True  # decoded images held in memory: same batches
-  for a, b in zip(full[:3], _take(pipeline.make_train_iterator(c2), 3)):
+  for a, b in zip(full[:3], _take(pipeline.make_train_iterator(c2, sources.resolve(c2)), 3)):
     _assert_batches_equal(a, b)
   c2.seed = 4
-  other = _take(pipeline.make_train_iterator(c2), 2)
+  other = _take(pipeline.make_train_iterator(c2, sources.resolve(c2)), 2)
   assert not np.array_equal(other[0]['image'], full[0]['image'])
 
 
 def test_two_processes_concatenate_to_global_batch(cfg):
-  glob = _take(pipeline.make_train_iterator(cfg, start_step=1), 3)
-  p0 = _take(pipeline.make_train_iterator(cfg, start_step=1, process_index=0,
+  glob = _take(pipeline.make_train_iterator(cfg, sources.resolve(cfg), start_step=1), 3)
+  p0 = _take(pipeline.make_train_iterator(cfg, sources.resolve(cfg), start_step=1, process_index=0,
                                           process_count=2), 3)
-  p1 = _take(pipeline.make_train_iterator(cfg, start_step=1, process_index=1,
+  p1 = _take(pipeline.make_train_iterator(cfg, sources.resolve(cfg), start_step=1, process_index=1,
                                           process_count=2), 3)
   for g, a, b in zip(glob, p0, p1):
     assert a['image'].shape[0] == 2
     _assert_batches_equal(g, {k: np.concatenate([a[k], b[k]]) for k in g})
   with pytest.raises(ValueError, match='not divisible'):
-    pipeline.make_train_iterator(cfg, process_count=3)
+    pipeline.make_train_iterator(cfg, sources.resolve(cfg), process_count=3)
 
 
 def test_eval_padding_and_equal_batch_counts(cfg):
   all_ids = [100 + 7 * i for i in range(7)]
-  it, n = pipeline.make_eval_iterator(cfg)
+  it, n = pipeline.make_eval_iterator(cfg, sources.resolve(cfg))
   batches = list(it)
   assert n == 2 and len(batches) == 2 and len(it) == 2
   mask = np.concatenate([b['example_mask'] for b in batches])
@@ -316,7 +327,8 @@ def test_eval_padding_and_equal_batch_counts(cfg):
   np.testing.assert_array_equal(mask, [1] * 7 + [0])
   np.testing.assert_array_equal(ids, all_ids + [-1])
   assert np.all(batches[1]['image'][3] == 0) and batches[1]['box_mask'][3].sum() == 0
-  assert it.label_map.ids == (2, 5) and it.annotation_file == cfg.dataset.val_annotations
+  facts = sources.resolve(cfg)
+  assert facts.label_map.ids == (2, 5) and facts.ground_truth_file == cfg.dataset.val_annotations
   assert it.all_image_ids == all_ids
   # No augmentation: the val boxes are exactly the resized annotation (20x28 -> 23x32: the
   # rounded true size sets each axis' scale).
@@ -330,7 +342,7 @@ def test_eval_padding_and_equal_batch_counts(cfg):
   seen = []
   counts = []
   for p in range(2):
-    it, n = pipeline.make_eval_iterator(cfg, process_index=p, process_count=2)
+    it, n = pipeline.make_eval_iterator(cfg, sources.resolve(cfg), process_index=p, process_count=2)
     bs = list(it)
     counts.append((n, len(bs)))
     for b in bs:
@@ -341,7 +353,7 @@ def test_eval_padding_and_equal_batch_counts(cfg):
   assert sorted(seen) == all_ids
   c = cfg.copy_and_resolve_references()
   c.eval.num_examples = 3
-  it, n = pipeline.make_eval_iterator(c, process_index=1, process_count=2)
+  it, n = pipeline.make_eval_iterator(c, sources.resolve(c), process_index=1, process_count=2)
   assert n == 1 and it.image_ids == [114] and it.all_image_ids == all_ids[:3]
 
 
@@ -353,11 +365,11 @@ def test_corrupt_image_in_pipeline(tmp_path):
   with open(os.path.join(c.dataset.train_images, 'train1.png'), 'wb') as f:
     f.write(b'\x89PNG garbage')
   with pytest.raises(ValueError, match=r'image id 107 .*train1.png.* cannot be read'):
-    pipeline.make_train_iterator(c)
+    pipeline.make_train_iterator(c, sources.resolve(c))
   c.dataset.skip_bad_images = True
   c.batch_size = 2
   c.input.size = 16
-  batch = next(pipeline.make_train_iterator(c))
+  batch = next(pipeline.make_train_iterator(c, sources.resolve(c)))
   np.testing.assert_array_equal(batch['image_id'], [100, 100])
 
 
@@ -379,18 +391,19 @@ def test_dataset_on_a_non_local_file_system_gives_the_same_batches(cfg):
     _copy_tree_to(c.dataset[f'{split}_images'], f'{root}/{split}')
     c.dataset[f'{split}_annotations'] = f'{root}/instances_{split}.json'
     c.dataset[f'{split}_images'] = f'{root}/{split}'
-  for a, b in zip(_take(pipeline.make_train_iterator(cfg), 2),
-                  _take(pipeline.make_train_iterator(c), 2)):
+  for a, b in zip(_take(pipeline.make_train_iterator(cfg, sources.resolve(cfg)), 2),
+                  _take(pipeline.make_train_iterator(c, sources.resolve(c)), 2)):
     _assert_batches_equal(a, b)
-  local_eval, remote_eval = pipeline.make_eval_iterator(cfg), pipeline.make_eval_iterator(c)
+  local_eval = pipeline.make_eval_iterator(cfg, sources.resolve(cfg))
+  remote_eval = pipeline.make_eval_iterator(c, sources.resolve(c))
   assert local_eval[1] == remote_eval[1]
   for a, b in zip(local_eval[0], remote_eval[0]):
     _assert_batches_equal(a, b)
-  assert pipeline.label_map_for(c).ids == pipeline.label_map_for(cfg).ids
+  assert sources.resolve(c).label_map.ids == sources.resolve(cfg).label_map.ids
   from centernet_jax import evaluate  # pylint: disable=g-import-not-at-top
   assert (evaluate.load_coco_ground_truth(c.dataset.val_annotations).getImgIds() ==
           evaluate.load_coco_ground_truth(cfg.dataset.val_annotations).getImgIds())
   # A missing remote image is named like a local one.
   tf.io.gfile.remove(f'{root}/val/val3.png')
   with pytest.raises(ValueError, match=r"image file 'ram://.*val3.png' \(field 'file_name'\)"):
-    pipeline.load_split(c, 'val')
+    sources.for_config(c).load_split(sources.resolve(c), 'val')

@@ -11,6 +11,7 @@ from PIL import Image
 from centernet_jax import config_base
 from centernet_jax.data import coco_json
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 from centernet_jax.data import synthetic
 
 
@@ -149,13 +150,14 @@ def test_cli_and_pipeline(tmp_path):
   c.input.size = 32
   c.batch_size = 4
   c.eval.batch_size = 2
-  lm, n = pipeline.dataset_info(c)
+  facts = sources.resolve(c)
+  lm, n = facts.label_map, facts.num_classes
   assert n == 5 and lm.ids == (1, 3, 7, 8, 12)
   c.dataset.label_map_mode = 'id_minus_one'
-  assert pipeline.dataset_info(c)[1] == 12
+  assert sources.resolve(c).num_classes == 12
   c.dataset.label_map_mode = 'contiguous'
-  batch = next(pipeline.make_train_iterator(c))
+  batch = next(pipeline.make_train_iterator(c, sources.resolve(c)))
   assert batch['image'].shape == (4, 32, 32, 3)
   assert batch['classes'].max() < 5
-  it, nb = pipeline.make_eval_iterator(c)
+  it, nb = pipeline.make_eval_iterator(c, sources.resolve(c))
   assert nb == 3 and sum(b['example_mask'].sum() for b in it) == 5

@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from centernet_jax import config_base
 from centernet_jax.data import coco_json
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 from centernet_jax.data import tfds_coco
 
 
@@ -120,7 +121,8 @@ def tfds_cfg(tmp_path_factory):
   c.dataset.max_boxes = 4
   c.dataset.shuffle_buffer = 4
   c.input.size = 32
-  c.input.max_pad_pixels = 8
+  c.input.augmentations = c.input.augmentations.replace('random_absolute_pad_image(200, 200)',
+                                                        'random_absolute_pad_image(8, 8)')
   c.batch_size = 4
   c.eval.batch_size = 4
   c.num_train_steps = 10
@@ -128,7 +130,7 @@ def tfds_cfg(tmp_path_factory):
 
 
 def test_tfds_train_stream(tfds_cfg):
-  it = pipeline.make_train_iterator(tfds_cfg)
+  it = pipeline.make_train_iterator(tfds_cfg, sources.resolve(tfds_cfg))
   batches = [next(it) for _ in range(4)]
   b = batches[0]
   assert b['image'].shape == (4, 32, 32, 3) and b['boxes'].shape == (4, 4, 4)
@@ -138,17 +140,17 @@ def test_tfds_train_stream(tfds_cfg):
   assert sorted(ids[:6]) == [1, 2, 3, 4, 5, 6] and sorted(ids[6:12]) == [1, 2, 3, 4, 5, 6]
   assert all(x['box_mask'].sum() == 4 for x in batches)
   # Deterministic and resumable.
-  again = pipeline.make_train_iterator(tfds_cfg, start_step=2)
+  again = pipeline.make_train_iterator(tfds_cfg, sources.resolve(tfds_cfg), start_step=2)
   for a, b in zip(batches[2:], [next(again) for _ in range(2)]):
     for k in a:
       np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-  assert pipeline.dataset_info(tfds_cfg)[1] == 80
+  assert sources.resolve(tfds_cfg).num_classes == 80
 
 
 def test_tfds_eval(tfds_cfg):
   seen = []
   for p in range(2):
-    it, n = pipeline.make_eval_iterator(tfds_cfg, process_index=p, process_count=2)
+    it, n = pipeline.make_eval_iterator(tfds_cfg, sources.resolve(tfds_cfg), process_index=p, process_count=2)
     bs = list(it)
     assert n == 2 and len(bs) == 2  # shares 3 and 2, local batch 2
     for b in bs:

@@ -1,4 +1,5 @@
-"""The zoo augmentations random_square_crop_by_scale and random_patch_gaussian (augment.py)."""
+"""The zoo augmentations random_square_crop_by_scale and random_patch_gaussian, and the
+ordered op list of `input.augmentations` (augment.py)."""
 
 import numpy as np
 import pytest
@@ -30,6 +31,18 @@ def _seed(i):
   return tf.constant([i, 17], tf.int64)
 
 
+def _square_crop(image, boxes, seed, **kwargs):
+  """(image, boxes, kept) of the op; kept = the input indices of the surviving boxes (the
+  example's classes are the box indices, and follow the boxes)."""
+  out = augment.random_square_crop_by_scale(
+      {'image': image, 'boxes': boxes, 'classes': tf.range(tf.shape(boxes)[0])}, seed, **kwargs)
+  return out['image'], out['boxes'], out['classes']
+
+
+def _patch_gaussian(image, seed, **kwargs):
+  return augment.random_patch_gaussian({'image': image}, seed, **kwargs)['image']
+
+
 def _assert_boxes_on_objects(image, boxes, kept):
   """Every kept box covers pixels of its own object's colour (its visible part)."""
   image = np.asarray(image)
@@ -54,7 +67,7 @@ def _assert_boxes_on_objects(image, boxes, kept):
 @pytest.mark.parametrize('seed', range(12))
 def test_square_crop_keeps_boxes_on_objects(seed):
   image, boxes = _scene()
-  out, new_boxes, kept = augment.random_square_crop_by_scale(image, boxes, _seed(seed))
+  out, new_boxes, kept = _square_crop(image, boxes, _seed(seed))
   side = out.shape[0]
   assert out.shape == (side, side, 3)
   assert side in SIDES
@@ -74,7 +87,7 @@ def test_square_crop_window_boxes_drops_and_black_padding():
   _, boxes = _scene()
   seen_drop = seen_pad = False
   for seed in range(40):
-    out, new_boxes, kept = augment.random_square_crop_by_scale(coords, boxes, _seed(seed))
+    out, new_boxes, kept = _square_crop(coords, boxes, _seed(seed))
     out = np.asarray(out)
     side = out.shape[0]
     rows, cols = np.nonzero(out[..., 2])
@@ -104,7 +117,7 @@ def test_square_crop_scales_and_center_border():
   image, boxes = _scene()
   sides = set()
   for seed in range(60):
-    out, _, _ = augment.random_square_crop_by_scale(image, boxes, _seed(seed))
+    out, _, _ = _square_crop(image, boxes, _seed(seed))
     sides.add(out.shape[0])
   assert sides <= SIDES and len(sides) >= 6, sides
   assert 300 in SIDES and 650 in SIDES and len(SIDES) == 8  # 0.6 and 1.3 x 500
@@ -113,19 +126,17 @@ def test_square_crop_scales_and_center_border():
              (1024, 256, 255, 200, 128, 64, 3)}
   assert borders == {1024: 128, 256: 128, 255: 64, 200: 64, 128: 64, 64: 32, 3: 1}
   # A tiny image still works.
-  out, b, k = augment.random_square_crop_by_scale(tf.ones([3, 5, 3]),
-                                                  tf.constant([[0.0, 0.0, 1.0, 1.0]]),
-                                                  _seed(0))
+  out, b, k = _square_crop(tf.ones([3, 5, 3]), tf.constant([[0.0, 0.0, 1.0, 1.0]]), _seed(0))
   assert out.shape[0] == out.shape[1] >= 3 and len(k) == 1
 
 
 def test_square_crop_is_deterministic_per_seed():
   image, boxes = _scene()
-  a = augment.random_square_crop_by_scale(image, boxes, _seed(3))
-  b = augment.random_square_crop_by_scale(image, boxes, _seed(3))
+  a = _square_crop(image, boxes, _seed(3))
+  b = _square_crop(image, boxes, _seed(3))
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x, y)
-  outs = {augment.random_square_crop_by_scale(image, boxes, _seed(s))[1].numpy().tobytes()
+  outs = {_square_crop(image, boxes, _seed(s))[1].numpy().tobytes()
           for s in range(6)}
   assert len(outs) > 1
 
@@ -137,7 +148,7 @@ def _changed(a, b):
 @pytest.mark.parametrize('seed', range(8))
 def test_patch_gaussian_changes_one_square_patch(seed):
   image = tf.fill([H, W, 3], 128.0)
-  out = np.asarray(augment.random_patch_gaussian(image, _seed(seed)))
+  out = np.asarray(_patch_gaussian(image, _seed(seed)))
   assert out.shape == (H, W, 3)
   assert out.min() >= 0.0 and out.max() <= 255.0
   changed = _changed(out, image)
@@ -159,7 +170,7 @@ def test_patch_gaussian_sizes_sigma_and_clipping():
   image = tf.fill([600, 600, 3], 128.0)
   sides, sigmas = [], []
   for seed in range(30):
-    out = np.asarray(augment.random_patch_gaussian(image, _seed(seed)))
+    out = np.asarray(_patch_gaussian(image, _seed(seed)))
     changed = _changed(out, image)
     ys, xs = np.nonzero(changed)
     if len(ys) < 100:
@@ -172,78 +183,95 @@ def test_patch_gaussian_sizes_sigma_and_clipping():
   # sigma is drawn from U[0, 1) on x/255 (clipping at [0, 1] shrinks the spread).
   assert max(sigmas) <= 0.6 and max(sigmas) > 0.1
   # A bright image: noise on x/255 is clipped at 1.0 -> 255.
-  out = np.asarray(augment.random_patch_gaussian(tf.fill([200, 200, 3], 250.0), _seed(1)))
+  out = np.asarray(_patch_gaussian(tf.fill([200, 200, 3], 250.0), _seed(1)))
   assert out.max() <= 255.0 and np.any(out == 255.0)
 
 
 def test_patch_gaussian_random_coef_and_determinism():
   image = tf.random.stateless_uniform([100, 120, 3], [1, 2], 0, 255)
   for s in range(5):
-    kept = augment.random_patch_gaussian(image, _seed(s), random_coef=1.0)
+    kept = _patch_gaussian(image, _seed(s), random_coef=1.0)
     np.testing.assert_array_equal(kept, image)
-  a = augment.random_patch_gaussian(image, _seed(4))
-  b = augment.random_patch_gaussian(image, _seed(4))
+  a = _patch_gaussian(image, _seed(4))
+  b = _patch_gaussian(image, _seed(4))
   np.testing.assert_array_equal(a, b)
-  c = augment.random_patch_gaussian(image, _seed(5))
+  c = _patch_gaussian(image, _seed(5))
   assert not np.array_equal(a, c)
   # Half the time with random_coef 0.5.
-  applied = sum(not np.array_equal(augment.random_patch_gaussian(
+  applied = sum(not np.array_equal(_patch_gaussian(
       image, _seed(s), random_coef=0.5), image) for s in range(40))
   assert 8 <= applied <= 32
 
 
-def _input_config(**switches):
-  c = config_base.base_config().input
-  c.random_flip = False
-  c.random_crop = False
-  c.random_pad = False
-  c.color_jitter = False
-  c.update(switches)
-  return c
-
-
-def test_augment_example_switches():
-  base = config_base.base_config().input
-  assert not base.random_square_crop and not base.random_patch_gaussian  # default off
+def test_augmenter_applies_the_listed_ops_in_order_with_name_and_position_seeds():
+  base = config_base.base_config().input.augmentations
+  assert 'square_crop' not in base and 'patch_gaussian' not in base  # default off
   image, boxes = _scene()
   classes = tf.constant([10, 11, 12, 13])
+  example = {'image': image, 'boxes': boxes, 'classes': classes}
   seed = _seed(7)
-  # Square crop: square output, classes follow the kept boxes, same as the op itself.
-  out, b, cls = augment.augment_example(image, boxes, classes, seed,
-                                        _input_config(random_square_crop=True))
-  assert out.shape[0] == out.shape[1]
-  ref_img, ref_boxes, kept = augment.random_square_crop_by_scale(
-      image, boxes, augment._sub_seed(seed, augment._TAG_SQUARE_CROP))
-  np.testing.assert_array_equal(out, ref_img)
-  np.testing.assert_array_equal(b, ref_boxes)
-  np.testing.assert_array_equal(cls, tf.gather(classes, kept))
+  # Square crop: square output, classes follow the kept boxes, same as the op itself with
+  # the seed of its name and position.
+  out = augment.Augmenter('random_square_crop_by_scale')(example, seed)
+  assert out['image'].shape[0] == out['image'].shape[1]
+  ref = augment.random_square_crop_by_scale(
+      example, augment.op_seed(seed, 0, 'random_square_crop_by_scale'))
+  for key in ('image', 'boxes', 'classes'):
+    np.testing.assert_array_equal(out[key], ref[key])
+  assert set(out) == {'image', 'boxes', 'classes'}  # no keypoints in, none out
   # Patch gaussian: boxes unchanged, image changed.
-  out, b, cls = augment.augment_example(image, boxes, classes, seed,
-                                        _input_config(random_patch_gaussian=True))
-  np.testing.assert_array_equal(b, boxes)
-  np.testing.assert_array_equal(cls, classes)
-  assert out.shape == image.shape
-  # Switching the new ops on leaves the other ops' randomness alone (own sub-seeds).
-  zoo = dict(random_flip=True, random_crop=True, color_jitter=True)
-  _, b_off, _ = augment.augment_example(image, boxes, classes, seed, _input_config(**zoo))
-  _, b_on, _ = augment.augment_example(image, boxes, classes, seed,
-                                       _input_config(random_patch_gaussian=True, **zoo))
-  np.testing.assert_array_equal(b_off, b_on)
+  out = augment.Augmenter('random_patch_gaussian')(example, seed)
+  np.testing.assert_array_equal(out['boxes'], boxes)
+  np.testing.assert_array_equal(out['classes'], classes)
+  assert out['image'].shape == image.shape
+  # An op appended to the list leaves the earlier ops' randomness alone.
+  zoo = ('random_horizontal_flip|random_crop_image(random_coef=0.0)|random_adjust_hue(0.02)|'
+         'random_adjust_contrast(0.8, 1.25)')
+  off = augment.Augmenter(zoo)(example, seed)
+  on = augment.Augmenter(zoo + '|random_patch_gaussian')(example, seed)
+  np.testing.assert_array_equal(off['boxes'], on['boxes'])
+  # The same op at another position draws another window.
+  crops = {augment.Augmenter('|'.join(['random_adjust_hue(0.0)'] * i +
+                                      ['random_crop_image(random_coef=0.0)']))(
+                                          example, seed)['boxes'].numpy().tobytes()
+           for i in range(4)}
+  assert len(crops) > 1
+  # Arguments: positional in signature order, or by name; the same op either way.
+  a = augment.Augmenter('random_absolute_pad_image(7, 3)')(example, seed)
+  b = augment.Augmenter('random_absolute_pad_image(max_width_padding=3, '
+                        'max_height_padding=7)')(example, seed)
+  np.testing.assert_array_equal(a['image'], b['image'])
+  assert a['image'].shape[0] <= H + 7 and a['image'].shape[1] <= W + 3
+
+
+def test_spec_errors_name_the_op():
+  with pytest.raises(ValueError, match=r"op 1 'random_flip': unknown op"):
+    augment.parse_spec('random_horizontal_flip|random_flip')
+  with pytest.raises(ValueError, match=r"op 0 .*: no argument 'probabilty'"):
+    augment.parse_spec('random_horizontal_flip(probabilty=0.2)')
+  with pytest.raises(ValueError, match=r'op 0 .*: 3 positional arguments, the op takes at most 2'):
+    augment.parse_spec('random_absolute_pad_image(1, 2, 3)')
+  with pytest.raises(ValueError, match=r'op 0 .*: arguments must be Python literals'):
+    augment.parse_spec('random_adjust_hue(x)')
+  assert augment.parse_spec('') == []
+  # The flip permutation is the dataset's, never the spec's.
+  with pytest.raises(ValueError, match="no argument 'flip_permutation'"):
+    augment.parse_spec('random_horizontal_flip(flip_permutation=(1, 0))')
 
 
 def test_pipeline_preprocess_with_zoo_ops():
   config = config_base.base_config()
   config.input.size = 128
-  config.input.random_square_crop = True
-  config.input.random_patch_gaussian = True
-  config.input.random_crop = False  # as the HG104 1024 rows: no crop / pad with the square crop
-  config.input.random_pad = False
+  # As the HG104 1024 rows: no crop / pad with the square crop.
+  config.input.augmentations = 'random_patch_gaussian|random_square_crop_by_scale'
   config.dataset.max_boxes = 8
   image, boxes = _scene()
-  ex = pipeline.preprocess(tf.cast(image, tf.uint8), boxes, tf.constant([1, 2, 3, 4]),
-                           tf.constant(5), config=config, aug_seed=_seed(2),
-                           boxes_in_pixels=False)
-  assert ex['image'].shape == (128, 128, 3)
+  example = {'image': tf.cast(image, tf.uint8), 'boxes': boxes,
+             'classes': tf.constant([1, 2, 3, 4]), 'image_id': tf.constant(5)}
+  ex = pipeline.preprocess(example, config=config,
+                           augmenter=augment.Augmenter(config.input.augmentations),
+                           seed=_seed(2))
+  assert ex['image'].shape == (128, 128, 3) and ex['image'].dtype == tf.uint8
   assert list(ex['true_size'].numpy()) == [128, 128]  # square crop -> square image
   n = int(ex['box_mask'].numpy().sum())
   assert 1 <= n <= 4

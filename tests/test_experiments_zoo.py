@@ -28,7 +28,9 @@ from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import sharding
 from centernet_jax import train
+from centernet_jax.data import augment
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(REPO, 'experiments')
@@ -37,12 +39,24 @@ COSINE_1E3 = dict(schedule='cosine', learning_rate=1e-3, warmup_learning_rate=2.
                   warmup_steps=5000)
 MANUAL_1E3 = dict(schedule='manual_steps', manual_boundaries=(90000, 120000),
                   manual_rates=(1e-3, 1e-4, 1e-5))
-ZOO_AUG = dict(random_flip=True, random_crop=True, color_jitter=True, random_pad=True,
-               random_square_crop=False, random_patch_gaussian=False)
-HG1024_AUG = dict(random_flip=True, random_crop=False, color_jitter=True, random_pad=False,
-                  random_square_crop=True, random_patch_gaussian=False)
-MOBILENET_AUG = dict(random_flip=True, random_crop=True, color_jitter=True, random_pad=True,
-                     random_square_crop=False, random_patch_gaussian=True)
+# The zoo's ops in order, with the arguments its configs give (research note 5.1).
+FLIP = ('random_horizontal_flip', {'probability': 0.5})
+CROP = ('random_crop_image', {'min_object_covered': 1.0, 'aspect_ratio_range': (0.5, 1.7),
+                              'area_range': (0.1, 1.0), 'overlap_thresh': 0.3,
+                              'clip_boxes': True, 'random_coef': 0.25})
+COLOUR = (('random_adjust_hue', {'max_delta': 0.02}),
+          ('random_adjust_contrast', {'min_delta': 0.8, 'max_delta': 1.25}),
+          ('random_adjust_saturation', {'min_delta': 0.8, 'max_delta': 1.25}),
+          ('random_adjust_brightness', {'max_delta': 0.2}))
+PAD = ('random_absolute_pad_image', {'max_height_padding': 200, 'max_width_padding': 200})
+PATCH_GAUSSIAN = ('random_patch_gaussian', {'min_patch_size': 1, 'max_patch_size': 250,
+                                            'min_gaussian_stddev': 0.0,
+                                            'max_gaussian_stddev': 1.0, 'random_coef': 0.0})
+SQUARE_CROP = ('random_square_crop_by_scale', {'scale_min': 0.6, 'scale_max': 1.3,
+                                               'max_border': 128, 'num_scales': 8})
+ZOO_AUG = (FLIP, CROP, *COLOUR, PAD)
+HG1024_AUG = (FLIP, *COLOUR, SQUARE_CROP)
+MOBILENET_AUG = (FLIP, PATCH_GAUSSIAN, CROP, *COLOUR, PAD)
 
 # Zoo row (= experiment file name) -> recipe (research note tf_od_api_centernet.md 5.2; the
 # R50 v1 FPN boxes row and the MobileNetV2 rows are the files' documented nearest configs).
@@ -132,25 +146,8 @@ def test_recipe(row):
   for key, value in want['opt'].items():
     have = config.optimizer[key]
     assert (tuple(have) if isinstance(value, tuple) else have) == value, key
-  for key, value in want['aug'].items():
-    assert bool(config.input.get(key, False)) == value, key
-  inp = config.input
-  if inp.random_crop:
-    assert (inp.crop_min_aspect_ratio, inp.crop_max_aspect_ratio,
-            inp.crop_keep_original_prob) == (0.5, 1.7, 0.25)
-    assert (inp.crop_min_area, inp.crop_max_area, inp.crop_overlap_thresh) == (0.1, 1.0, 0.3)
-  if inp.random_pad:
-    assert inp.max_pad_pixels == 200
-  if inp.color_jitter:
-    assert (inp.hue_delta, tuple(inp.contrast_range), tuple(inp.saturation_range),
-            inp.brightness_delta) == (0.02, (0.8, 1.25), (0.8, 1.25), 0.2)
-  if inp.get('random_square_crop', False):
-    assert (inp.square_crop_scale_min, inp.square_crop_scale_max, inp.square_crop_max_border,
-            inp.square_crop_num_scales) == (0.6, 1.3, 128, 8)
-  if inp.get('random_patch_gaussian', False):
-    assert (inp.patch_gaussian_min_size, inp.patch_gaussian_max_size,
-            inp.patch_gaussian_min_stddev, inp.patch_gaussian_max_stddev,
-            inp.patch_gaussian_keep_original_prob) == (1, 250, 0.0, 1.0, 0.0)
+  ops = augment.parse_spec(config.input.augmentations)
+  assert [(op.name, op.kwargs) for op in ops] == list(want['aug'])
   m = config.model
   assert m.backbone == want['backbone']
   if 'depth' in want:
@@ -257,7 +254,7 @@ def _small(config, data_root):
   config.eval.batch_size = TEST_DEVICES
   config.mesh.data = TEST_DEVICES
   # Heatmap channels from the experiment's label map mode on the synthetic categories.
-  _, num_classes = pipeline.dataset_info(config)
+  num_classes = sources.resolve(config).num_classes
   config.model.num_classes = num_classes
   return config
 
@@ -300,9 +297,8 @@ def _one_step_and_decode(config):
   size = int(config.input.size)
   mesh = sharding.make_mesh(config.mesh)
   replicated = sharding.replicated(mesh)
-  _, num_classes = pipeline.dataset_info(config)
-  spec = (pipeline.keypoint_spec_for(config) if hasattr(pipeline, 'keypoint_spec_for')
-          else None)
+  num_classes = sources.resolve(config).num_classes
+  spec = sources.resolve(config).keypoint_spec
   kp_args = () if spec is None else (spec,)
   model = models.build_model(config.model, num_classes, *kp_args)
   tx, schedule = optimizer_lib.make_optimizer(config)
@@ -314,7 +310,7 @@ def _one_step_and_decode(config):
                     if hasattr(sharding, 'state_shardings') else replicated)
   state = jax.device_put(state, state_sharding)
   keys = train.train_keys(spec) if hasattr(train, 'train_keys') else train.TRAIN_KEYS
-  batch = next(pipeline.make_train_iterator(config))
+  batch = next(pipeline.make_train_iterator(config, sources.resolve(config)))
   assert batch['image'].shape == (TEST_DEVICES, size, size, 3)
   global_batch = sharding.to_global(batch, mesh, keys)
   assert len(global_batch['image'].sharding.device_set) == TEST_DEVICES
@@ -331,7 +327,7 @@ def _one_step_and_decode(config):
   kw = {} if spec is None else {'keypoint_params': evaluate.keypoint_decode_params(spec, config)}
   predict_fn = evaluate.make_predict_fn(model, input_size=size,
                                         max_detections=config.eval.max_detections, **kw)
-  eval_iter, num_batches = pipeline.make_eval_iterator(config)
+  eval_iter, num_batches = pipeline.make_eval_iterator(config, sources.resolve(config))
   assert num_batches >= 1
   local = next(iter(eval_iter))
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -366,7 +362,7 @@ def test_train_step_and_decode(row, data_root):
 
 
 def _check_pipeline_and_schedule(config):
-  batch = next(pipeline.make_train_iterator(config))
+  batch = next(pipeline.make_train_iterator(config, sources.resolve(config)))
   size = int(config.input.size)
   assert batch['image'].shape == (TEST_DEVICES, size, size, 3)
   assert batch['box_mask'].sum() > 0

@@ -14,6 +14,7 @@ from centernet_jax import image_summaries
 from centernet_jax import sharding
 from centernet_jax import visualize
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 
 from tests import tiny
 
@@ -28,15 +29,16 @@ class _Writer:
 
 def _pieces(config):
   mesh = sharding.make_mesh(config.mesh)
-  label_map, num_classes = pipeline.dataset_info(config)
-  spec = pipeline.keypoint_spec_for(config)
+  facts = sources.resolve(config)
+  label_map, num_classes = facts.label_map, facts.num_classes
+  spec = facts.keypoint_spec
   # The real module takes minutes to compile on a loaded 2-core CPU; the heads' form is what
   # the summaries need.
   model = tiny.FakeCenterNet(num_classes, spec.num_keypoints if spec else 0)
   variables = model.init()
   fn = image_summaries.make_summary_fn(model, config, num_classes, spec,
                                        evaluate.keypoint_decode_params(spec, config))
-  eval_iter, _ = pipeline.make_eval_iterator(config)
+  eval_iter, _ = pipeline.make_eval_iterator(config, facts)
   return dict(summary_fn=fn, variables=variables, eval_iterator=eval_iter, mesh=mesh,
               class_names=label_map.to_json_dict()['names'], config=config,
               keypoint_spec=spec)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from centernet_jax import inspect_data
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 from centernet_jax.data import synthetic
 from centernet_jax.data import synthetic_keypoints
 
@@ -63,7 +64,7 @@ def test_summary_and_sheets_of_a_clean_set(data_dir, tmp_path):
       "val: category 'rectangle' (id 1) has no box in the val set: its AP is not measured "
       '(COCOeval leaves it out of the mean).']
   assert json.loads((out / 'summary.json').read_text())['train'] == summary['train']
-  records = pipeline.load_split(config, 'train').records
+  records = sources.for_config(config).load_split(sources.resolve(config), 'train').records
   train = summary['train']
   assert train['images'] == len(records) == 32
   assert train['boxes'] == sum(len(r.boxes) for r in records)
@@ -86,9 +87,11 @@ def test_summary_and_sheets_of_a_clean_set(data_dir, tmp_path):
 
 def test_the_sheets_show_the_training_stream_itself(data_dir, tmp_path):
   config = tiny.tiny_config(data_dir)
-  config.input.color_jitter = True  # random per example: a different example would differ
-  first = next(pipeline.make_train_iterator(config))  # batch_size 8, as training reads it
-  again = next(pipeline.make_train_iterator(inspect_data.stream_config(config, 16)))
+  # Random per example: a different example would differ.
+  config.input.augmentations = 'random_horizontal_flip|random_adjust_hue(0.02)'
+  facts = sources.resolve(config)
+  first = next(pipeline.make_train_iterator(config, facts))  # batch_size 8, as training reads it
+  again = next(pipeline.make_train_iterator(inspect_data.stream_config(config, 16), facts))
   np.testing.assert_array_equal(again['image'][:8], first['image'])
   np.testing.assert_array_equal(again['boxes'][:8], first['boxes'])
 
@@ -160,14 +163,11 @@ def test_every_box_dropped_and_a_class_without_boxes(data_dir, tmp_path):
 
 def test_a_crop_that_removes_most_boxes(data_dir, tmp_path):
   config = tiny.tiny_config(data_dir)
-  config.input.random_crop = True
   # Windows of 5-15% of the image around one whole box; a box not wholly inside is dropped.
-  config.input.crop_min_area = 0.05
-  config.input.crop_max_area = 0.15
-  config.input.crop_overlap_thresh = 1.0
-  config.input.crop_keep_original_prob = 0.0
+  config.input.augmentations = ('random_horizontal_flip|random_crop_image(area_range=(0.05, '
+                                '0.15), overlap_thresh=1.0, random_coef=0.0)')
   summary = inspect_data.inspect(config, str(tmp_path / 'out'), num=2, num_stats=32)
-  assert _warned(summary, 'removes most boxes', 'crop_min_area=0.05')
+  assert _warned(summary, 'removes most boxes', 'area_range=(0.05, 0.15)')
   stream = summary['augmented']
   assert stream['boxes_after_augmentation'] < 0.5 * stream['boxes_in_source_records']
 

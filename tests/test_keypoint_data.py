@@ -14,6 +14,7 @@ from centernet_jax import keypoint_spec as kps
 from centernet_jax.data import augment
 from centernet_jax.data import coco_json
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 from centernet_jax.data import synthetic_keypoints
 from centernet_jax.data import tfds_coco
 
@@ -56,10 +57,10 @@ def test_flip_swaps_left_and_right():
   # image's right.
   keypoints = tf.constant([[[0.2, 0.35], [0.15, 0.5], [0.15, 0.2]]])
   mask = tf.constant([[1.0, 1.0, 0.0]])  # right eye unlabelled
-  out = augment.random_horizontal_flip(image, boxes, tf.constant([1, 2]), probability=1.0,
-                                       keypoints=keypoints, keypoint_mask=mask,
+  example = {'image': image, 'boxes': boxes, 'keypoints': keypoints, 'keypoint_mask': mask}
+  out = augment.random_horizontal_flip(example, tf.constant([1, 2]), probability=1.0,
                                        flip_permutation=(0, 2, 1))
-  _, b, k, m = (t.numpy() for t in out)
+  b, k, m = (out[key].numpy() for key in ('boxes', 'keypoints', 'keypoint_mask'))
   np.testing.assert_allclose(b, [[0.1, 0.4, 0.9, 0.9]], atol=1e-6)
   # Joint 1 (left eye) is now the old right eye (unlabelled), joint 2 the old left eye
   # mirrored to x = 0.5: still the joint on the image's left side = the right eye.
@@ -67,10 +68,11 @@ def test_flip_swaps_left_and_right():
   np.testing.assert_allclose(k[0, 0], [0.2, 0.65], atol=1e-6)
   np.testing.assert_allclose(k[0, 2], [0.15, 0.5], atol=1e-6)
   np.testing.assert_allclose(k[0, 1], [0.0, 0.0])
-  out = augment.random_horizontal_flip(image, boxes, tf.constant([1, 2]), probability=0.0,
-                                       keypoints=keypoints, keypoint_mask=mask,
+  out = augment.random_horizontal_flip(example, tf.constant([1, 2]), probability=0.0,
                                        flip_permutation=(0, 2, 1))
-  np.testing.assert_allclose(out[2].numpy(), keypoints.numpy())
+  np.testing.assert_allclose(out['keypoints'].numpy(), keypoints.numpy())
+  with pytest.raises(ValueError, match='needs a flip_permutation'):
+    augment.random_horizontal_flip(example, tf.constant([1, 2]))
 
 
 def test_crop_unlabels_joints_outside_and_moves_the_rest():
@@ -80,9 +82,11 @@ def test_crop_unlabels_joints_outside_and_moves_the_rest():
   mask = tf.ones([1, 4])
   seen_outside = False
   for s in range(12):
-    img, b, kept, k, m = (t.numpy() for t in augment.random_crop_image(
-        image, boxes, tf.constant([s, 7]), random_coef=0.0, keypoints=keypoints,
-        keypoint_mask=mask))
+    out = augment.random_crop_image(
+        {'image': image, 'boxes': boxes, 'classes': tf.constant([0]), 'keypoints': keypoints,
+         'keypoint_mask': mask}, tf.constant([s, 7]), random_coef=0.0)
+    img, b, kept, k, m = (out[key].numpy() for key in ('image', 'boxes', 'classes',
+                                                        'keypoints', 'keypoint_mask'))
     assert list(kept) == [0]
     ch, cw = img.shape[:2]
     # The box is inside the window, so it is not clipped: recover the window from it.
@@ -105,8 +109,10 @@ def test_pad_moves_joints_like_boxes():
   image = tf.zeros([10, 20, 3])
   boxes = tf.constant([[0.2, 0.2, 0.6, 0.5]])
   keypoints = tf.constant([[[0.2, 0.2], [0.6, 0.5]]])
-  img, b, k = augment.random_absolute_pad_image(image, boxes, tf.constant([3, 4]), 10, 10,
-                                                keypoints=keypoints)
+  out = augment.random_absolute_pad_image(
+      {'image': image, 'boxes': boxes, 'keypoints': keypoints, 'keypoint_mask': tf.ones([1, 2])},
+      tf.constant([3, 4]), 10, 10)
+  img, b, k = out['image'], out['boxes'], out['keypoints']
   np.testing.assert_allclose(k.numpy()[0].reshape(-1), b.numpy()[0], atol=1e-6)
   assert img.shape[0] >= 10 and img.shape[1] >= 20
 
@@ -196,9 +202,10 @@ def _config(path, img_dir, kp_path=None, size=64):
 def test_pipeline_pads_keypoints_with_masks(tmp_path):
   path, img_dir, kp_path = _write_tiny_coco(str(tmp_path), separate_keypoints=True)
   c = _config(path, img_dir, kp_path)
-  it, n = pipeline.make_eval_iterator(c)
-  assert n == 1 and it.keypoint_spec.names == ('nose', 'left_eye', 'right_eye')
-  assert it.keypoint_annotation_file == kp_path
+  facts = sources.resolve(c)
+  it, n = pipeline.make_eval_iterator(c, facts)
+  assert n == 1 and facts.keypoint_spec.names == ('nose', 'left_eye', 'right_eye')
+  assert facts.keypoint_ground_truth_file == kp_path
   b = next(iter(it))
   assert b['keypoints'].shape == (4, 4, 3, 2) and b['keypoint_mask'].shape == (4, 4, 3)
   # Image 1 is 40 x 80: resized to 32 x 64 on the 64 canvas; the nose (x 20, y 10) is at
@@ -209,12 +216,12 @@ def test_pipeline_pads_keypoints_with_masks(tmp_path):
   assert b['keypoint_mask'][1:].sum() == 0 and b['keypoints'][2:].sum() == 0
   # Box-only configs get box-only batches.
   c.keypoints.enabled = False
-  b = next(iter(pipeline.make_eval_iterator(c)[0]))
+  b = next(iter(pipeline.make_eval_iterator(c, sources.resolve(c))[0]))
   assert 'keypoints' not in b and 'keypoint_mask' not in b
   # Training batches, with flips.
   c.keypoints.enabled = True
-  c.input.random_crop = c.input.random_pad = c.input.color_jitter = False
-  b = next(pipeline.make_train_iterator(c))
+  c.input.augmentations = 'random_horizontal_flip'
+  b = next(pipeline.make_train_iterator(c, sources.resolve(c)))
   assert b['keypoints'].shape == (2, 4, 3, 2)
   for i in range(2):
     if b['image_id'][i] == 1:
@@ -292,9 +299,9 @@ def test_tfds_coco_keypoints_builder(tmp_path):
   c.input.size = 64
   c.eval.batch_size = 4
   c.keypoints.enabled = True
-  spec = pipeline.keypoint_spec_for(c)
+  spec = sources.resolve(c).keypoint_spec
   assert spec.num_keypoints == 17 and spec.channel == 0 and spec.flip_permutation[1] == 2
-  it, _ = pipeline.make_eval_iterator(c)
+  it, _ = pipeline.make_eval_iterator(c, sources.resolve(c))
   b = next(iter(it))
   by_id = {int(i): n for n, i in enumerate(b['image_id'][:3])}
   for i in range(3):

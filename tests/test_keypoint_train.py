@@ -10,6 +10,7 @@ from centernet_jax import performance
 from centernet_jax import sharding
 from centernet_jax import train
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 
 from tests import tiny
 
@@ -17,12 +18,12 @@ from tests import tiny
 def test_sharded_keypoint_step_on_4_devices_equals_1_device(tmp_path):
   assert jax.device_count() >= 4, 'tests/conftest.py should give 4 CPU devices'
   config = tiny.tiny_keypoint_config(tmp_path / 'data')
-  spec = pipeline.keypoint_spec_for(config)
+  spec = sources.resolve(config).keypoint_spec
   assert spec.num_keypoints == 9
-  it = pipeline.make_train_iterator(config)
+  it = pipeline.make_train_iterator(config, sources.resolve(config))
   batches = [next(it) for _ in range(2)]
   assert batches[0]['keypoints'].shape == (8, 6, 9, 2)
-  _, num_classes = pipeline.dataset_info(config)
+  num_classes = sources.resolve(config).num_classes
   model = models.build_model(config.model, num_classes, spec)
   _, schedule = optimizer_lib.make_optimizer(config)
   tx = optax.sgd(1.0)

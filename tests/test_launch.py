@@ -50,10 +50,10 @@ def _v4(**kwargs):
 
 def test_override_args_and_train_command():
   assert common.override_args({'optimizer.learning_rate': 1e-3, 'batch_size': 16,
-                               'input.random_flip': False, 'input.contrast_range': (0.9, 1.1),
+                               'eval.on_train_end': False, 'optimizer.manual_rates': (0.9, 1.1),
                                'dataset.train_images': TRICKY}) == [
       '--config.optimizer.learning_rate=0.001', '--config.batch_size=16',
-      '--config.input.random_flip=False', '--config.input.contrast_range=(0.9, 1.1)',
+      '--config.eval.on_train_end=False', '--config.optimizer.manual_rates=(0.9, 1.1)',
       TRICKY_OVERRIDE]
   assert common.override_args(['a.b=1', 'config.c=2', '--config.d=3']) == [
       '--config.a.b=1', '--config.c=2', '--config.d=3']

@@ -15,6 +15,7 @@ import jax
 from centernet_jax import checkpointing
 from centernet_jax import train
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 from launch import local
 
 from tests import tiny
@@ -29,7 +30,7 @@ def test_two_processes_train_like_one_process(tmp_path):
   # A large Adam epsilon keeps round-off-level gradients (conv biases that feed a BatchNorm)
   # from becoming full-size updates whose sign depends on the all-reduce order.
   config.optimizer.adam_epsilon = 1e-3
-  pipeline.dataset_info(config)  # generate the data once, before the processes start
+  sources.resolve(config)  # generate the data once, before the processes start
   overrides = [f'--config.dataset.{k}={v}' for k, v in config.dataset.items()
                if k.startswith('synthetic_')] + [
                    '--config.num_train_steps=3', '--config.checkpoint_every_steps=3',

@@ -56,7 +56,7 @@ def test_run_name_is_readable_stable_and_order_independent():
 def test_run_names_are_filesystem_safe_and_unique():
   points = su.concat(
       su.product(**{'dataset.train_images': ['/data/a b/x', '/data/a_b/x', '/data/a?b/x'],
-                    'input.contrast_range': [(0.8, 1.25), (0.9, 1.1)]}),
+                    'optimizer.manual_rates': [(0.8, 1.25), (0.9, 1.1)]}),
       su.fixed(**{'eval.batch_size': 8, 'batch_size': 8}),
       su.fixed(**{'dataset.train_annotations': 'x' * 300}),
   )
@@ -81,12 +81,12 @@ def test_apply_overrides_checks_fields_and_coerces():
   module, _ = sweep.load_experiment(EXPERIMENT)
   config = module.get_config()
   sweep.apply_overrides(config, {'optimizer.learning_rate': 1, 'num_train_steps': '7',
-                                 'input.random_flip': 'false',
-                                 'input.contrast_range': '(0.5, 2.0)'})
+                                 'eval.on_train_end': 'false',
+                                 'optimizer.manual_rates': '(0.5, 2.0)'})
   assert config.optimizer.learning_rate == 1.0 and isinstance(config.optimizer.learning_rate,
                                                               float)
-  assert config.num_train_steps == 7 and config.input.random_flip is False
-  assert config.input.contrast_range == (0.5, 2.0)
+  assert config.num_train_steps == 7 and config.eval.on_train_end is False
+  assert config.optimizer.manual_rates == (0.5, 2.0)
   with pytest.raises(KeyError, match='lerning_rate'):
     sweep.apply_overrides(config, {'optimizer.lerning_rate': 1e-3})
   with pytest.raises(ValueError):

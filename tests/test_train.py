@@ -20,6 +20,7 @@ from centernet_jax import performance
 from centernet_jax import sharding
 from centernet_jax import train
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 
 from tests import tiny
 
@@ -37,7 +38,7 @@ def _setup(config, num_devices, tx=None, fsdp=1, variables=None):
   config.mesh.data = num_devices // fsdp
   config.mesh.fsdp = fsdp
   mesh = sharding.make_mesh(config.mesh)
-  _, num_classes = pipeline.dataset_info(config)
+  num_classes = sources.resolve(config).num_classes
   model = models.build_model(config.model, num_classes)
   default_tx, schedule = optimizer_lib.make_optimizer(config)
   tx = default_tx if tx is None else tx
@@ -64,7 +65,7 @@ def _init_variables(config):
 
 
 def _batches(config, n):
-  it = pipeline.make_train_iterator(config)
+  it = pipeline.make_train_iterator(config, sources.resolve(config))
   return [next(it) for _ in range(n)]
 
 
@@ -123,7 +124,7 @@ def test_train_step_compiles_once(data_dir):
   config = tiny.tiny_config(data_dir)
   config.mesh.data = 2
   mesh = sharding.make_mesh(config.mesh)
-  _, num_classes = pipeline.dataset_info(config)
+  num_classes = sources.resolve(config).num_classes
   model = models.build_model(config.model, num_classes)
   tx, schedule = optimizer_lib.make_optimizer(config)
   step_fn = chex.assert_max_traces(
@@ -188,7 +189,7 @@ def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch):
 def test_killed_run_resumes_at_its_last_checkpoint(data_dir, tmp_path):
   """A real SIGKILL of a training process, then a restart in the same workdir."""
   config = tiny.tiny_config(data_dir)
-  pipeline.dataset_info(config)  # generate the data before the child starts
+  sources.resolve(config)  # generate the data before the child starts
   workdir = tmp_path / 'killed'
   overrides = [f'--config.dataset.{k}={v}' for k, v in config.dataset.items()
                if k.startswith('synthetic_')]

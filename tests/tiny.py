@@ -23,9 +23,7 @@ def tiny_config(data_dir: str) -> ml_collections.ConfigDict:
   c.dataset.max_boxes = 12
   c.dataset.shuffle_buffer = 64
   c.input.size = 64
-  c.input.random_crop = False
-  c.input.random_pad = False
-  c.input.color_jitter = False
+  c.input.augmentations = 'random_horizontal_flip'
   c.model.depth = 18
   c.model.width_multiplier = 0.25
   c.model.head_channels = 16

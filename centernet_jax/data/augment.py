@@ -1,36 +1,44 @@
-"""Training augmentations as TF graph ops (for tf.data map functions), TF2 OD API semantics.
+"""Training augmentations as TF graph ops on one example dict, TF2 OD API semantics.
 
-Every op is stateless: it takes a shape-[2] int seed and derives its own sub-seeds with
-`tf.random.experimental.stateless_fold_in`, so a given (seed, example) always produces the same
-output, and switching one op off does not change the randomness of the others.
+An example is a dict of tensors:
+  image    float32 [H, W, 3] raw 0..255 (the decoded image, before the resizer);
+  boxes    float32 [N, 4] y-first, normalized to the current image (N dynamic);
+  classes  int32 [N], and any other key of PER_BOX_KEYS present, follows the boxes;
+  keypoints float32 [N, J, 2] (y, x) normalized like the boxes, and keypoint_mask float32
+    [N, J] (1 labelled): present only for keypoint tasks; the geometric ops move them and a
+    crop unlabels the joints it leaves outside its window.
+Every op is `op(example, seed, **arguments) -> example`: the keys present decide what it
+touches (no keypoints, no keypoint work), other keys pass through unchanged.
 
-Inputs are one example: `image` float32 [H, W, 3] raw 0..255, `boxes` float32 [N, 4] y-first
-and normalized to the current image (N dynamic). Ops that can drop boxes also return the
-int32 indices of the kept input boxes so callers can gather any per-box tensor (classes,
-keypoints, ...).
+Every op is stateless: `seed` is a shape-[2] int seed and the op derives its own sub-seeds with
+`stateless_fold_in`, so a given (seed, example) always produces the same output.
 
-Order (as the zoo configs list them; see research notes section 5.1):
+The experiment lists the ops in order in `config.input.augmentations`, a spec string such as
+  'random_horizontal_flip|random_crop_image(random_coef=0.25)|random_adjust_hue(0.02)'
+(`|` separates ops; arguments are Python literals, positional ones in the order of the op's
+signature after `example, seed`). Op i of the list gets the seed
+`fold_in(fold_in(example_seed, i), crc32(name))`, so the stream is a pure function of
+(config.seed, stream position) and the spec. The zoo's order (research notes section 5.1):
   flip -> patch gaussian -> crop -> hue -> contrast -> saturation -> brightness
-  -> square crop by scale -> pad,
-all on the decoded image before the resizer. (No zoo row uses both crops or both the square
-crop and the pad: the HG104 1024 rows use flip, colour, square crop; the MobileNetV2 rows use
-flip, patch gaussian, crop, colour, pad.)
+  -> square crop by scale -> pad
+(zoo_recipes.py writes it per row; no zoo row uses both crops or both the square crop and the
+pad).
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
+import zlib
+from typing import Any, Callable, Sequence
+
 import tensorflow as tf
 
-# Sub-seed tags: one per op, fixed so toggling an op leaves the others' randomness unchanged.
-_TAG_FLIP = 1
-_TAG_CROP = 2
-_TAG_HUE = 3
-_TAG_CONTRAST = 4
-_TAG_SATURATION = 5
-_TAG_BRIGHTNESS = 6
-_TAG_PAD = 7
-_TAG_SQUARE_CROP = 8
-_TAG_PATCH_GAUSSIAN = 9
+# Per-box keys: an op that drops or reorders boxes gathers all of those present.
+PER_BOX_KEYS = ('boxes', 'classes', 'keypoints', 'keypoint_mask')
+
+Example = dict[str, tf.Tensor]
 
 
 def _sub_seed(seed, tag):
@@ -42,75 +50,69 @@ def _uniform(seed, minval=0.0, maxval=1.0):
                                      dtype=tf.float32)
 
 
-def _keypoints_to_window(keypoints, keypoint_mask, window):
-  """Keypoints [N, J, 2] normalized to an image -> normalized to `window` (wy0, wx0, wh, ww,
-  in the image's normalized units); joints outside [0, 1] x [0, 1] become unlabelled (the OD
-  API's `prune_outside_window`, inclusive bounds)."""
+def _keep_boxes(example: Example, kept) -> Example:
+  """The example with only the boxes at int32 indices `kept` (every per-box key)."""
+  return {**example, **{k: tf.gather(example[k], kept) for k in PER_BOX_KEYS if k in example}}
+
+
+def _keypoints_to_window(example: Example, window) -> Example:
+  """Keypoints normalized to an image -> normalized to `window` (wy0, wx0, wh, ww, in the
+  image's normalized units); joints outside [0, 1] x [0, 1] become unlabelled (the OD API's
+  `prune_outside_window`, inclusive bounds). No-op without keypoints."""
+  if 'keypoints' not in example:
+    return example
   wy0, wx0, wh, ww = window
-  k = (keypoints - tf.stack([wy0, wx0])) / tf.stack([wh, ww])
+  k = (example['keypoints'] - tf.stack([wy0, wx0])) / tf.stack([wh, ww])
   inside = tf.reduce_all((k >= 0.0) & (k <= 1.0), axis=-1)
-  mask = keypoint_mask * tf.cast(inside, keypoint_mask.dtype)
-  return tf.where(mask[..., tf.newaxis] > 0, k, 0.0), mask
+  mask = example['keypoint_mask'] * tf.cast(inside, tf.float32)
+  return {**example, 'keypoints': tf.where(mask[..., tf.newaxis] > 0, k, 0.0),
+          'keypoint_mask': mask}
 
 
-def random_horizontal_flip(image, boxes, seed, probability=0.5, *, keypoints=None,
-                           keypoint_mask=None, flip_permutation=None):
+def random_horizontal_flip(example: Example, seed, probability=0.5, *,
+                           flip_permutation=None) -> Example:
   """Flips left-right with `probability`; boxes become x' = 1 - x.
 
-  With `keypoints` [N, J, 2] (y, x normalized) and `keypoint_mask` [N, J], joints become
-  x' = 1 - x and are renamed through `flip_permutation` (joint j of the output is joint
-  `flip_permutation[j]` of the input, so left and right swap), and the function returns
-  (image, boxes, keypoints, keypoint_mask).
+  Keypoints become x' = 1 - x and are renamed through `flip_permutation` (joint j of the
+  output is joint `flip_permutation[j]` of the input, so left and right swap); the pipeline
+  passes the keypoint spec's permutation.
   """
   do_flip = _uniform(_sub_seed(seed, 0)) < probability
+  with_kps = 'keypoints' in example
+  if with_kps and flip_permutation is None:
+    raise ValueError('random_horizontal_flip: an example with keypoints needs a '
+                     'flip_permutation')
 
   def flip():
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=1)
-    return image[:, ::-1, :], tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=1)
+    ymin, xmin, ymax, xmax = tf.unstack(example['boxes'], axis=1)
+    out = {**example, 'image': example['image'][:, ::-1, :],
+           'boxes': tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=1)}
+    if with_kps:
+      perm = tf.constant(list(flip_permutation), tf.int32)
+      k = tf.gather(example['keypoints'], perm, axis=1)
+      m = tf.gather(example['keypoint_mask'], perm, axis=1)
+      k = tf.stack([k[..., 0], 1.0 - k[..., 1]], axis=-1)
+      out['keypoints'] = tf.where(m[..., tf.newaxis] > 0, k, 0.0)
+      out['keypoint_mask'] = m
+    return out
 
-  if keypoints is None:
-    return tf.cond(do_flip, flip, lambda: (image, boxes))
-  perm = tf.constant(list(flip_permutation), tf.int32)
-
-  def flip_with_keypoints():
-    flipped_image, flipped_boxes = flip()
-    k = tf.gather(keypoints, perm, axis=1)
-    m = tf.gather(keypoint_mask, perm, axis=1)
-    k = tf.stack([k[..., 0], 1.0 - k[..., 1]], axis=-1)
-    return flipped_image, flipped_boxes, tf.where(m[..., tf.newaxis] > 0, k, 0.0), m
-
-  return tf.cond(do_flip, flip_with_keypoints,
-                 lambda: (image, boxes, keypoints, keypoint_mask))
+  return tf.cond(do_flip, flip, lambda: dict(example))
 
 
-def random_crop_image(image,
-                      boxes,
-                      seed,
-                      *,
-                      min_object_covered=1.0,
-                      aspect_ratio_range=(0.5, 1.7),
-                      area_range=(0.1, 1.0),
-                      overlap_thresh=0.3,
-                      clip_boxes=True,
-                      random_coef=0.25,
-                      max_attempts=100,
-                      keypoints=None,
-                      keypoint_mask=None):
+def random_crop_image(example: Example, seed, *, min_object_covered=1.0,
+                      aspect_ratio_range=(0.5, 1.7), area_range=(0.1, 1.0), overlap_thresh=0.3,
+                      clip_boxes=True, random_coef=0.25, max_attempts=100) -> Example:
   """The zoo's `random_crop_image`.
 
   With probability `random_coef` the example is returned unchanged. Otherwise a window is drawn
   by `sample_distorted_bounding_box` (it fully contains at least one box when
   min_object_covered=1; an image without boxes is kept whole), boxes whose intersection with
-  the window covers less than `overlap_thresh` of their own area are dropped, and the rest are
-  moved to the window's frame and clipped to it.
-
-  Returns (image, boxes, kept) with `kept` the int32 indices of the surviving input boxes;
-  with `keypoints` [N, J, 2] and `keypoint_mask` [N, J] also the kept boxes' keypoints in the
-  window's frame and their mask, where joints outside the window are unlabelled.
+  the window covers less than `overlap_thresh` of their own area are dropped (with their
+  per-box entries), and the rest are moved to the window's frame and clipped to it; joints
+  outside the window are unlabelled.
   """
-  n = tf.shape(boxes)[0]
+  image, boxes = example['image'], example['boxes']
   keep_original = _uniform(_sub_seed(seed, 0)) < random_coef
-  with_kps = keypoints is not None
 
   def crop():
     shape = tf.shape(image)
@@ -125,7 +127,6 @@ def random_crop_image(image,
         area_range=list(area_range),
         max_attempts=max_attempts,
         use_image_if_no_bounding_boxes=True)
-    cropped = tf.slice(image, begin, size)
     wy0 = tf.cast(begin[0], tf.float32) / h
     wx0 = tf.cast(begin[1], tf.float32) / w
     wh = tf.cast(size[0], tf.float32) / h
@@ -136,30 +137,23 @@ def random_crop_image(image,
     area = (ymax - ymin) * (xmax - xmin)
     ioa = tf.math.divide_no_nan(ih * iw, area)
     kept = tf.cast(tf.reshape(tf.where(ioa >= overlap_thresh), [-1]), tf.int32)
-    b = tf.gather(boxes, kept)
-    b = (b - tf.stack([wy0, wx0, wy0, wx0])) / tf.stack([wh, ww, wh, ww])
-    if clip_boxes:
-      b = tf.clip_by_value(b, 0.0, 1.0)
-    if with_kps:
-      k, m = _keypoints_to_window(tf.gather(keypoints, kept), tf.gather(keypoint_mask, kept),
-                                  (wy0, wx0, wh, ww))
-      return cropped, b, kept, k, m
-    return cropped, b, kept
+    out = _keep_boxes(example, kept)
+    b = (out['boxes'] - tf.stack([wy0, wx0, wy0, wx0])) / tf.stack([wh, ww, wh, ww])
+    out['boxes'] = tf.clip_by_value(b, 0.0, 1.0) if clip_boxes else b
+    out['image'] = tf.slice(image, begin, size)
+    return _keypoints_to_window(out, (wy0, wx0, wh, ww))
 
-  if with_kps:
-    return tf.cond(keep_original, lambda: (image, boxes, tf.range(n, dtype=tf.int32),
-                                           keypoints, keypoint_mask), crop)
-  return tf.cond(keep_original, lambda: (image, boxes, tf.range(n, dtype=tf.int32)), crop)
+  return tf.cond(keep_original, lambda: dict(example), crop)
 
 
-def random_absolute_pad_image(image, boxes, seed, max_height_padding=200,
-                              max_width_padding=200, *, keypoints=None):
+def random_absolute_pad_image(example: Example, seed, max_height_padding=200,
+                              max_width_padding=200) -> Example:
   """The zoo's `random_absolute_pad_image` with black padding (a zoom-out).
 
   The new size is a uniform integer in [H, H + max_height_padding] x [W, W + max_width_padding]
-  and the image is placed at a uniform random integer offset. With `keypoints` [N, J, 2] it
-  returns (image, boxes, keypoints) with the joints moved like the boxes.
+  and the image is placed at a uniform random integer offset; boxes and joints move with it.
   """
+  image = example['image']
   shape = tf.shape(image)
   h, w = shape[0], shape[1]
   th = h + tf.random.stateless_uniform([], _sub_seed(seed, 0), 0, max_height_padding + 1,
@@ -168,49 +162,40 @@ def random_absolute_pad_image(image, boxes, seed, max_height_padding=200,
                                        dtype=tf.int32)
   oy = tf.random.stateless_uniform([], _sub_seed(seed, 2), 0, th - h + 1, dtype=tf.int32)
   ox = tf.random.stateless_uniform([], _sub_seed(seed, 3), 0, tw - w + 1, dtype=tf.int32)
-  padded = tf.image.pad_to_bounding_box(image, oy, ox, th, tw)
   hf, wf, thf, twf, oyf, oxf = (tf.cast(v, tf.float32) for v in (h, w, th, tw, oy, ox))
   scale = tf.stack([hf / thf, wf / twf, hf / thf, wf / twf])
   offset = tf.stack([oyf / thf, oxf / twf, oyf / thf, oxf / twf])
-  if keypoints is not None:
-    return padded, boxes * scale + offset, keypoints * scale[:2] + offset[:2]
-  return padded, boxes * scale + offset
+  out = {**example, 'image': tf.image.pad_to_bounding_box(image, oy, ox, th, tw),
+         'boxes': example['boxes'] * scale + offset}
+  if 'keypoints' in example:
+    out['keypoints'] = example['keypoints'] * scale[:2] + offset[:2]
+  return out
 
 
-def _on_unit_range(image, fn):
+def _on_unit_range(example: Example, fn) -> Example:
   """Applies `fn` to image/255, clips to [0, 1] and scales back to 0..255 (zoo colour ops)."""
-  return tf.clip_by_value(fn(image / 255.0), 0.0, 1.0) * 255.0
+  image = tf.clip_by_value(fn(example['image'] / 255.0), 0.0, 1.0) * 255.0
+  return {**example, 'image': image}
 
 
-def random_adjust_hue(image, seed, max_delta=0.02):
+def random_adjust_hue(example: Example, seed, max_delta=0.02) -> Example:
   delta = _uniform(seed, -max_delta, max_delta)
-  return _on_unit_range(image, lambda x: tf.image.adjust_hue(x, delta))
+  return _on_unit_range(example, lambda x: tf.image.adjust_hue(x, delta))
 
 
-def random_adjust_contrast(image, seed, min_delta=0.8, max_delta=1.25):
+def random_adjust_contrast(example: Example, seed, min_delta=0.8, max_delta=1.25) -> Example:
   factor = _uniform(seed, min_delta, max_delta)
-  return _on_unit_range(image, lambda x: tf.image.adjust_contrast(x, factor))
+  return _on_unit_range(example, lambda x: tf.image.adjust_contrast(x, factor))
 
 
-def random_adjust_saturation(image, seed, min_delta=0.8, max_delta=1.25):
+def random_adjust_saturation(example: Example, seed, min_delta=0.8, max_delta=1.25) -> Example:
   factor = _uniform(seed, min_delta, max_delta)
-  return _on_unit_range(image, lambda x: tf.image.adjust_saturation(x, factor))
+  return _on_unit_range(example, lambda x: tf.image.adjust_saturation(x, factor))
 
 
-def random_adjust_brightness(image, seed, max_delta=0.2):
+def random_adjust_brightness(example: Example, seed, max_delta=0.2) -> Example:
   delta = _uniform(seed, -max_delta, max_delta)
-  return _on_unit_range(image, lambda x: tf.image.adjust_brightness(x, delta))
-
-
-def color_jitter(image, seed, input_config):
-  """hue -> contrast -> saturation -> brightness, each on x/255 and clipped back to 0..255."""
-  c = input_config
-  image = random_adjust_hue(image, _sub_seed(seed, _TAG_HUE), c.hue_delta)
-  image = random_adjust_contrast(image, _sub_seed(seed, _TAG_CONTRAST), *c.contrast_range)
-  image = random_adjust_saturation(image, _sub_seed(seed, _TAG_SATURATION),
-                                   *c.saturation_range)
-  image = random_adjust_brightness(image, _sub_seed(seed, _TAG_BRIGHTNESS), c.brightness_delta)
-  return image
+  return _on_unit_range(example, lambda x: tf.image.adjust_brightness(x, delta))
 
 
 def _crop_center_border(max_border, size):
@@ -227,25 +212,22 @@ def _crop_center_border(max_border, size):
   return tf.cast(max_border, tf.int32) // tf.cast(divisor, tf.int32)
 
 
-def random_square_crop_by_scale(image, boxes, seed, *, scale_min=0.6, scale_max=1.3,
-                                max_border=128, num_scales=8, keypoints=None,
-                                keypoint_mask=None):
+def random_square_crop_by_scale(example: Example, seed, *, scale_min=0.6, scale_max=1.3,
+                                max_border=128, num_scales=8) -> Example:
   """The zoo's `random_square_crop_by_scale` (HG104 1024 rows): a square crop, zero padded.
 
   The side is `scale * max(H, W)` with `scale` drawn uniformly from
   `linspace(scale_min, scale_max, num_scales)`; the centre is a uniform integer pixel at least
   `_crop_center_border(max_border, side of that axis)` from the image edges; the window
   `[c - side // 2, c - side // 2 + side)` is cut out and whatever falls outside the image is
-  black. Boxes move to the window's frame; boxes completely outside it are dropped, the others
-  are clipped to it. (The OD API also leaves the last image row/column out of the window and
-  can make the visible part one pixel shorter than the side for odd sides; those zero
+  black. Boxes move to the window's frame; boxes completely outside it are dropped (with their
+  per-box entries), the others are clipped to it; joints outside the window are unlabelled, as
+  the OD API prunes them. (The OD API also leaves the last image row/column out of the window
+  and can make the visible part one pixel shorter than the side for odd sides; those zero
   pixels are not reproduced: here the pixels agree exactly with the box frame.)
-
-  Returns (image [side, side, 3], boxes, kept) with `kept` the int32 indices of the surviving
-  input boxes; with `keypoints` [N, J, 2] and `keypoint_mask` [N, J] also the kept boxes'
-  keypoints in the window's frame and their mask (joints outside the window unlabelled, as the
-  OD API prunes them).
+  The output image is [side, side, 3].
   """
+  image = example['image']
   shape = tf.shape(image)
   h, w = shape[0], shape[1]
   scales = tf.linspace(float(scale_min), float(scale_max), int(num_scales))
@@ -270,20 +252,19 @@ def random_square_crop_by_scale(image, boxes, seed, *, scale_min=0.6, scale_max=
   hf, wf, sf = (tf.cast(v, tf.float32) for v in (h, w, side))
   wy0, wx0 = tf.cast(y0, tf.float32) / hf, tf.cast(x0, tf.float32) / wf
   wh, ww = sf / hf, sf / wf
-  b = (boxes - tf.stack([wy0, wx0, wy0, wx0])) / tf.stack([wh, ww, wh, ww])
+  b = (example['boxes'] - tf.stack([wy0, wx0, wy0, wx0])) / tf.stack([wh, ww, wh, ww])
   ymin, xmin, ymax, xmax = tf.unstack(b, axis=1)
   inside = (ymin < 1.0) & (ymax > 0.0) & (xmin < 1.0) & (xmax > 0.0)
   kept = tf.cast(tf.reshape(tf.where(inside), [-1]), tf.int32)
-  b = tf.clip_by_value(tf.gather(b, kept), 0.0, 1.0)
-  if keypoints is not None:
-    k, m = _keypoints_to_window(tf.gather(keypoints, kept), tf.gather(keypoint_mask, kept),
-                                (wy0, wx0, wh, ww))
-    return cropped, b, kept, k, m
-  return cropped, b, kept
+  out = _keep_boxes({**example, 'boxes': b}, kept)
+  out['boxes'] = tf.clip_by_value(out['boxes'], 0.0, 1.0)
+  out['image'] = cropped
+  return _keypoints_to_window(out, (wy0, wx0, wh, ww))
 
 
-def random_patch_gaussian(image, seed, *, min_patch_size=1, max_patch_size=250,
-                          min_gaussian_stddev=0.0, max_gaussian_stddev=1.0, random_coef=0.0):
+def random_patch_gaussian(example: Example, seed, *, min_patch_size=1, max_patch_size=250,
+                          min_gaussian_stddev=0.0, max_gaussian_stddev=1.0,
+                          random_coef=0.0) -> Example:
   """The zoo's `random_patch_gaussian` (MobileNetV2 rows): Gaussian noise inside one square.
 
   With probability `random_coef` the image is returned unchanged (0: always applied).
@@ -293,6 +274,7 @@ def random_patch_gaussian(image, seed, *, min_patch_size=1, max_patch_size=250,
   `clip(x / 255 + N(0, sigma), 0, 1) * 255`; pixels outside it are unchanged. Geometry (and so
   the boxes) does not change.
   """
+  image = example['image']
   apply_patch = _uniform(_sub_seed(seed, 0)) >= random_coef
 
   def patch():
@@ -311,84 +293,160 @@ def random_patch_gaussian(image, seed, *, min_patch_size=1, max_patch_size=250,
     noisy = tf.clip_by_value(image / 255.0 + noise, 0.0, 1.0) * 255.0
     return tf.where(mask[:, :, tf.newaxis], noisy, image)
 
-  return tf.cond(apply_patch, patch, lambda: image)
+  return {**example, 'image': tf.cond(apply_patch, patch, lambda: image)}
 
 
-def augment_example(image, boxes, classes, seed, input_config, *, keypoints=None,
-                    keypoint_mask=None, flip_permutation=None):
-  """Applies the `input.*`-enabled augmentations in zoo order.
+OPS: dict[str, Callable[..., Example]] = {
+    fn.__name__: fn for fn in (
+        random_horizontal_flip, random_patch_gaussian, random_crop_image, random_adjust_hue,
+        random_adjust_contrast, random_adjust_saturation, random_adjust_brightness,
+        random_square_crop_by_scale, random_absolute_pad_image)}
 
-  Args:
-    image: float32 [H, W, 3], raw 0..255.
-    boxes: float32 [N, 4], y-first, normalized to `image`.
-    classes: [N] per-box tensor that follows the boxes when boxes are dropped.
-    seed: int shape-[2] per-example seed.
-    input_config: the `config.input` section.
-    keypoints: optional float32 [N, J, 2] (y, x) normalized to `image`; they follow the
-      geometry (flip with `flip_permutation`, crops, pad) and their boxes.
-    keypoint_mask: float32 [N, J], 1 for labelled joints (needed with `keypoints`); joints
-      that a crop leaves outside its window become 0.
-    flip_permutation: J ints, the left/right renaming of a horizontal flip.
+# Arguments the pipeline supplies from the dataset, never written in the spec.
+_SUPPLIED = ('flip_permutation',)
 
-  Returns:
-    (image float32 [H', W', 3] in 0..255, boxes [N', 4] normalized to the new image, classes),
-    plus (keypoints [N', J, 2], keypoint_mask [N', J]) when `keypoints` is given.
+
+# ---------------------------------------------------------------------------------------------
+# The spec string of config.input.augmentations.
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+  name: str
+  kwargs: dict[str, Any]
+
+
+def parse_spec(spec: str, field: str = 'input.augmentations') -> list[OpSpec]:
+  """'op|op(1, b=2)|...' -> [OpSpec]; ValueError naming `field`, the op and its position.
+
+  Arguments are bound to the op's signature here, so a wrong name or count fails at start-up.
   """
-  c = input_config
-  image = tf.cast(image, tf.float32)
-  boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
-  kps = keypoints is not None
-  if kps:
-    if flip_permutation is None:
-      raise ValueError('augment_example: keypoints need a flip_permutation')
-    keypoints = tf.cast(keypoints, tf.float32)
-    keypoint_mask = tf.cast(keypoint_mask, tf.float32)
-  if c.random_flip:
-    if kps:
-      image, boxes, keypoints, keypoint_mask = random_horizontal_flip(
-          image, boxes, _sub_seed(seed, _TAG_FLIP), keypoints=keypoints,
-          keypoint_mask=keypoint_mask, flip_permutation=flip_permutation)
+  ops = []
+  for i, part in enumerate(p.strip() for p in str(spec).split('|')):
+    if not part:
+      if str(spec).strip():
+        raise ValueError(f'{field}={spec!r}: op {i} is empty (two "|" in a row?)')
+      continue
+    where = f'{field}: op {i} {part!r}'
+    try:
+      node = ast.parse(part, mode='eval').body
+    except SyntaxError as e:
+      raise ValueError(f'{where}: not `name` or `name(arguments)` ({e.msg})') from None
+    if isinstance(node, ast.Name):
+      name, args, kwargs = node.id, [], {}
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+      name = node.func.id
+      try:
+        args = [ast.literal_eval(a) for a in node.args]
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+      except ValueError:
+        raise ValueError(f'{where}: arguments must be Python literals') from None
     else:
-      image, boxes = random_horizontal_flip(image, boxes, _sub_seed(seed, _TAG_FLIP))
-  if c.get('random_patch_gaussian', False):
-    image = random_patch_gaussian(
-        image, _sub_seed(seed, _TAG_PATCH_GAUSSIAN),
-        min_patch_size=c.patch_gaussian_min_size, max_patch_size=c.patch_gaussian_max_size,
-        min_gaussian_stddev=c.patch_gaussian_min_stddev,
-        max_gaussian_stddev=c.patch_gaussian_max_stddev,
-        random_coef=c.patch_gaussian_keep_original_prob)
-  if c.random_crop:
-    out = random_crop_image(
-        image, boxes, _sub_seed(seed, _TAG_CROP),
-        aspect_ratio_range=(c.crop_min_aspect_ratio, c.crop_max_aspect_ratio),
-        area_range=(c.crop_min_area, c.crop_max_area),
-        overlap_thresh=c.crop_overlap_thresh,
-        random_coef=c.crop_keep_original_prob,
-        keypoints=keypoints, keypoint_mask=keypoint_mask)
-    image, boxes, kept = out[:3]
-    if kps:
-      keypoints, keypoint_mask = out[3:]
-    classes = tf.gather(classes, kept)
-  if c.color_jitter:
-    image = color_jitter(image, seed, c)
-  if c.get('random_square_crop', False):
-    out = random_square_crop_by_scale(
-        image, boxes, _sub_seed(seed, _TAG_SQUARE_CROP),
-        scale_min=c.square_crop_scale_min, scale_max=c.square_crop_scale_max,
-        max_border=c.square_crop_max_border, num_scales=c.square_crop_num_scales,
-        keypoints=keypoints, keypoint_mask=keypoint_mask)
-    image, boxes, kept = out[:3]
-    if kps:
-      keypoints, keypoint_mask = out[3:]
-    classes = tf.gather(classes, kept)
-  if c.random_pad:
-    if kps:
-      image, boxes, keypoints = random_absolute_pad_image(
-          image, boxes, _sub_seed(seed, _TAG_PAD), c.max_pad_pixels, c.max_pad_pixels,
-          keypoints=keypoints)
-    else:
-      image, boxes = random_absolute_pad_image(image, boxes, _sub_seed(seed, _TAG_PAD),
-                                               c.max_pad_pixels, c.max_pad_pixels)
-  if kps:
-    return image, boxes, classes, keypoints, keypoint_mask
-  return image, boxes, classes
+      raise ValueError(f'{where}: not `name` or `name(arguments)`')
+    if name not in OPS:
+      raise ValueError(f'{where}: unknown op; the ops are {sorted(OPS)}')
+    params = [p for p in inspect.signature(OPS[name]).parameters.values()][2:]
+    params = [p for p in params if p.name not in _SUPPLIED]
+    positional = [p.name for p in params]
+    if len(args) > len(positional):
+      raise ValueError(f'{where}: {len(args)} positional arguments, the op takes at most '
+                       f'{len(positional)} ({", ".join(positional)})')
+    bound = dict(zip(positional, args))
+    for k, v in kwargs.items():
+      if k not in positional:
+        raise ValueError(f'{where}: no argument {k!r}; it takes {", ".join(positional)}')
+      if k in bound:
+        raise ValueError(f'{where}: argument {k!r} given twice')
+      bound[k] = v
+    ops.append(OpSpec(name, bound))
+  return ops
+
+
+def _arguments(op: OpSpec) -> dict[str, Any]:
+  """The op's arguments with its defaults filled in."""
+  params = list(inspect.signature(OPS[op.name]).parameters.values())[2:]
+  out = {p.name: p.default for p in params if p.name not in _SUPPLIED}
+  out.update(op.kwargs)
+  return out
+
+
+def _pair(v):
+  return tuple(v) if isinstance(v, (tuple, list)) else (v,)
+
+
+def spec_problems(spec: str, field: str = 'input.augmentations') -> list[str]:
+  """Every problem of the spec as `<field>: op i name: argument=value: <what is allowed>`."""
+  try:
+    ops = parse_spec(spec, field)
+  except ValueError as e:
+    return [str(e)]
+  problems = []
+
+  def number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+  for i, op in enumerate(ops):
+    a = _arguments(op)
+    where = f'{field}: op {i} {op.name}'
+
+    def need(name, ok, what):
+      if name in a and not ok(a[name]):
+        problems.append(f'{where}: {name}={a[name]!r}: {what}')
+
+    for name in ('probability', 'random_coef', 'overlap_thresh', 'min_object_covered'):
+      need(name, lambda v: number(v) and 0 <= v <= 1, 'must be a number in [0, 1]')
+    for name in ('max_height_padding', 'max_width_padding', 'max_border'):
+      need(name, lambda v: isinstance(v, int) and v >= 0, 'must be an integer >= 0')
+    for name in ('num_scales', 'min_patch_size', 'max_patch_size', 'max_attempts'):
+      need(name, lambda v: isinstance(v, int) and v >= 1, 'must be an integer >= 1')
+    for name in ('min_gaussian_stddev', 'max_gaussian_stddev', 'scale_min', 'scale_max'):
+      need(name, lambda v: number(v) and v >= 0, 'must be a number >= 0')
+    need('area_range', lambda v: len(_pair(v)) == 2 and all(number(x) for x in _pair(v))
+         and 0 < v[0] <= v[1] <= 1, 'must be two numbers (low, high) with 0 < low <= high <= 1')
+    need('aspect_ratio_range', lambda v: len(_pair(v)) == 2 and all(number(x) for x in _pair(v))
+         and 0 < v[0] <= v[1], 'must be two numbers (low, high) with 0 < low <= high')
+    if op.name == 'random_adjust_hue':
+      need('max_delta', lambda v: number(v) and 0 <= v <= 0.5, 'must be in [0, 0.5]')
+    elif op.name == 'random_adjust_brightness':
+      need('max_delta', lambda v: number(v) and v >= 0, 'must be a number >= 0')
+    elif op.name in ('random_adjust_contrast', 'random_adjust_saturation'):
+      if not (number(a['min_delta']) and number(a['max_delta'])
+              and 0 < a['min_delta'] <= a['max_delta']):
+        problems.append(f"{where}: min_delta={a['min_delta']!r}, max_delta="
+                        f"{a['max_delta']!r}: must be numbers with 0 < min_delta <= max_delta")
+    for lo, hi in (('scale_min', 'scale_max'), ('min_patch_size', 'max_patch_size'),
+                   ('min_gaussian_stddev', 'max_gaussian_stddev')):
+      if lo in a and number(a[lo]) and number(a[hi]) and a[lo] > a[hi]:
+        problems.append(f'{where}: {lo}={a[lo]!r} > {hi}={a[hi]!r}: the minimum must not '
+                        'exceed the maximum')
+  return problems
+
+
+def op_seed(example_seed, index: int, name: str):
+  """The seed of op `index` (named `name`) of the list: a function of its name and position
+  only, so the stream stays a pure function of (seed, stream position)."""
+  seed = tf.random.experimental.stateless_fold_in(tf.cast(example_seed, tf.int64), index)
+  return tf.random.experimental.stateless_fold_in(seed, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+class Augmenter:
+  """The ordered ops of a spec, applied to an example dict with per-op seeds."""
+
+  def __init__(self, spec: str, *, flip_permutation: Sequence[int] | None = None):
+    """flip_permutation: the keypoint spec's left/right renaming (keypoint tasks)."""
+    self.ops = parse_spec(spec)
+    self._flip_permutation = (tuple(int(j) for j in flip_permutation)
+                              if flip_permutation is not None else None)
+
+  def __call__(self, example: Example, seed) -> Example:
+    """seed: shape-[2] per-example seed (from the stream position)."""
+    example = dict(example)
+    for key in ('image', 'boxes', 'keypoints', 'keypoint_mask'):
+      if key in example:
+        example[key] = tf.cast(example[key], tf.float32)
+    for i, op in enumerate(self.ops):
+      kwargs = dict(op.kwargs)
+      if op.name == 'random_horizontal_flip':
+        kwargs['flip_permutation'] = self._flip_permutation
+      example = OPS[op.name](example, op_seed(seed, i, op.name), **kwargs)
+    return example

@@ -41,7 +41,7 @@ _PROGRESS_SECONDS = 10.0
 
 
 def decode_like_training(data: bytes) -> tuple[int, int]:
-  """(height, width) of encoded image bytes decoded as pipeline.decode_image_file does.
+  """(height, width) of encoded image bytes decoded as sources.record_table.decode_image_file does.
 
   Raises tf.errors.InvalidArgumentError (or another tf.errors.OpError) when TF cannot decode.
   """

@@ -39,10 +39,15 @@ import sys
 import tempfile
 from typing import Any
 
+from absl import app
+from absl import flags
 from absl import logging
+from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
+
+from centernet_jax import config_base
 
 CATEGORIES = ((1, 'rectangle'), (3, 'ellipse'), (7, 'triangle'), (8, 'cross'), (12, 'ring'))
 GENERATOR_VERSION = 2
@@ -468,8 +473,6 @@ def cli_main(ensure_fn, what: str):
   """The body of `python -m <generator module>`: generate (or find) the set of
   `--config` / `--out_dir` with `ensure_fn(dataset_config) -> paths`, and print the first
   `--print_val_images` val image paths on one line (what `make demo` draws)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from centernet_jax import config_base  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   if f.config is not None:
     dataset = f.config.dataset
@@ -497,8 +500,6 @@ def _main(argv):
 
 
 def define_cli_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file('config', None, 'experiment config file', lock_config=False)
   flags.DEFINE_string('out_dir', '', 'generate here (overrides config.dataset.synthetic_dir)')
   flags.DEFINE_integer('print_val_images', 0,
@@ -506,6 +507,5 @@ def define_cli_flags():
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
   define_cli_flags()
   app.run(_main)

@@ -44,6 +44,7 @@ import math
 import os
 from typing import Any
 
+from absl import app
 from absl import logging
 import numpy as np
 from PIL import Image
@@ -258,6 +259,5 @@ def _main(argv):
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
   synthetic.define_cli_flags()
   app.run(_main)

@@ -1,4 +1,4 @@
-"""TFDS `coco/2017` as a data source.
+"""Reading TFDS `coco/2017` (and this project's `coco_keypoints/2017`) records.
 
 Facts this relies on (tfds 4.9.10, builder `Coco` 1.1.0): features `image` (uint8 jpeg),
 `image/id`, `objects/{id, area, bbox (normalized y-first), label, is_crowd}`; `label` is a
@@ -29,6 +29,7 @@ import math
 from absl import logging
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from centernet_jax.data import coco_categories
 from centernet_jax.data import coco_json
@@ -38,34 +39,6 @@ COCO_CATEGORIES = coco_categories.COCO_CATEGORIES
 
 # TFDS label (0..79) -> COCO category id.
 LABEL_TO_CATEGORY_ID = np.asarray([cid for cid, _ in COCO_CATEGORIES], np.int64)
-
-
-def _builder(config):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  d = config.dataset
-  if d.tfds_name.split('/')[0] == 'coco_keypoints':
-    # Registers the keypoint builder (tfds_coco_keypoints.py) under its name.
-    # pylint: disable-next=g-import-not-at-top,unused-import
-    from centernet_jax.data import tfds_coco_keypoints
-  return tfds.builder(d.tfds_name, data_dir=d.tfds_data_dir or None)
-
-
-def label_map(config) -> coco_json.LabelMap:
-  """LabelMap of the official categories (from `dataset.val_annotations` when set).
-
-  The file may hold a subset of the official categories (e.g. `person_keypoints_val2017.json`
-  for a person-only model): objects of the other classes are then dropped from the examples,
-  as the OD API drops classes missing from its label map.
-  """
-  d = config.dataset
-  if d.val_annotations:
-    lm = coco_json.LabelMap.from_coco_json(d.val_annotations, d.label_map_mode)
-    official = dict(COCO_CATEGORIES)
-    if any(official.get(cid) != lm.id_to_name(cid) for cid in lm.ids):
-      raise ValueError(f'{d.val_annotations}: categories are not (a subset of) the official 80 '
-                       f'COCO categories that TFDS labels map to (ids {list(lm.ids)[:10]}...)')
-    return lm
-  return coco_json.LabelMap(COCO_CATEGORIES, d.label_map_mode)
 
 
 def check_label_names(builder) -> None:
@@ -124,7 +97,6 @@ def convert_example(example, lm: coco_json.LabelMap):
 
 
 def _skip_decoding():
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   return {'image': tfds.decode.SkipDecoding()}
 
 
@@ -133,17 +105,17 @@ def _epoch_seed(config, epoch, process_index):
                                      process_index]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def train_examples(config, *, start_step=0, process_index=0, process_count=1):
-  """Unbatched converted examples of this process from `start_step`, each with 'position'
-
-  (its global stream position g = step * global_batch + process_index * local_batch + i, for
-  the augmentation seed).
-  """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+def builder_of(config):
+  """The TFDS builder of `dataset.tfds_name` in `dataset.tfds_data_dir`."""
   d = config.dataset
-  builder = _builder(config)
+  return tfds.builder(d.tfds_name, data_dir=d.tfds_data_dir or None)
+
+
+def train_records(config, builder, *, start_step=0, process_index=0, process_count=1):
+  """(this process's undecoded records from `start_step`, enumerated by j = the process's
+  example count from step 0; as `(j, record)` pairs) -- see the module docstring's order."""
+  d = config.dataset
   check_label_names(builder)
-  lm = label_map(config)
   split = tfds.split_for_jax_process(d.tfds_train_split, process_index=process_index,
                                      process_count=process_count, drop_remainder=True)
   n = int(builder.info.splits[split].num_examples)
@@ -171,23 +143,13 @@ def train_examples(config, *, start_step=0, process_index=0, process_count=1):
     ds = ds.concatenate(epoch_ds(e))
   logging.info('tfds train: %d examples per process share, epochs %d..%d', n, e0, e_end - 1)
 
-  def fn(j, ex):
-    out = convert_example(ex, lm)
-    step = j // local
-    out['position'] = step * global_batch + process_index * local + j % local
-    return out
-
-  ds = ds.enumerate(start=j0)
-  return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.enumerate(start=j0)
 
 
-def eval_examples(config, *, process_index=0, process_count=1):
-  """(dataset of converted examples, this process's count, max count, total) for evaluation."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+def eval_records(config, builder, *, process_index=0, process_count=1):
+  """(this process's undecoded val records, its count, the max count, total)."""
   d = config.dataset
-  builder = _builder(config)
   check_label_names(builder)
-  lm = label_map(config)
   split = d.tfds_val_split
   if int(config.eval.num_examples) > 0:
     split = f'{split}[:{int(config.eval.num_examples)}]'
@@ -195,6 +157,4 @@ def eval_examples(config, *, process_index=0, process_count=1):
   counts = [int(builder.info.splits[s].num_examples) for s in subs]
   ds = builder.as_dataset(split=subs[process_index], shuffle_files=False,
                           decoders=_skip_decoding())
-  ds = ds.map(lambda ex: convert_example(ex, lm), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
   return ds, counts[process_index], max(counts), sum(counts)

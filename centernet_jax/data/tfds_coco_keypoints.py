@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import os
 
+from absl import app
+from absl import flags
 import numpy as np
 import tensorflow_datasets as tfds
 
 from centernet_jax import file_io
 from centernet_jax import keypoint_spec as kps
-from centernet_jax.data import tfds_coco
+from centernet_jax.data import coco_categories
 
 NUM_KEYPOINTS = len(kps.COCO_KEYPOINT_NAMES)
 SPLITS = {'train': 'train2017', 'validation': 'val2017'}
@@ -85,7 +87,7 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
                 'area': np.float32,
                 'bbox': tfds.features.BBoxFeature(),
                 'label': tfds.features.ClassLabel(
-                    names=[name for _, name in tfds_coco.COCO_CATEGORIES]),
+                    names=[name for _, name in coco_categories.COCO_CATEGORIES]),
                 'is_crowd': np.bool_,
                 'keypoints': tfds.features.Tensor(shape=(NUM_KEYPOINTS, 2), dtype=np.float32),
                 'keypoint_visibility': tfds.features.Tensor(shape=(NUM_KEYPOINTS,),
@@ -113,7 +115,7 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
   # pylint: disable-next=arguments-differ
   def _generate_examples(self, instances_file, keypoints_file, image_dir):
     data = file_io.read_json(instances_file)
-    label_of = {cid: i for i, (cid, _) in enumerate(tfds_coco.COCO_CATEGORIES)}
+    label_of = {cid: i for i, (cid, _) in enumerate(coco_categories.COCO_CATEGORIES)}
     joints = {}
     if file_io.exists(keypoints_file):
       for ann in file_io.read_json(keypoints_file).get('annotations', []):
@@ -158,17 +160,14 @@ def build(manual_dir: str, data_dir: str) -> CocoKeypoints:
 
 def _main(argv):
   del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   builder = build(f.manual_dir, f.data_dir)
   print(builder.info)
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
-  absl_flags.DEFINE_string('manual_dir', None, 'Folder with annotations/ and the image folders.')
-  absl_flags.DEFINE_string('data_dir', os.path.expanduser('~/tensorflow_datasets'),
-                           'TFDS data directory to write to.')
-  absl_flags.mark_flags_as_required(['manual_dir'])
+  flags.DEFINE_string('manual_dir', None, 'Folder with annotations/ and the image folders.')
+  flags.DEFINE_string('data_dir', os.path.expanduser('~/tensorflow_datasets'),
+                      'TFDS data directory to write to.')
+  flags.mark_flags_as_required(['manual_dir'])
   app.run(_main)
