@@ -57,7 +57,7 @@ def _setup(config, num_devices, tx=None, fsdp=1, variables=None):
 
 def _init_variables(config):
   """The 1-device initial params and BN statistics of `config`'s model, as numpy."""
-  _, num_classes = pipeline.dataset_info(config)
+  num_classes = sources.resolve(config).num_classes
   model = models.build_model(config.model, num_classes)
   return jax.device_get(performance.run_init(
       lambda r: model.init(r, np.zeros((1, config.input.size, config.input.size, 3), np.float32),
