@@ -20,9 +20,9 @@ outputs, temporaries); on CPU a step needing more than 90% of the available RAM 
 Each row runs in its own subprocess with a `--row_timeout`, so a row that is too slow or runs
 out of memory is listed with the reason instead of stopping the others.
 
-The zoo's "Speed (ms)" column gives no hardware or method (research note
-tf_od_api_centernet.md, section 8: probably a batch-1 end-to-end SavedModel call on an
-unspecified GPU); compare rows relative to each other, not the absolute numbers.
+The zoo's "Speed (ms)" column gives no hardware or method (docs/odapi_reference.md,
+section 10: probably a batch-1 end-to-end SavedModel call on an unspecified GPU); compare rows
+relative to each other, not the absolute numbers.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ pairs, as COCO writes them) fields; the rest is derived from the names unless th
   the word 'left' is paired with the same name with 'right' (and back), case-insensitively,
   e.g. `left_eye` <-> `right_eye`, `hand_left` <-> `hand_right`; joints without a partner map
   to themselves. For COCO this is [0, 2, 1, 4, 3, ..., 16, 15].
-- `std_devs[j]` multiplies the box sigma to give joint j's heatmap sigma (research note 2.3).
+- `std_devs[j]` multiplies the box sigma to give joint j's heatmap sigma
+  (docs/odapi_reference.md, section 5).
   Known COCO joint names take the zoo's table (nose .26, eyes .25, ears .35, shoulders .79,
   elbows .72, wrists .62, hips 1.07, knees .89, ankles .89); other names take 1.0, the OD API's
   default for unlisted keypoints.

@@ -1,5 +1,5 @@
-"""The TF2 zoo's COCO 2017 recipes as config building blocks (research note
-tf_od_api_centernet.md, section 5); each `experiments/centernet_*.py` row composes them.
+"""The TF2 zoo's COCO 2017 recipes as config building blocks (docs/odapi_reference.md,
+sections 5, 8 and 9); each `experiments/centernet_*.py` row composes them.
 
 Every block sets all the fields it owns, so a row's config does not depend on
 `config_base` defaults that might change. Units: pixels for sizes, steps for schedules.
@@ -44,7 +44,7 @@ def coco17(*, keypoints: bool = False, person_only: bool = False,
 
 
 def keypoints_human_pose(c: ml_collections.ConfigDict) -> None:
-  """The zoo's keypoint task (research note 2.3): `human_pose` on person, joints, skeleton
+  """The zoo's keypoint task (docs/odapi_reference.md, 5): `human_pose` on person, joints, skeleton
   and flip permutation from the person category of the keypoint files, per-joint std devs and
   OKS sigmas from the COCO joint names (keypoint_spec.py), offsets and regression on the
   radius-3 disc, per-keypoint offsets, loss weights 1.0 / 1.0 / 0.1."""

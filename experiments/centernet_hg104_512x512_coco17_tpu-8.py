@@ -4,20 +4,16 @@ Zoo (tf2_detection_zoo.md): COCO val2017 box AP 41.9 (config comment: 41.92 +- 0
 runs), speed 70 ms (unspecified GPU, batch 1, end to end; see docs/zoo_speed.md for ours).
 Archive: http://download.tensorflow.org/models/object_detection/tf2/20200713/
 centernet_hg104_512x512_coco17_tpu-8.tar.gz
-Recipe: `configs/tf2/centernet_hourglass104_512x512_coco17_tpu-8.config` (research note
-tf_od_api_centernet.md, 5.1 / 5.2): batch 128 on TPU-8, 140k steps, Adam eps 1e-7, manual
+Recipe: `configs/tf2/centernet_hourglass104_512x512_coco17_tpu-8.config`
+(docs/odapi_reference.md, section 9): batch 128 on TPU-8, 140k steps, Adam eps 1e-7, manual
 steps 1e-3 -> 1e-4 at 90k -> 1e-5 at 120k, flip + crop (0.5-1.7, coef 0.25) + colour + pad
 (200/200 black), 90 heatmap channels (COCO id - 1), 100 detections, init from the ExtremeNet
 checkpoint (`fine_tune_checkpoint_type: "detection"`: the feature extractor only).
 
-Data: TFDS `coco/2017` (`tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`), evaluated against
-the official `instances_val2017.json` (docs/zoo.md).
+Shared by every zoo row (data, evaluation ground truth, the keypoint settings, what the
+three steps below do, the differences from the zoo's own runs): docs/zoo.md.
 
-1. Initialisation (ExtremeNet, 'detection': backbone only, heads fresh). The zoo lists two
-   ExtremeNet archives, 20200711 ("deprecated") and 20210507; this config dates from 2020-07,
-   so the 20200711 one. The importer reads the row archive's pipeline.config (which also picks
-   this experiment file by name) and the ExtremeNet checkpoint given by `--checkpoint` (its
-   layout was not checked here; a mismatch is refused, naming the variables):
+1. Initialisation ('detection': the 20200711 ExtremeNet archive, feature extractor only):
 
      curl -L http://download.tensorflow.org/models/object_detection/tf2/20200713/centernet_hg104_512x512_coco17_tpu-8.tar.gz | tar xz
      curl -L http://download.tensorflow.org/models/object_detection/tf2/20200711/extremenet.tar.gz | tar xz
@@ -36,10 +32,6 @@ the official `instances_val2017.json` (docs/zoo.md).
          --workdir runs/hg104_512_zoo
      python -m centernet_jax.main --config experiments/centernet_hg104_512x512_coco17_tpu-8.py \
          --workdir runs/hg104_512_zoo --mode eval --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
-
-Differences from the zoo run: losses are normalised by the global box count (the OD API
-averages per-replica normalised losses, research note 5.1). BN statistics come from the global
-batch, as the zoo's SyncBN for the hourglass.
 """
 
 from centernet_jax import zoo_recipes as zoo

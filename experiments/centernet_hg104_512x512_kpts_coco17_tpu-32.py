@@ -4,20 +4,17 @@ Zoo (tf2_detection_zoo.md): COCO val2017 box AP 40.0 / keypoint AP 61.4 (config 
 over 5 runs, +-0.16), speed 76 ms (unspecified GPU, batch 1, end to end).
 Archive: http://download.tensorflow.org/models/object_detection/tf2/20200711/
 centernet_hg104_512x512_kpts_coco17_tpu-32.tar.gz
-Recipe: `configs/tf2/centernet_hourglass104_512x512_kpts_coco17_tpu-32.config` (research note
-tf_od_api_centernet.md 2.3, 5.1, 5.2): batch 128 on TPU-32, 250k steps, Adam eps 1e-7, cosine
+Recipe: `configs/tf2/centernet_hourglass104_512x512_kpts_coco17_tpu-32.config`
+(docs/odapi_reference.md, section 9): batch 128 on TPU-32, 250k steps, Adam eps 1e-7, cosine
 1e-3 with linear warmup from 2.5e-4 over 5k steps, flip (+ the keypoint permutation) + crop
 (0.5-1.7, coef 0.25) + colour + pad (200/200 black), 90 heatmap channels (COCO id - 1), 100
 detections, init from the ExtremeNet checkpoint (`fine_tune_checkpoint_type: "detection"`).
 (That config's eval_input_reader points at train2017, a copy error; evaluate on val2017.)
 
-Data (`coco_keypoints/2017`, this project's TFDS builder), evaluation ground truth and the
-zoo's keypoint settings shared by all keypoint rows: docs/zoo.md.
+Shared by every zoo row (data, evaluation ground truth, the keypoint settings, what the
+three steps below do, the differences from the zoo's own runs): docs/zoo.md.
 
-1. Initialisation (ExtremeNet, 'detection': the feature extractor only, heads fresh; the
-   20200711 ExtremeNet archive, the one of the config's date; its layout was not checked here,
-   a mismatch is refused, naming the variables). Without keypoint heads in the ExtremeNet
-   checkpoint the importer takes the zoo's 17 joints:
+1. Initialisation ('detection': the 20200711 ExtremeNet archive, feature extractor only):
 
      curl -L http://download.tensorflow.org/models/object_detection/tf2/20200711/centernet_hg104_512x512_kpts_coco17_tpu-32.tar.gz | tar xz
      curl -L http://download.tensorflow.org/models/object_detection/tf2/20200711/extremenet.tar.gz | tar xz
@@ -36,10 +33,6 @@ zoo's keypoint settings shared by all keypoint rows: docs/zoo.md.
          --workdir runs/hg104_512_kpts_zoo
      python -m centernet_jax.main --config experiments/centernet_hg104_512x512_kpts_coco17_tpu-32.py \
          --workdir runs/hg104_512_kpts_zoo --mode eval --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
-
-Differences from the zoo run: losses are normalised by the global box / joint count (the OD
-API averages per-replica normalised losses, research note 5.1). BN statistics come from the
-global batch, as the zoo's SyncBN for the hourglass.
 """
 
 from centernet_jax import zoo_recipes as zoo

@@ -6,8 +6,8 @@ Zoo (tf2_detection_zoo.md, added 2021-02-10): COCO val2017 keypoint AP 41.7 (the
 listed; a person-only model), speed 6 ms (unspecified GPU, batch 1, end to end).
 Archive: http://download.tensorflow.org/models/object_detection/tf2/20210210/
 centernet_mobilenetv2fpn_512x512_coco17_kpts.tar.gz
-Recipe: the archive's pipeline.config as quoted by a third party (research note
-tf_od_api_centernet.md 5.2 and its notes; not in `configs/tf2`, not independently checked):
+Recipe: the archive's pipeline.config as quoted by a third party (docs/odapi_reference.md,
+section 9 and its notes; not in `configs/tf2`, not independently checked):
 `mobilenet_v2_fpn_sep_conv` (separable 3x3 FPN convs), `use_depthwise: true` (separable first
 head conv), `num_classes: 1` (person only), `max_box_predictions: 20`, batch 512, 300k steps,
 cosine 5e-3 with linear warmup from 1e-4 over 5k steps, Adam epsilon not set (so the proto
@@ -20,13 +20,11 @@ Person only: the label map is the person category of `person_keypoints_val2017.j
 (`dataset.val_annotations`), so the other COCO classes are dropped from the TFDS examples
 (as the OD API drops classes missing from its label map) and box AP is person box AP.
 
-Data (`coco_keypoints/2017`, this project's TFDS builder), evaluation ground truth and the
-zoo's keypoint settings shared by all keypoint rows: docs/zoo.md.
+Shared by every zoo row (data, evaluation ground truth, the keypoint settings, what the
+three steps below do, the differences from the zoo's own runs): docs/zoo.md.
 
-1. Initialisation ('classification': the MobileNetV2 backbone only; FPN and heads fresh). The
-   OD API downloads the Keras ImageNet weights when it builds the model; the same weights as
-   an OD API classification checkpoint, made in the OD API environment (Keras 2;
-   `PY=$(tools/odapi_env.sh | tail -n 1)`):
+1. Initialisation ('classification': the Keras ImageNet MobileNetV2, backbone only;
+   `$PY` is the Python of the OD API environment, docs/zoo.md):
 
      $PY -c "import tensorflow as tf; m = tf.keras.applications.MobileNetV2(weights='imagenet'); tf.train.Checkpoint(feature_extractor=m).save('imagenet/mobilenet_v2/weights')"
      curl -L http://download.tensorflow.org/models/object_detection/tf2/20210210/centernet_mobilenetv2fpn_512x512_coco17_kpts.tar.gz | tar xz
@@ -45,10 +43,6 @@ zoo's keypoint settings shared by all keypoint rows: docs/zoo.md.
          --workdir runs/mnv2_kpts_zoo
      python -m centernet_jax.main --config experiments/centernet_mobilenetv2fpn_512x512_coco17_kpts.py \
          --workdir runs/mnv2_kpts_zoo --mode eval --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
-
-Differences from the zoo run: BN statistics come from the global batch (the zoo's MobileNet BNs
-used per-replica statistics); losses are normalised by the global box / joint count (research
-note 5.1).
 """
 
 from centernet_jax import zoo_recipes as zoo

@@ -6,7 +6,7 @@ Archive: http://download.tensorflow.org/models/object_detection/tf2/20210210/
 centernet_mobilenetv2fpn_512x512_coco17_od.tar.gz
 
 RECIPE UNKNOWN. The row has no config in `configs/tf2`; only the archive's pipeline.config
-exists, which was not retrieved (research note tf_od_api_centernet.md, 5.2 and its notes).
+exists, which was not retrieved (docs/odapi_reference.md, section 9 and its notes).
 What is taken from where:
   * model: `mobilenet_v2_fpn_sep_conv` (separable 3x3 FPN convs) with `use_depthwise: true`
     (separable first head conv), depth multiplier 1.0, 512x512: as the MobileNetV2 FPN kpts
@@ -29,14 +29,11 @@ What is taken from where:
   * detections: 100, the COCO protocol. To evaluate the published checkpoint as its
     pipeline.config may say, add `--config.eval.max_detections=20`.
 
-Data: TFDS `coco/2017` (`tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`), evaluated against
-the official `instances_val2017.json` (docs/zoo.md).
+Shared by every zoo row (data, evaluation ground truth, the keypoint settings, what the
+three steps below do, the differences from the zoo's own runs): docs/zoo.md.
 
-1. Initialisation ('classification': the MobileNetV2 backbone only; FPN and heads fresh). The
-   OD API downloads the Keras ImageNet weights when it builds the model; the same weights as
-   an OD API classification checkpoint (Keras application with its top, as
-   `tf.train.Checkpoint(feature_extractor=model)`), made in the OD API environment (Keras 2;
-   `PY=$(tools/odapi_env.sh | tail -n 1)`):
+1. Initialisation ('classification': the Keras ImageNet MobileNetV2, backbone only;
+   `$PY` is the Python of the OD API environment, docs/zoo.md):
 
      $PY -c "import tensorflow as tf; m = tf.keras.applications.MobileNetV2(weights='imagenet'); tf.train.Checkpoint(feature_extractor=m).save('imagenet/mobilenet_v2/weights')"
      curl -L http://download.tensorflow.org/models/object_detection/tf2/20210210/centernet_mobilenetv2fpn_512x512_coco17_od.tar.gz | tar xz
@@ -55,10 +52,6 @@ the official `instances_val2017.json` (docs/zoo.md).
          --workdir runs/mnv2_fpn_512_zoo
      python -m centernet_jax.main --config experiments/centernet_mobilenetv2fpn_512x512_coco17_od.py \
          --workdir runs/mnv2_fpn_512_zoo --mode eval --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
-
-Differences from the zoo run (besides the unknown recipe): BN statistics come from the global
-batch (the zoo's MobileNet BNs used per-replica statistics); losses are normalised by the
-global box count (research note 5.1).
 """
 
 from centernet_jax import zoo_recipes as zoo

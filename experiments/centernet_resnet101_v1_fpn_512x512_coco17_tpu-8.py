@@ -4,21 +4,18 @@ Zoo (tf2_detection_zoo.md): COCO val2017 box AP 34.2 (config comment: 34.18), sp
 (unspecified GPU, batch 1, end to end; see docs/zoo_speed.md for ours).
 Archive: http://download.tensorflow.org/models/object_detection/tf2/20200711/
 centernet_resnet101_v1_fpn_512x512_coco17_tpu-8.tar.gz
-Recipe: `configs/tf2/centernet_resnet101_v1_fpn_512x512_coco17_tpu-8.config` (research note
-tf_od_api_centernet.md, 5.1 / 5.2): batch 128 on TPU-8, 140k steps, Adam eps 1e-7, manual
+Recipe: `configs/tf2/centernet_resnet101_v1_fpn_512x512_coco17_tpu-8.config`
+(docs/odapi_reference.md, section 9): batch 128 on TPU-8, 140k steps, Adam eps 1e-7, manual
 steps 1e-3 -> 1e-4 at 90k -> 1e-5 at 120k, flip + crop (0.5-1.7, coef 0.25) + colour + pad
 (200/200 black), 90 heatmap channels (COCO id - 1), 100 detections, init from the Keras
 ImageNet ResNet101 (`fine_tune_checkpoint_type: "classification"`, `weights-1`: the backbone
 only; FPN and heads fresh).
 
-Data: TFDS `coco/2017` (`tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`), evaluated against
-the official `instances_val2017.json` (docs/zoo.md).
+Shared by every zoo row (data, evaluation ground truth, the keypoint settings, what the
+three steps below do, the differences from the zoo's own runs): docs/zoo.md.
 
-1. Initialisation ('classification'). The ImageNet checkpoint is what the OD API's
-   `models/keras_models/convert_keras_models.py` writes: the Keras application with its top,
-   saved as `tf.train.Checkpoint(feature_extractor=model)`. Make it in the OD API environment
-   (Keras 2; `PY=$(tools/odapi_env.sh | tail -n 1)`), then convert it; the row archive only
-   supplies pipeline.config (and picks this experiment file by name):
+1. Initialisation ('classification': the Keras ImageNet ResNet101, backbone only;
+   `$PY` is the Python of the OD API environment, docs/zoo.md):
 
      $PY -c "import tensorflow as tf; m = tf.keras.applications.ResNet101(weights='imagenet'); tf.train.Checkpoint(feature_extractor=m).save('imagenet/resnet101/weights')"
      curl -L http://download.tensorflow.org/models/object_detection/tf2/20200711/centernet_resnet101_v1_fpn_512x512_coco17_tpu-8.tar.gz | tar xz
@@ -37,10 +34,6 @@ the official `instances_val2017.json` (docs/zoo.md).
          --workdir runs/r101_fpn_512_zoo
      python -m centernet_jax.main --config experiments/centernet_resnet101_v1_fpn_512x512_coco17_tpu-8.py \
          --workdir runs/r101_fpn_512_zoo --mode eval --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
-
-Differences from the zoo run: BN statistics come from the global batch (the zoo's ResNet BNs
-used per-replica statistics, 16 images per TPU core); losses are normalised by the global box
-count (the OD API averages per-replica normalised losses, research note 5.1).
 """
 
 from centernet_jax import zoo_recipes as zoo

@@ -6,7 +6,7 @@ Archive: http://download.tensorflow.org/models/object_detection/tf2/20200711/
 centernet_resnet50_v1_fpn_512x512_coco17_tpu-8.tar.gz
 
 RECIPE UNKNOWN. This row has no config in `configs/tf2` (only the archive's pipeline.config,
-which was not retrieved; research note tf_od_api_centernet.md, 5.2). The model fields are
+which was not retrieved; docs/odapi_reference.md, section 9). The model fields are
 certain (the archive name, and `import_tf_checkpoint` checks them against the archive's
 pipeline.config): `resnet_v1_50_fpn`, 512x512, 90 classes. The TRAINING recipe is the nearest
 known config, `configs/tf2/centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8.config` (the
@@ -17,13 +17,11 @@ steps, Adam eps 1e-7, cosine 1e-3 with linear warmup from 2.5e-4 over 5k steps, 
 config, uses 140k steps with manual steps; the keypoint row of the same backbone was preferred.)
 Read the archive's pipeline.config `train_config` to replace this guess.
 
-Data: TFDS `coco/2017` (`tfds build coco/2017 --data_dir=$TFDS_DATA_DIR`), evaluated against
-the official `instances_val2017.json` (docs/zoo.md).
+Shared by every zoo row (data, evaluation ground truth, the keypoint settings, what the
+three steps below do, the differences from the zoo's own runs): docs/zoo.md.
 
-1. Initialisation ('classification': backbone only; FPN and heads fresh). The ImageNet
-   checkpoint is what the OD API's `convert_keras_models.py` writes (the Keras application with
-   its top, as `tf.train.Checkpoint(feature_extractor=model)`); make it in the OD API
-   environment (Keras 2; `PY=$(tools/odapi_env.sh | tail -n 1)`):
+1. Initialisation ('classification': the Keras ImageNet ResNet50, backbone only;
+   `$PY` is the Python of the OD API environment, docs/zoo.md):
 
      $PY -c "import tensorflow as tf; m = tf.keras.applications.ResNet50(weights='imagenet'); tf.train.Checkpoint(feature_extractor=m).save('imagenet/resnet50/weights')"
      curl -L http://download.tensorflow.org/models/object_detection/tf2/20200711/centernet_resnet50_v1_fpn_512x512_coco17_tpu-8.tar.gz | tar xz
@@ -42,10 +40,6 @@ the official `instances_val2017.json` (docs/zoo.md).
          --workdir runs/r50_fpn_512_zoo
      python -m centernet_jax.main --config experiments/centernet_resnet50_v1_fpn_512x512_coco17_tpu-8.py \
          --workdir runs/r50_fpn_512_zoo --mode eval --config.dataset.tfds_data_dir=$TFDS_DATA_DIR
-
-Differences from the zoo run (besides the unknown recipe): BN statistics come from the global
-batch (the zoo's ResNet BNs used per-replica statistics); losses are normalised by the global
-box count (the OD API averages per-replica normalised losses, research note 5.1).
 """
 
 from centernet_jax import zoo_recipes as zoo

@@ -100,7 +100,7 @@ def compare_keypoints(case, row, outputs, tf_pred_list, tf_heads, true_size, ori
   import jax.numpy as jnp
   from centernet_jax import decoder, keypoint_spec, losses, targets
   std = (0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.89,
-         0.89, 0.89, 0.89)  # odapi_build.KEYPOINT_STD (the zoo's, research note 2.3)
+         0.89, 0.89, 0.89)  # odapi_build.KEYPOINT_STD (docs/odapi_reference.md, 5)
   assert std == keypoint_spec.default_std_devs(keypoint_spec.COCO_KEYPOINT_NAMES)
   boxes = case['gt/boxes/0'][None]
   classes = case['gt/classes/0'][None]

@@ -73,7 +73,7 @@ VARIANTS = {
 KEYPOINT_VARIANTS = {'r50v1fpn_kpts': 'r50v1fpn', 'r50v2_kpts': 'r50v2',
                      'hg104_kpts': 'hg104', 'mnv2fpn_kpts': 'mnv2fpn'}
 KEYPOINT_NUM_CLASSES = {'mnv2fpn_kpts': 1}  # the MobileNet keypoint model is person-only
-# Research note 2.3: per-keypoint std devs in COCO keypoint order.
+# The zoo's per-keypoint std devs in COCO keypoint order (docs/odapi_reference.md, 5).
 KEYPOINT_STD = (0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07,
                 0.89, 0.89, 0.89, 0.89)
 KEYPOINT_TASK_TEXT = """

@@ -39,7 +39,7 @@ COSINE_1E3 = dict(schedule='cosine', learning_rate=1e-3, warmup_learning_rate=2.
                   warmup_steps=5000)
 MANUAL_1E3 = dict(schedule='manual_steps', manual_boundaries=(90000, 120000),
                   manual_rates=(1e-3, 1e-4, 1e-5))
-# The zoo's ops in order, with the arguments its configs give (research note 5.1).
+# The zoo's ops in order, with the arguments its configs give (docs/odapi_reference.md, 8).
 FLIP = ('random_horizontal_flip', {'probability': 0.5})
 CROP = ('random_crop_image', {'min_object_covered': 1.0, 'aspect_ratio_range': (0.5, 1.7),
                               'area_range': (0.1, 1.0), 'overlap_thresh': 0.3,
@@ -58,7 +58,7 @@ ZOO_AUG = (FLIP, CROP, *COLOUR, PAD)
 HG1024_AUG = (FLIP, *COLOUR, SQUARE_CROP)
 MOBILENET_AUG = (FLIP, PATCH_GAUSSIAN, CROP, *COLOUR, PAD)
 
-# Zoo row (= experiment file name) -> recipe (research note tf_od_api_centernet.md 5.2; the
+# Zoo row (= experiment file name) -> recipe (docs/odapi_reference.md, 9; the
 # R50 v1 FPN boxes row and the MobileNetV2 rows are the files' documented nearest configs).
 BOX_ROWS = {
     'centernet_hg104_512x512_coco17_tpu-8': dict(
@@ -175,7 +175,7 @@ def test_recipe(row):
   assert config.model.num_classes == want.get('num_classes', 90)
   if row in BOX_ROWS:
     assert not _is_keypoint(config)
-  else:  # the zoo's human_pose task (research note 2.3)
+  else:  # the zoo's human_pose task (docs/odapi_reference.md, 5)
     k = config.keypoints
     assert _is_keypoint(config) and k.class_name == 'person' and k.task_name == 'human_pose'
     assert (k.heatmap_loss_weight, k.offset_loss_weight, k.regression_loss_weight) == (

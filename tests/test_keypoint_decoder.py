@@ -1,5 +1,5 @@
 """Keypoint decoding on hand-made head outputs: where the min_distance snap must and must not
-happen (research note 4, step 6)."""
+happen (docs/odapi_reference.md, 7.2)."""
 
 import functools
 import math

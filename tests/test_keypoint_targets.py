@@ -1,4 +1,4 @@
-"""Keypoint targets and losses against hand-computed values (research note 2.3 and 3)."""
+"""Keypoint targets and losses against hand-computed values (docs/odapi_reference.md, 4 and 5)."""
 
 import math
 

@@ -34,7 +34,7 @@ def _images(batch=2, size=64, seed=0):
     (101, 43_828_160, 105_856),
 ])
 def test_zoo_parameter_counts(depth, trainable_fe, bn_stats):
-  """Research table 1.0: COCO 90 classes, 512x512; BN stats = moving mean + variance."""
+  """docs/odapi_reference.md 3.7: COCO 90 classes, 512x512; BN stats = moving mean + variance."""
   model = models.build_model(_model_config(depth, 1.0, 256), 90)
   variables = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, 512, 512, 3)), train=False))

@@ -56,6 +56,7 @@ def _reference_vars():
 
 
 def test_param_counts_match_research_table():
+  # docs/odapi_reference.md 3.7.
   net = models.build_model(_model_config(), num_classes=90)
   v = _shapes(net)
   fe = _count(v['params']['backbone'])

@@ -53,7 +53,7 @@ def test_config_defaults():
 
 
 def test_param_counts_match_research_table():
-  """MobileNetV2 FPN sep-conv, 90 classes, depthwise heads."""
+  """MobileNetV2 FPN sep-conv, 90 classes, depthwise heads (docs/odapi_reference.md, 3.7)."""
   v = _shapes(models.build_model(_model_config(), num_classes=90))
   fe, total = _count(v['params']['backbone']), _count(v['params'])
   assert (fe, total - fe, total) == (2_316_384, 44_006, 2_360_390)
@@ -157,7 +157,7 @@ def test_normalize_input():
 
 def test_matches_keras_mobilenetv2_and_fpn():
   """Keras MobileNetV2 (its stride-2 pads equal TF 'SAME') + the sep-conv FPN built in Keras from
-  the research note; weights copied by Keras layer order; inference outputs equal."""
+  docs/odapi_reference.md 3.5; weights copied by Keras layer order; inference outputs equal."""
   tf = pytest.importorskip('tensorflow')
   keras = tf.keras
   layers = keras.layers

@@ -33,7 +33,7 @@ def test_module_names_follow_keras_order(depth):
   fpn = {k for k in variables['params'] if k != 'resnet'}
   assert fpn == set(R.FPN_CHECKPOINT_ORDER)
   if depth == 50:
-    assert len(order) == 106  # research note 6.4: indices 0..105
+    assert len(order) == 106  # docs/odapi_reference.md 3.4: indices 0..105
     assert order[6] == 'conv2_block1_0_conv' and order[105] == 'conv5_block3_3_bn'
 
 
@@ -44,7 +44,7 @@ def test_zoo_layer_shapes_resnet50():
   assert p['resnet']['conv2_block1_0_conv']['kernel'].shape == (1, 1, 64, 256)
   assert p['resnet']['conv3_block1_1_conv']['kernel'].shape == (1, 1, 256, 128)
   assert p['resnet']['conv5_block3_3_conv']['kernel'].shape == (1, 1, 512, 2048)
-  # FPN, research note 6.4 K = 1..10.
+  # FPN, docs/odapi_reference.md 3.5, K = 1..10.
   expected = [(1, 1, 2048, 256), (1, 1, 1024, 256), (3, 3, 256, 128), (128,),
               (1, 1, 512, 128), (3, 3, 128, 64), (64,), (1, 1, 256, 64), (3, 3, 64, 64),
               (64,)]
@@ -83,8 +83,8 @@ def test_bn_epsilons():
 
 
 def test_matches_keras_resnet50_and_fpn():
-  """Copies weights of Keras ResNet50 (+ an FPN built in Keras from the research note) by name
-  into the Flax model and compares inference outputs."""
+  """Copies weights of Keras ResNet50 (+ an FPN built in Keras from docs/odapi_reference.md
+  3.5) by name into the Flax model and compares inference outputs."""
   tf = pytest.importorskip('tensorflow')
   keras = tf.keras
   layers = keras.layers

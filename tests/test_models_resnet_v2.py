@@ -60,7 +60,7 @@ def _reference_layers():
 
 
 def test_param_counts_match_research_table():
-  # With the (unused) post_bn variables, exactly the research table / the checkpoint.
+  # With the (unused) post_bn variables, exactly docs/odapi_reference.md 3.7 / the checkpoint.
   net = models.CenterNet(backbone=R.ResNetV2Upsample(create_post_bn=True),
                          normalize=R.normalize_input, num_classes=90)
   v = _shapes(net)
@@ -132,8 +132,9 @@ def test_normalize_input():
 
 
 def test_matches_keras_resnet50v2_and_upsampling():
-  """Keras ResNet50V2 + the upsampling stack built in Keras from the research note; weights
-  copied by Keras layer order (Conv2DTranspose kernels unchanged); inference outputs equal."""
+  """Keras ResNet50V2 + the upsampling stack built in Keras from docs/odapi_reference.md 3.5;
+  weights copied by Keras layer order (Conv2DTranspose kernels unchanged); inference outputs
+  equal."""
   tf = pytest.importorskip('tensorflow')
   keras = tf.keras
   layers = keras.layers

@@ -9,7 +9,7 @@ import pytest
 
 from centernet_jax import targets as T
 
-# (h, w) -> radius, TF2 OD API (bug variant, min overlap 0.7), research doc section 3.
+# (h, w) -> radius, TF2 OD API (bug variant, min overlap 0.7), docs/odapi_reference.md 4.1.
 ODAPI_VECTORS = [
     ((20, 10), 3.678, 1.1667),
     ((10, 10), 2.733, 0.8333),

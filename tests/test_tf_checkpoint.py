@@ -4,7 +4,8 @@ No OD API needed: a TF checkpoint with the real zoo key names is written with pl
 (nested tf.Module objects whose attribute names are the object-path segments), for the real
 ResNet-50 v1 FPN at 2 classes (creating ~25M float variables is cheap; nothing is run).
 The key set itself is checked against the names and shapes the OD API writes (a digest of the
-list recorded from a real OD API build; the list itself when shared/ is beside the repo).
+list recorded from a real OD API build, docs/odapi_reference.md 3; the list itself, for a
+readable diff, only when a `shared/reference/` folder holding it sits beside the checkout).
 """
 
 import hashlib
@@ -27,8 +28,9 @@ HEADS = 'model/_prediction_head_dict'
 
 # sha256 of the sorted "key shape" lines of the checkpoints saved by the OD API
 # (tf-object-detection-api 0.1, TF 2.15) for the 90-class zoo models, without the documented
-# skips (save_counter, the object graph, ResNet50V2's post_bn); see
-# shared/reference/odapi_checkpoint_vars/<name>.txt.
+# skips (save_counter, the object graph, ResNet50V2's post_bn); how they were recorded:
+# docs/odapi_reference.md 3. The lists themselves are not in the repository; when
+# shared/reference/odapi_checkpoint_vars/<name>.txt sits beside the checkout it is diffed too.
 # (feature extractor type, depthwise heads) -> (reference name, number of keys, digest)
 ODAPI_KEY_DIGESTS = {
     ('resnet_v1_50_fpn', False): (
@@ -45,7 +47,7 @@ ODAPI_KEY_DIGESTS = {
 REFERENCE_DIR = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'reference',
                              'odapi_checkpoint_vars')
 
-# Research note 6.4: the FPN layers K = 1..10 of `_feature_extractor_model`.
+# docs/odapi_reference.md 3.5: the FPN layers K = 1..10 of `_feature_extractor_model`.
 FPN_ORDER = ('fpn_top_conv', 'fpn_c4_lateral_conv', 'fpn_c4_conv', 'fpn_c4_bn',
              'fpn_c3_lateral_conv', 'fpn_c3_conv', 'fpn_c3_bn', 'fpn_c2_lateral_conv',
              'fpn_c2_conv', 'fpn_c2_bn')
@@ -190,8 +192,8 @@ def test_writer_produces_real_key_names(r50_case):
 
 
 def _independent_layer_keys(depth=50):
-  """Flax module path -> TF object path, written from the research notes (and Keras 3 when
-  available), not from the converter."""
+  """Flax module path -> TF object path, written from docs/odapi_reference.md 3.4-3.5 (and
+  Keras 3 when available), not from the converter."""
   keras = pytest.importorskip('keras')
   app = {50: keras.applications.ResNet50, 101: keras.applications.ResNet101}[depth]
   net = app(weights=None, include_top=False, input_shape=(64, 64, 3))
@@ -231,6 +233,7 @@ def test_every_value_lands_where_it_belongs(r50_case):
 
 
 def test_spot_checks_from_the_research_notes(r50_case):
+  # Indices from docs/odapi_reference.md 3.4 and 3.5.
   new, _ = T.convert_variables(r50_case['read'], r50_case['variables'], _model_config())
   v, p, bs = r50_case['values'], new['params'], new['batch_stats']
   res = p['backbone']['resnet']

@@ -26,7 +26,8 @@ HEADS = 'model/_prediction_head_dict'
 
 # sha256 of the sorted "key shape" lines of the OD API's keypoint-model checkpoints (17 COCO
 # joints, `human_pose` task, per-keypoint offsets; tf-object-detection-api 0.1, TF 2.15)
-# without the documented skips; shared/reference/odapi_checkpoint_vars/<name>.txt.
+# without the documented skips (docs/odapi_reference.md 3; the optional readable list:
+# tests/test_tf_checkpoint.py, REFERENCE_DIR).
 # (feature extractor, depthwise heads, classes) -> (reference name, number of keys, digest)
 ODAPI_KEYPOINT_KEY_DIGESTS = {
     ('resnet_v2_50', False, 90): (

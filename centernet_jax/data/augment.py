@@ -18,7 +18,7 @@ The experiment lists the ops in order in `config.input.augmentations`, a spec st
 (`|` separates ops; arguments are Python literals, positional ones in the order of the op's
 signature after `example, seed`). Op i of the list gets the seed
 `fold_in(fold_in(example_seed, i), crc32(name))`, so the stream is a pure function of
-(config.seed, stream position) and the spec. The zoo's order (research notes section 5.1):
+(config.seed, stream position) and the spec. The zoo's order (docs/odapi_reference.md, section 8):
   flip -> patch gaussian -> crop -> hue -> contrast -> saturation -> brightness
   -> square crop by scale -> pad
 (zoo_recipes.py writes it per row; no zoo row uses both crops or both the square crop and the
