@@ -9,11 +9,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
+import tensorflow as tf
 
 from centernet_jax import checkpointing
 from centernet_jax import config_base
+from centernet_jax import inference
 from centernet_jax import models
 from centernet_jax import optimizer
+from centernet_jax import predict
 from centernet_jax import train
 from centernet_jax.data import pipeline
 
@@ -183,3 +186,20 @@ def write_random_workdir(config: ml_collections.ConfigDict, workdir: str, *, ste
   manager = checkpointing.make_manager(workdir)
   checkpointing.save(manager, step, state, train._meta(config, info, step))  # pylint: disable=protected-access
   checkpointing.close(manager)
+
+
+def evaluation_detections(workdir: str, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+  """Per image, the detections evaluation computes: `pipeline.preprocess` without augmentation
+  (evaluation's resize and pad) and `predict.make_predict_fn` on the checkpoint's variables,
+  all images in one batch."""
+  run = inference._restore_for_inference(workdir, None)  # pylint: disable=protected-access
+  examples = [pipeline.preprocess(
+      tf.constant(im), tf.zeros([0, 4]), tf.zeros([0], tf.int32), 0, config=run.config,
+      boxes_in_pixels=True, keypoint_spec=run.keypoint_spec) for im in images]
+  batch = {k: np.stack([ex[k].numpy() for ex in examples]) for k in predict.PREDICT_KEYS}
+  predict_fn = predict.make_predict_fn(
+      run.model, input_size=int(run.config.input.size),
+      max_detections=int(run.config.eval.max_detections),
+      keypoint_params=predict.keypoint_decode_params(run.keypoint_spec, run.config))
+  out = jax.device_get(predict_fn(run.variables, batch))
+  return [{k: np.asarray(v[i]) for k, v in out.items()} for i in range(len(images))]
