@@ -19,6 +19,8 @@ from centernet_jax.data import pipeline
 
 from tests import tiny
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 # The OD API inference tutorial's client, run with TensorFlow only: every `inputs` entry is one
 # uint8 [N, H, W, 3] call of `serving_default`. JAX is made unimportable first, as on a machine
 # without it (keras, which TF imports, would otherwise load the installed jax).
@@ -35,13 +37,14 @@ class NoJax:
 sys.meta_path.insert(0, NoJax())
 import numpy as np
 import tensorflow as tf
-model_dir, inputs, outputs = sys.argv[1:4]
-detect_fn = tf.saved_model.load(model_dir).signatures['serving_default']
-data = np.load(inputs)
+*pairs, outputs = sys.argv[1:]
 result = {}
-for name in data.files:
-  detections = detect_fn(input_tensor=tf.convert_to_tensor(data[name]))
-  result.update({f'{name}/{k}': v.numpy() for k, v in detections.items()})
+for model_dir, inputs in zip(pairs[0::2], pairs[1::2]):
+  detect_fn = tf.saved_model.load(model_dir).signatures['serving_default']
+  data = np.load(inputs)
+  for name in data.files:
+    detections = detect_fn(input_tensor=tf.convert_to_tensor(data[name]))
+    result.update({f'{model_dir}/{name}/{k}': v.numpy() for k, v in detections.items()})
 np.savez(outputs, **result)
 assert 'jax' not in sys.modules and 'centernet_jax' not in sys.modules, [
     m for m in sys.modules if 'jax' in m]
@@ -52,14 +55,15 @@ JAX_CLIENT = r'''
 import sys
 import jax
 import numpy as np
-artifact, inputs, outputs = sys.argv[1:4]
-with open(artifact, 'rb') as f:
-  exported = jax.export.deserialize(bytearray(f.read()))
-data = np.load(inputs)
+*pairs, outputs = sys.argv[1:]
 result = {}
-for n in (4, 3):  # the batch dimension is symbolic
-  out = exported.call(data['image'][:n], data['true_size'][:n], data['original_size'][:n])
-  result.update({f'{n}/{k}': np.asarray(v) for k, v in out.items()})
+for artifact, inputs in zip(pairs[0::2], pairs[1::2]):
+  with open(artifact, 'rb') as f:
+    exported = jax.export.deserialize(bytearray(f.read()))
+  data = np.load(inputs)
+  for n in (4, 3):  # the batch dimension is symbolic
+    out = exported.call(data['image'][:n], data['true_size'][:n], data['original_size'][:n])
+    result.update({f'{artifact}/{n}/{k}': np.asarray(v) for k, v in out.items()})
 np.savez(outputs, **result)
 assert 'centernet_jax' not in sys.modules and 'tensorflow' not in sys.modules
 '''
@@ -80,31 +84,29 @@ def _run_client(tmp, source: str, *args) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """A box and a keypoint workdir at random weights, each exported as jax and SavedModel."""
+  """A box and a keypoint workdir at random weights, each exported as jax and SavedModel, and
+  the images: two synthetic val images (64 x 64) and two 48 x 80 ones (another aspect, so the
+  in-graph resize is exercised), decoded as evaluation decodes files, with evaluation's
+  detections of them for each model."""
   root = tmp_path_factory.mktemp('export')
-  out = {}
-  for name, config in (('box', tiny.tiny_config(root / 'data')),
-                       ('kp', tiny.tiny_keypoint_config(root / 'kp_data'))):
+  box_config = tiny.tiny_config(os.path.join(REPO, 'data_cache', 'tests_synthetic'))
+  kp_config = tiny.tiny_keypoint_config(
+      os.path.join(REPO, 'data_cache', 'tests_synthetic_keypoints'))
+  val_dir = pipeline.annotation_paths(box_config, 'val')[1]
+  images = [pipeline.decode_image_file(p).numpy()
+            for p in sorted(glob.glob(os.path.join(val_dir, '*.png')))[:2]]
+  images += [np.asarray(Image.fromarray(a).resize((80, 48), Image.BILINEAR)) for a in images]
+  out = {'images': images}
+  for name, config in (('box', box_config), ('kp', kp_config)):
     workdir = str(root / f'{name}_run')
     tiny.write_random_workdir(config, workdir)
     # The keypoint SavedModel has a fixed batch of 2, the box one a dynamic batch.
     batch = 2 if name == 'kp' else None
-    out[name] = {'workdir': workdir, 'config': config,
-                 'jax': str(root / f'{name}_jax'), 'saved_model': str(root / f'{name}_sm')}
+    out[name] = {'workdir': workdir, 'jax': str(root / f'{name}_jax'),
+                 'saved_model': str(root / f'{name}_sm'),
+                 'refs': tiny.evaluation_detections(workdir, images)}
     export.export(workdir, out[name]['jax'], 'jax')
     export.export(workdir, out[name]['saved_model'], 'saved_model', batch=batch)
-  return out
-
-
-@pytest.fixture(scope='module')
-def images(runs):
-  """uint8 images: two synthetic val images (64 x 64) and two 48 x 80 ones (another aspect,
-  so the in-graph resize is exercised); decoded as evaluation decodes files."""
-  val_dir = pipeline.annotation_paths(runs['box']['config'], 'val')[1]
-  paths = sorted(glob.glob(os.path.join(val_dir, '*.png')))[:2]
-  out = [pipeline.decode_image_file(p).numpy() for p in paths]
-  for a in out[:2]:
-    out.append(np.asarray(Image.fromarray(a).resize((80, 48), Image.BILINEAR)))
   return out
 
 
@@ -133,21 +135,27 @@ def _check_od_api(got: dict[str, np.ndarray], ref, image, label_map):
   np.testing.assert_allclose(picked[peak], ref['scores'][peak], atol=1e-4)
 
 
-def test_saved_model_in_a_tensorflow_only_client(runs, images, tmp_path):
-  a, b, c, d = images
-  for name, calls in (('box', {'a': [a], 'b': [b], 'c': [c], 'd': [d], 'ab': [a, b]}),
-                      ('kp', {'ab': [a, b], 'cd': [c, d]})):
-    run = runs[name]
-    refs = dict(zip('abcd', tiny.evaluation_detections(run['workdir'], images)))
+def test_saved_model_in_a_tensorflow_only_client(runs, tmp_path):
+  a, b, c, d = runs['images']
+  calls = {'box': {'a': [a], 'b': [b], 'c': [c], 'd': [d], 'ab': [a, b]},
+           'kp': {'ab': [a, b], 'cd': [c, d]}}
+  args = []
+  for name, model_calls in calls.items():
     inputs = tmp_path / f'{name}_inputs.npz'
-    np.savez(inputs, **{k: np.stack(v) for k, v in calls.items()})
-    got = _run_client(tmp_path, TF_CLIENT, run['saved_model'], inputs)
-    label_map = json.loads(open(os.path.join(run['saved_model'], 'label_map.json')).read())
-    for call, members in calls.items():
+    np.savez(inputs, **{k: np.stack(v) for k, v in model_calls.items()})
+    args += [runs[name]['saved_model'], inputs]
+  got = _run_client(tmp_path, TF_CLIENT, *args)
+  for name, model_calls in calls.items():
+    model_dir = runs[name]['saved_model']
+    refs = dict(zip('abcd', runs[name]['refs']))
+    label_map = json.loads(open(os.path.join(model_dir, 'label_map.json')).read())
+    for call, members in model_calls.items():
+      prefix = f'{model_dir}/{call}/'
       for i, member in enumerate(call):
-        _check_od_api({k.split('/')[1]: v[i] for k, v in got.items() if k.startswith(call + '/')},
-                      refs[member], dict(zip('abcd', images))[member], label_map)
-    assert any('detection_keypoints' in k for k in got) == (name == 'kp')
+        _check_od_api({k[len(prefix):]: v[i] for k, v in got.items() if k.startswith(prefix)},
+                      refs[member], dict(zip('abcd', runs['images']))[member], label_map)
+    assert any(k.startswith(model_dir + '/') and k.endswith('/detection_keypoints')
+               for k in got) == (name == 'kp')
 
 
 def test_signature_summary(runs):
@@ -161,33 +169,32 @@ def test_signature_summary(runs):
                 'detection_keypoint_scores': ('float32', 3)}
 
 
-def test_jax_artifact_in_a_client_without_the_repository(runs, images, tmp_path):
+def test_jax_artifact_in_a_client_without_the_repository(runs, tmp_path):
+  args = []
   for name in ('box', 'kp'):
-    run = runs[name]
-    refs = tiny.evaluation_detections(run['workdir'], images)
-    predictor = inference.Predictor.from_workdir(run['workdir'])
-    examples = [predictor.prepare(im) for im in images]
+    predictor = inference.Predictor.from_workdir(runs[name]['workdir'])
+    examples = [predictor.prepare(im) for im in runs['images']]
     inputs = tmp_path / f'{name}_inputs.npz'
     np.savez(inputs, **{k: np.stack([e[k] for e in examples])
                         for k in ('image', 'true_size', 'original_size')})
-    got = _run_client(tmp_path, JAX_CLIENT,
-                      os.path.join(run['jax'], inference.JAX_ARTIFACT), inputs)
+    args += [os.path.join(runs[name]['jax'], inference.JAX_ARTIFACT), inputs]
+  got = _run_client(tmp_path, JAX_CLIENT, *args)
+  for name, artifact in zip(('box', 'kp'), args[0::2]):
     for n in (4, 3):
       for i in range(n):
-        for key, want in refs[i].items():
-          np.testing.assert_allclose(got[f'{n}/{key}'][i], want, atol=1e-4,
+        for key, want in runs[name]['refs'][i].items():
+          np.testing.assert_allclose(got[f'{artifact}/{n}/{key}'][i], want, atol=1e-4,
                                      err_msg=f'{name} {key}')
 
 
-def test_predictor_from_export_equals_from_workdir(runs, images):
+def test_predictor_from_export_equals_from_workdir(runs):
   for name in ('box', 'kp'):
-    refs = tiny.evaluation_detections(runs[name]['workdir'], images)
     predictor = inference.Predictor.from_export(runs[name]['jax'], batch_size=3)
-    results = list(predictor(images))
+    results = list(predictor(runs['images']))
     assert predictor.step == 1 and len(results) == 4
     assert predictor.class_names == checkpointing.read_meta(
         runs[name]['workdir'])['label_map']['names']
-    for result, ref in zip(results, refs):
+    for result, ref in zip(results, runs[name]['refs']):
       assert set(result.detections) == set(ref)
       for key, want in ref.items():
         np.testing.assert_allclose(result.detections[key], want, atol=1e-4, err_msg=key)
