@@ -16,6 +16,7 @@ not snapped to a heatmap peak) and writes, for detections of the keypoint class,
 `keypoints`: one {name, x, y, score} per joint in image pixels.
 """
 
+import itertools
 import json
 import os
 from typing import Any, Iterable, Iterator
@@ -111,18 +112,21 @@ def detect_files(workdir: str, image_paths: Iterable[str], output_dir: str, *,
   if int(batch_size) < 1:
     raise ValueError(f'--batch_size={batch_size}: must be >= 1')
   predictor = inference.Predictor.from_workdir(workdir, step, batch_size=batch_size)
+  results = predictor(image_paths)
+  first = next(results, None)
+  if first is None:
+    raise ValueError('detect: no image was given')
   out_dir = epath.Path(output_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   count = 0
+  records = detection_records(predictor, itertools.chain([first], results), out_dir, min_score)
   with (out_dir / 'detections.json').open('w') as f:
     f.write(json.dumps({'workdir': str(workdir), 'step': predictor.step})[:-1] +
             ', "images": [\n')
-    for record in detection_records(predictor, predictor(image_paths), out_dir, min_score):
+    for record in records:
       f.write((',\n' if count else '') + json.dumps(record))
       count += 1
     f.write('\n]}\n')
-  if not count:
-    raise ValueError('detect: no image was given')
   return count
 
 
