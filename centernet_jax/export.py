@@ -9,7 +9,8 @@ COCO category ids, the keypoint task) and `export_meta.json` (`format_version`, 
 input size, batch, the run's config); readers check the version and the format.
 
 What runs inside is evaluation's own jitted network + decoder (`predict.make_predict_fn`) with
-the checkpoint's parameters and BN statistics baked in (the optimizer state is never read).
+the checkpoint's parameters and BN statistics (constants of the jax artifact, variables of the
+SavedModel; the optimizer state is never read).
 
 - `jax`: `DIR/detector.jax_exported`, `jax.export.serialize` of
   `(image float32 [b, S, S, 3] raw 0..255 RGB resized + padded as evaluation does, true_size
@@ -29,17 +30,23 @@ the checkpoint's parameters and BN statistics baked in (the optimizer state is n
   pipeline's own function (`pipeline.resize_and_pad`: keep-aspect legacy bilinear without
   half-pixel centers, zero pad bottom/right), so preprocessing equals evaluation's.
 
-Why jax2tf with native serialization: it is the maintained route from JAX to TF (the graph
--lowering mode is gone from jax2tf); the network and the decoder travel as StableHLO inside an
-`XlaCallModule` op that TF runs with XLA on CPU, GPU and TPU, so TF serving sees exactly the
-computation JAX compiles. orbax-export wraps the same jax2tf call and would add a dependency
-without changing what is exported. The parameters become TF variables of the SavedModel (not
-constants of the graph), which keeps large models under the 2 GiB GraphDef limit.
+Why this route (the maintained one, jax.export + XlaCallModule): `jax.export` lowers the
+network + decoder to StableHLO, and the SavedModel's graph calls it through TF's `XlaCallModule`
+op, exactly what `jax2tf.convert(..., native_serialization=True)` builds (jax2tf's graph-lowering
+mode is gone from JAX). `jax2tf.convert` itself is not called because it serializes the
+StableHLO version of this JAX (1.18 for JAX 0.12), which TF 2.21's XlaCallModule cannot read
+(1.13); here the same module is serialized at the older of TF's and JAX's versions. A symbolic
+batch does not run in TF 2.21 (its shape refinement does not enter the composite JAX lowers
+`top_k` to), so a dynamic N maps the batch-1 module over the images; `--batch N` calls the
+batch-N module once. The parameters are variables of the SavedModel, not graph constants
+(which keeps large models under the 2 GiB GraphDef limit). orbax-export wraps jax2tf and would
+add a dependency without changing what is exported. ONNX: no maintained converter works with
+these versions (docs/export.md, "ONNX").
 """
 
 import json
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 from jax.extend.mlir.dialects import stablehlo as jax_stablehlo
