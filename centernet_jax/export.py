@@ -68,15 +68,6 @@ FORMATS = ('saved_model', 'jax')
 # jax.export / jax2tf platform names: the artifact runs on any of them.
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (latest if unset).')
-_OUTPUT = flags.DEFINE_string('output', None, 'Export directory (created).')
-_FORMAT = flags.DEFINE_enum('format', None, FORMATS, 'What to export.')
-_BATCH = flags.DEFINE_integer('batch', None, 'Fixed batch size N >= 1; unset: dynamic batch.')
-# `--tta none|flip` (test-time augmentation) plugs in here: `detection_fn` is the one place
-# that builds the exported predict function.
-
-
 def check_batch(batch: int | None) -> None:
   if batch is not None and int(batch) < 1:
     raise ValueError(f'--batch={batch}: must be >= 1 (leave it unset for a dynamic batch)')
@@ -261,14 +252,30 @@ def export(workdir: str, output: str, fmt: str, *, step: int | None = None,
   return path
 
 
-def main(argv):
-  del argv
-  print(export(_WORKDIR.value, _OUTPUT.value, _FORMAT.value, step=_STEP.value,
-               batch=_BATCH.value))
+def _define_flags() -> dict[str, flags.FlagHolder]:
+  """The command's flags, defined when it runs: importing this module next to `detect` or
+  `main` (tests, notebooks) must not define their `--workdir` / `--step` a second time."""
+  return {
+      'workdir': flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.'),
+      'step': flags.DEFINE_integer('step', None, 'Checkpoint step (latest if unset).'),
+      'output': flags.DEFINE_string('output', None, 'Export directory (created).'),
+      'format': flags.DEFINE_enum('format', None, FORMATS, 'What to export.'),
+      'batch': flags.DEFINE_integer('batch', None,
+                                    'Fixed batch size N >= 1; unset: dynamic batch.'),
+      # `--tta none|flip` (test-time augmentation) goes here and to `detection_fn`, the one
+      # place that builds the exported predict function.
+  }
 
 
 def run():
+  f = _define_flags()
   flags.mark_flags_as_required(['workdir', 'output', 'format'])
+
+  def main(argv):
+    del argv
+    print(export(f['workdir'].value, f['output'].value, f['format'].value,
+                 step=f['step'].value, batch=f['batch'].value))
+
   app.run(main)
 
 
