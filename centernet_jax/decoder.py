@@ -87,7 +87,8 @@ def peak_mask(prob):
 
 def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, original_size,
                       input_size: Union[int, Sequence[int]], max_detections: int = 100,
-                      keypoint_params: KeypointDecodeParams | None = None):
+                      keypoint_params: KeypointDecodeParams | None = None,
+                      multiclass_scores: bool = False):
   """Decodes the last feature output into the top-k boxes (and joints) per image.
 
   Args:
@@ -100,13 +101,16 @@ def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, origi
     max_detections: static `K`, at most `H * W * C`.
     keypoint_params: static `KeypointDecodeParams` of the keypoint task whose heads
       `<task>/keypoint/{heatmap,offset,regression}` the outputs hold; None: boxes only.
+    multiclass_scores: static; also return every class's sigmoid score at each detection's
+      peak pixel (the OD API's `detection_multiclass_scores`, read before the peak test).
 
   Returns:
     {'boxes': float32 `[B, K, 4]` y-first `[ymin, xmin, ymax, xmax]` in original image pixels,
      'scores': float32 `[B, K]` sigmoid scores, descending,
      'classes': int32 `[B, K]` contiguous channel ids}, plus with `keypoint_params`
     'keypoints' float32 `[B, K, J, 2]` (y, x) original image pixels and 'keypoint_scores'
-    float32 `[B, K, J]` (zeros for detections of other classes).
+    float32 `[B, K, J]` (zeros for detections of other classes), and with `multiclass_scores`
+    'multiclass_scores' float32 `[B, K, C]`.
   """
   logits = jnp.asarray(head_outputs['object_center'], jnp.float32)
   scale = jnp.asarray(head_outputs['box/scale'], jnp.float32)
@@ -117,15 +121,15 @@ def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, origi
   if k > out_h * out_w * num_classes:
     raise ValueError(f'max_detections={k} exceeds H*W*C={out_h * out_w * num_classes}')
 
-  prob = jax.nn.sigmoid(logits)
-  prob = prob * peak_mask(prob)
+  center_prob = jax.nn.sigmoid(logits)
+  prob = center_prob * peak_mask(center_prob)
   scores, flat_idx = jax.lax.top_k(prob.reshape(batch, out_h * out_w * num_classes), k)
   classes = (flat_idx % num_classes).astype(jnp.int32)
   pixel = flat_idx // num_classes
   y = (pixel // out_w).astype(jnp.float32)
   x = (pixel % out_w).astype(jnp.float32)
 
-  def gather(field):  # [B, H, W, 2] -> [B, K, 2]
+  def gather(field):  # [B, H, W, D] -> [B, K, D]
     flat = field.reshape(batch, out_h * out_w, field.shape[-1])
     return jnp.take_along_axis(flat, pixel[..., None], axis=1)
 
@@ -156,6 +160,8 @@ def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, origi
       jnp.clip(xmax * fx, 0.0, orig_w),
   ], axis=-1)
   out = {'boxes': boxes, 'scores': scores, 'classes': classes}
+  if multiclass_scores:
+    out['multiclass_scores'] = gather(center_prob)
   if keypoint_params is not None:
     strided_boxes = jnp.stack([ymin, xmin, ymax, xmax], axis=-1)
     kps, kp_scores = decode_keypoints(head_outputs, y=y, x=x, pixel=pixel,

@@ -6,7 +6,9 @@ r"""Runs a trained CenterNet on image files and draws what it finds.
 Writes `<output_dir>/<image stem>.png` (boxes, class names, scores drawn) and
 `<output_dir>/detections.json` (every detection: COCO category id and name, score, the box as
 y-first pixels and as COCO [x, y, w, h]). The model, its config and its label map all come from
-the checkpoint, so no dataset is needed.
+the checkpoint, so no dataset is needed. A thin command over `inference.Predictor` (evaluation's
+preprocessing and jitted network + decoder, images read lazily, memory bounded); `--images`
+takes files, globs and folders.
 
 A keypoint model (its label map carries the keypoint task) also draws each drawn detection's
 skeleton (limbs from the dataset's skeleton, joints coloured by side, hollow where the joint was
@@ -14,95 +16,47 @@ not snapped to a heatmap peak) and writes, for detections of the keypoint class,
 `keypoints`: one {name, x, y, score} per joint in image pixels.
 """
 
+import itertools
 import json
-from typing import Any, Sequence
+import os
+from typing import Any, Iterable, Iterator
 
-import jax
-import ml_collections
-import numpy as np
 from absl import app, flags, logging
 from etils import epath
-from PIL import Image
 import tensorflow as tf
 
-from centernet_jax import checkpointing
-from centernet_jax import evaluate
 from centernet_jax import file_io
-from centernet_jax import keypoint_spec as kp_spec_lib
-from centernet_jax import models
-from centernet_jax import optimizer as optimizer_lib
-from centernet_jax import sharding
-from centernet_jax import train
+from centernet_jax import inference
 from centernet_jax import visualize
-from centernet_jax.data import pipeline
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
-_IMAGES = flags.DEFINE_string('images', None, 'Comma-separated image paths or glob patterns.')
+_IMAGES = flags.DEFINE_string('images', None,
+                              'Comma-separated image paths, glob patterns or folders.')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where to write PNGs and detections.json.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (latest if unset).')
 _MIN_SCORE = flags.DEFINE_float('min_score', 0.3, 'Drawing threshold (the JSON keeps all).')
 _BATCH = flags.DEFINE_integer('batch_size', 4, 'Images per forward pass.')
 
-
-class Detector:
-  """A restored model plus its label map; `__call__` maps image arrays to detections."""
-
-  def __init__(self, workdir: str, step: int | None = None, batch_size: int = 4):
-    meta = checkpointing.read_meta(workdir, step)
-    self.config = ml_collections.ConfigDict(meta['config'])
-    self.label_map = meta['label_map']
-    self.class_names = list(self.label_map['names'])
-    self.category_ids = list(self.label_map['category_ids'])
-    self.batch_size = batch_size
-    self.input_size = self.config.input.size
-    kp = self.label_map.get('keypoints')
-    self.keypoint_spec = kp_spec_lib.KeypointSpec.from_json_dict(kp) if kp else None
-    self.model = models.build_model(self.config.model, len(self.class_names),
-                                    self.keypoint_spec)
-    tx, _ = optimizer_lib.make_optimizer(self.config)
-    mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': 1}))
-    replicated = sharding.replicated(mesh)
-    abstract = jax.eval_shape(lambda rng: train.create_train_state(
-        rng, self.model, tx, self.input_size), jax.random.key(0))
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
-    manager = checkpointing.make_manager(workdir, read_only=True)
-    state, _ = checkpointing.restore(manager, target, step)
-    manager.close()
-    self.step = int(state.step)
-    self.variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    self.predict_fn = evaluate.make_predict_fn(
-        self.model, input_size=self.input_size,
-        max_detections=self.config.eval.max_detections,
-        keypoint_params=evaluate.keypoint_decode_params(self.keypoint_spec, self.config))
-
-  def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Detects on uint8 RGB [H, W, 3] images; boxes come back in each image's pixels."""
-    results = []
-    for start in range(0, len(images), self.batch_size):
-      chunk = list(images[start:start + self.batch_size])
-      prepared = [prepare_image(im, self.input_size) for im in chunk]
-      # A fixed batch shape: the last chunk is padded by repeating its first image.
-      prepared += [prepared[0]] * (self.batch_size - len(chunk))
-      batch = {k: np.stack([p[k] for p in prepared]) for k in evaluate.PREDICT_KEYS}
-      out = jax.device_get(self.predict_fn(self.variables, batch))
-      results.extend({k: v[i] for k, v in out.items()} for i in range(len(chunk)))
-    return results
-
-
-def prepare_image(image: np.ndarray, input_size: int) -> dict[str, np.ndarray]:
-  """uint8 [H, W, 3] RGB -> the model input with the eval pipeline's resize and padding."""
-  padded, _, true_size = pipeline.resize_and_pad(
-      tf.convert_to_tensor(image, tf.float32), tf.zeros([0, 4], tf.float32), input_size)
-  return {'image': padded.numpy(), 'true_size': true_size.numpy().astype(np.int32),
-          'original_size': np.asarray(image.shape[:2], np.int32)}
+# What a folder given to --images contributes (other files in it are not looked at).
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
 
 
 def expand_image_paths(spec: str) -> list[str]:
-  """Splits a comma-separated list of paths/globs; raises if a part matches no file."""
+  """Splits a comma-separated list of paths/globs/folders into files (a folder: its image
+  files by extension, sorted); raises naming the part that matches no file."""
   paths = []
   for part in (p.strip() for p in spec.split(',')):
     if not part:
+      continue
+    if tf.io.gfile.isdir(part):
+      names = sorted(tf.io.gfile.listdir(part))
+      images = [file_io.join(part, n) for n in names
+                if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+      if not images:
+        raise ValueError(f'--images: folder {part!r} holds no image file '
+                         f'({"empty" if not names else f"{len(names)} other files"}; '
+                         f'image extensions: {", ".join(IMAGE_EXTENSIONS)})')
+      paths.extend(images)
       continue
     matches = sorted(tf.io.gfile.glob(part)) if any(ch in part for ch in '*?[') else [part]
     if not matches or not all(file_io.exists(m) for m in matches):
@@ -113,41 +67,27 @@ def expand_image_paths(spec: str) -> list[str]:
   return paths
 
 
-def load_rgb(path: str) -> np.ndarray:
-  try:
-    with file_io.open_file(path, 'rb') as f, Image.open(f) as im:
-      return np.asarray(im.convert('RGB'))
-  except Exception as e:  # PIL raises several types for unreadable files.
-    raise ValueError(f'{path}: cannot read the image ({e}).') from e
-
-
-def detect_files(workdir: str, image_paths: Sequence[str], output_dir: str, *,
-                 step: int | None = None, min_score: float = 0.3,
-                 batch_size: int = 4) -> list[dict[str, Any]]:
-  """Runs the detector on files, writes annotated PNGs and detections.json; returns records."""
-  detector = Detector(workdir, step, batch_size)
-  out_dir = epath.Path(output_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  images = [load_rgb(p) for p in image_paths]
-  records = []
-  spec = detector.keypoint_spec
-  for path, image, det in zip(image_paths, images, detector(images)):
+def detection_records(predictor: inference.Predictor, results: Iterable[inference.Result],
+                      output_dir: epath.Path, min_score: float) -> Iterator[dict[str, Any]]:
+  """Draws each result into `output_dir/<stem>.png` and yields its detections.json record."""
+  spec = predictor.keypoint_spec
+  for result in results:
+    image, det = result.image, result.detections
     kp_args = {}
     if spec is not None:
       kp_args = dict(keypoints=det['keypoints'], keypoint_scores=det['keypoint_scores'],
                      skeleton=spec.skeleton, keypoint_channel=spec.channel,
                      flip_permutation=spec.flip_permutation,
-                     snapped_threshold=float(detector.config.get('keypoints', {}).get(
-                         'unmatched_score', 0.1)))
+                     snapped_threshold=float(predictor.config.keypoints.unmatched_score))
     picture = visualize.draw_detections(image, det['boxes'], det['scores'], det['classes'],
-                                        detector.class_names, min_score, **kp_args)
-    picture_path = out_dir / (epath.Path(path).stem + '.png')
+                                        predictor.class_names, min_score, **kp_args)
+    picture_path = output_dir / (epath.Path(result.source).stem + '.png')
     picture.save(picture_path)
     dets = []
     for k, (box, score, cls) in enumerate(zip(det['boxes'], det['scores'], det['classes'])):
       ymin, xmin, ymax, xmax = (float(v) for v in box)
-      record = {'category_id': int(detector.category_ids[int(cls)]),
-                'category_name': detector.class_names[int(cls)], 'score': float(score),
+      record = {'category_id': predictor.category_ids[int(cls)],
+                'category_name': predictor.class_names[int(cls)], 'score': float(score),
                 'box_yxyx': [ymin, xmin, ymax, xmax],
                 'bbox': [xmin, ymin, xmax - xmin, ymax - ymin]}
       if spec is not None and int(cls) == spec.channel:
@@ -156,15 +96,38 @@ def detect_files(workdir: str, image_paths: Sequence[str], output_dir: str, *,
             for name, (y, x), js in zip(spec.names, det['keypoints'][k],
                                         det['keypoint_scores'][k])]
       dets.append(record)
-    records.append({'image': str(path), 'height': int(image.shape[0]),
-                    'width': int(image.shape[1]), 'picture': str(picture_path),
-                    'detections': dets})
     shown = sum(d['score'] >= min_score for d in dets)
-    logging.info('%s: %d detections with score >= %.2f -> %s', path, shown, min_score,
+    logging.info('%s: %d detections with score >= %.2f -> %s', result.source, shown, min_score,
                  picture_path)
-  (out_dir / 'detections.json').write_text(json.dumps(
-      {'workdir': str(workdir), 'step': detector.step, 'images': records}, indent=1))
-  return records
+    yield {'image': result.source, 'height': int(image.shape[0]),
+           'width': int(image.shape[1]), 'picture': str(picture_path), 'detections': dets}
+
+
+def detect_files(workdir: str, image_paths: Iterable[str], output_dir: str, *,
+                 step: int | None = None, min_score: float = 0.3,
+                 batch_size: int = 4) -> int:
+  """Runs `inference.Predictor` on files, writes annotated PNGs and detections.json; returns
+  the number of images. Images are read, run and written batch by batch, and detections.json
+  is written as it goes, so memory does not grow with the number of images."""
+  if int(batch_size) < 1:
+    raise ValueError(f'--batch_size={batch_size}: must be >= 1')
+  predictor = inference.Predictor.from_workdir(workdir, step, batch_size=batch_size)
+  results = predictor(image_paths)
+  first = next(results, None)
+  if first is None:
+    raise ValueError('detect: no image was given')
+  out_dir = epath.Path(output_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  count = 0
+  records = detection_records(predictor, itertools.chain([first], results), out_dir, min_score)
+  with (out_dir / 'detections.json').open('w') as f:
+    f.write(json.dumps({'workdir': str(workdir), 'step': predictor.step})[:-1] +
+            ', "images": [\n')
+    for record in records:
+      f.write((',\n' if count else '') + json.dumps(record))
+      count += 1
+    f.write('\n]}\n')
+  return count
 
 
 def main(argv):

@@ -26,13 +26,15 @@ def keypoint_decode_params(keypoint_spec, config):
 
 
 def make_predict_fn(model, *, input_size: int, max_detections: int,
-                    keypoint_params=None) -> Callable[..., Any]:
+                    keypoint_params=None, multiclass_scores: bool = False
+                    ) -> Callable[..., Any]:
   """A jitted (variables, batch) -> detections function for the last feature output.
 
   The batch needs `image` [B, S, S, 3] raw RGB, `true_size` and `original_size` [B, 2];
   detections are {'boxes' [B, K, 4] original pixels y-first, 'scores', 'classes'}, plus
   'keypoints' [B, K, J, 2] and 'keypoint_scores' [B, K, J] with `keypoint_params`
-  (`decoder.KeypointDecodeParams`).
+  (`decoder.KeypointDecodeParams`), and 'multiclass_scores' [B, K, C] with
+  `multiclass_scores` (the exports' OD API signature needs them).
   """
 
   def predict(variables, batch):
@@ -40,7 +42,7 @@ def make_predict_fn(model, *, input_size: int, max_detections: int,
     return decoder_lib.decode_detections(
         outputs[-1], true_size=batch['true_size'], original_size=batch['original_size'],
         input_size=input_size, max_detections=max_detections,
-        keypoint_params=keypoint_params)
+        keypoint_params=keypoint_params, multiclass_scores=multiclass_scores)
 
   return jax.jit(predict)
 

@@ -48,9 +48,9 @@ def test_train_eval_detect(tmp_path, monkeypatch):
   gray = tmp_path / 'gray.png'
   Image.open(val_images[0]).convert('L').save(gray)
   out_dir = tmp_path / 'detections'
-  records = detect.detect_files(str(workdir), [str(p) for p in val_images] + [str(gray)],
+  count = detect.detect_files(str(workdir), [str(p) for p in val_images] + [str(gray)],
                                 str(out_dir), min_score=0.0, batch_size=2)
-  assert paths and len(records) == 3
+  assert paths and count == 3
   saved = json.loads((out_dir / 'detections.json').read_text())
   assert saved['step'] == 3 and len(saved['images']) == 3
   for rec in saved['images']:

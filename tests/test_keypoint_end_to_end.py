@@ -25,8 +25,10 @@ def test_keypoint_train_eval_detect(tmp_path):
   assert label_map['keypoints']['names'][1] == 'left_shoulder'
 
   images = sorted((tmp_path / 'data' / 'val').glob('*.png'))[:2]
-  records = detect.detect_files(str(workdir), [str(p) for p in images],
-                                str(tmp_path / 'det'), min_score=0.0, batch_size=2)
+  count = detect.detect_files(str(workdir), [str(p) for p in images],
+                              str(tmp_path / 'det'), min_score=0.0, batch_size=2)
+  records = json.loads((tmp_path / 'det' / 'detections.json').read_text())['images']
+  assert count == 2 and len(records) == 2
   dets = records[0]['detections']
   with_joints = [d for d in dets if d['category_name'] == 'person']
   assert with_joints and all(len(d['keypoints']) == 9 for d in with_joints)

@@ -4,12 +4,21 @@ import json
 import os
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
+import tensorflow as tf
 
+from centernet_jax import checkpointing
 from centernet_jax import config_base
+from centernet_jax import inference
+from centernet_jax import models
+from centernet_jax import optimizer
+from centernet_jax import predict
+from centernet_jax import train
+from centernet_jax.data import pipeline
 
 
 def tiny_config(data_dir: str) -> ml_collections.ConfigDict:
@@ -134,3 +143,61 @@ class FakeCenterNet:
       heads[prefix + 'offset'] = jnp.zeros(blocks.shape + (2 * j,))
       heads[prefix + 'regression'] = jnp.ones(blocks.shape + (2 * j,))
     return [heads]
+
+
+def random_variables(model, size: int, seed: int = 0, gain: float = 0.5) -> dict[str, Any]:
+  """The model's variables drawn with numpy, without compiling `model.init` (its random number
+  generation compiles for minutes on a loaded 2-core CPU): kernels normal with std
+  `gain / sqrt(fan_in)` (small enough that the untrained network's logits stay unsaturated,
+  so scores differ from peak to peak), biases small normal, BN scale / variance 1, the rest 0."""
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32), train=False))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = getattr(path[-1], 'key', str(path[-1]))
+    if name == 'kernel':
+      fan_in = max(int(np.prod(leaf.shape[:-1])), 1)
+      return jnp.asarray(rng.normal(0.0, gain / np.sqrt(fan_in), leaf.shape), leaf.dtype)
+    if name == 'bias':
+      return jnp.asarray(rng.normal(0.0, 0.5, leaf.shape), leaf.dtype)
+    return jnp.full(leaf.shape, 1.0 if name in ('scale', 'var') else 0.0, leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def write_random_workdir(config: ml_collections.ConfigDict, workdir: str, *, step: int = 1,
+                         seed: int = 0) -> None:
+  """A workdir with one checkpoint of `config`'s model at `random_variables` (no training):
+  the state, config and label map as training saves them."""
+  lm, num_classes = pipeline.dataset_info(config)
+  spec = pipeline.keypoint_spec_for(config)
+  model = models.build_model(config.model, num_classes, spec)
+  tx, _ = optimizer.make_optimizer(config)
+  variables = random_variables(model, int(config.input.size), seed)
+  state = train.TrainState(step=jnp.asarray(step, jnp.int32), params=variables['params'],
+                           batch_stats=variables.get('batch_stats', {}),
+                           opt_state=tx.init(variables['params']))
+  info = lm.to_json_dict()
+  if spec is not None:
+    info['keypoints'] = spec.to_json_dict()
+  manager = checkpointing.make_manager(workdir)
+  checkpointing.save(manager, step, state, train._meta(config, info, step))  # pylint: disable=protected-access
+  checkpointing.close(manager)
+
+
+def evaluation_detections(workdir: str, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+  """Per image, the detections evaluation computes: `pipeline.preprocess` without augmentation
+  (evaluation's resize and pad) and `predict.make_predict_fn` on the checkpoint's variables,
+  all images in one batch."""
+  run = inference._restore_for_inference(workdir, None)  # pylint: disable=protected-access
+  examples = [pipeline.preprocess(
+      tf.constant(im), tf.zeros([0, 4]), tf.zeros([0], tf.int32), 0, config=run.config,
+      boxes_in_pixels=True, keypoint_spec=run.keypoint_spec) for im in images]
+  batch = {k: np.stack([ex[k].numpy() for ex in examples]) for k in predict.PREDICT_KEYS}
+  predict_fn = predict.make_predict_fn(
+      run.model, input_size=int(run.config.input.size),
+      max_detections=int(run.config.eval.max_detections),
+      keypoint_params=predict.keypoint_decode_params(run.keypoint_spec, run.config))
+  out = jax.device_get(predict_fn(run.variables, batch))
+  return [{k: np.asarray(v[i]) for k, v in out.items()} for i in range(len(images))]

@@ -1,0 +1,283 @@
+r"""Exports a trained run for serving: a TF SavedModel with the OD API's signature, or a
+`jax.export` artifact (ONNX: see docs/export.md, "ONNX").
+
+  python -m centernet_jax.export --workdir RUN [--step N] --output DIR \
+      --format saved_model|jax [--batch N]
+
+Every export directory holds its artifact, `label_map.json` (the run's label map: class names,
+COCO category ids, the keypoint task) and `export_meta.json` (`format_version`, format, step,
+input size, batch, the run's config); readers check the version and the format.
+
+What runs inside is evaluation's own jitted network + decoder (`predict.make_predict_fn`) with
+the checkpoint's parameters and BN statistics (constants of the jax artifact, variables of the
+SavedModel; the optimizer state is never read).
+
+- `jax`: `DIR/detector.jax_exported`, `jax.export.serialize` of
+  `(image float32 [b, S, S, 3] raw 0..255 RGB resized + padded as evaluation does, true_size
+  int32 [b, 2], original_size int32 [b, 2]) -> {'boxes' [b, K, 4] y-first original pixels,
+  'scores' [b, K], 'classes' [b, K] int32 channels, +'keypoints' [b, K, J, 2] (y, x) pixels,
+  'keypoint_scores' [b, K, J]}` with a symbolic batch `b` (or `--batch N`); lowered for CPU,
+  CUDA and TPU. `jax.export.deserialize(bytes).call(...)` runs it without this repository.
+  `inference.Predictor.from_export(DIR)` adds the preprocessing.
+- `saved_model`: `DIR/` is a TF SavedModel whose `serving_default` signature is the TF2 OD
+  API exporter's: `input_tensor` uint8 [N, H, W, 3] (any H, W; N = `--batch` or dynamic) ->
+  `detection_boxes` float32 [N, K, 4] y-first normalized to the image, `detection_scores`
+  [N, K], `detection_classes` [N, K] float COCO category ids (the label map's), `num_detections`
+  [N] float (detections with a score > 0, as the OD API counts), `detection_multiclass_scores`
+  [N, K, C] (every class's score at the detection's peak), and for keypoint models
+  `detection_keypoints` [N, K, J, 2] (y, x) normalized to the image and
+  `detection_keypoint_scores` [N, K, J]. The resize and pad run inside the graph with the
+  pipeline's own function (`pipeline.resize_and_pad`: keep-aspect legacy bilinear without
+  half-pixel centers, zero pad bottom/right), so preprocessing equals evaluation's.
+
+Why this route (the maintained one, jax.export + XlaCallModule): `jax.export` lowers the
+network + decoder to StableHLO, and the SavedModel's graph calls it through TF's `XlaCallModule`
+op, exactly what `jax2tf.convert(..., native_serialization=True)` builds (jax2tf's graph-lowering
+mode is gone from JAX). `jax2tf.convert` itself is not called because it serializes the
+StableHLO version of this JAX (1.18 for JAX 0.12), which TF 2.21's XlaCallModule cannot read
+(1.13); here the same module is serialized at the older of TF's and JAX's versions. A symbolic
+batch does not run in TF 2.21 (its shape refinement does not enter the composite JAX lowers
+`top_k` to), so a dynamic N maps the batch-1 module over the images; `--batch N` calls the
+batch-N module once. The parameters are variables of the SavedModel, not graph constants
+(which keeps large models under the 2 GiB GraphDef limit). orbax-export wraps jax2tf and would
+add a dependency without changing what is exported. ONNX: no maintained converter works with
+these versions (docs/export.md, "ONNX").
+"""
+
+import json
+import os
+from typing import Callable
+
+import jax
+from jax.extend.mlir.dialects import stablehlo as jax_stablehlo
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+import tensorflow as tf
+# Not TF's public API, but what jax2tf itself calls: the XlaCallModule op, and the StableHLO
+# version this TF reads.
+from tensorflow.compiler.mlir.stablehlo import stablehlo as tf_stablehlo
+from tensorflow.compiler.tf2xla.python import xla as tfxla
+
+from centernet_jax import file_io
+from centernet_jax import inference
+from centernet_jax import predict
+from centernet_jax.data import pipeline
+
+FORMATS = ('saved_model', 'jax')
+# jax.export / jax2tf platform names: the artifact runs on any of them.
+PLATFORMS = ('cpu', 'cuda', 'tpu')
+
+def check_batch(batch: int | None) -> None:
+  if batch is not None and int(batch) < 1:
+    raise ValueError(f'--batch={batch}: must be >= 1 (leave it unset for a dynamic batch)')
+
+
+def detection_fn(run: inference.InferenceRun, *, multiclass_scores: bool = False
+                 ) -> Callable[..., dict[str, jax.Array]]:
+  """`(variables, image, true_size, original_size) -> detections`: evaluation's predict_fn
+  (`predict.make_predict_fn`) on the run's model, as positional arguments."""
+  predict_fn = predict.make_predict_fn(
+      run.model, input_size=int(run.config.input.size),
+      max_detections=int(run.config.eval.max_detections),
+      keypoint_params=predict.keypoint_decode_params(run.keypoint_spec, run.config),
+      multiclass_scores=multiclass_scores)
+
+  def detect(variables, image, true_size, original_size):
+    return predict_fn(variables, {'image': image, 'true_size': true_size,
+                                  'original_size': original_size})
+
+  return detect
+
+
+def od_api_outputs(det: dict[str, jax.Array], original_size: jax.Array,
+                   category_ids: np.ndarray) -> dict[str, jax.Array]:
+  """The OD API exporter's outputs from `predict_fn` detections (see the module docstring).
+
+  Boxes and joints in original pixels / the original (h, w) = normalized to the image; the
+  OD API normalizes by the resized unpadded size, the same fraction.
+  """
+  hw = original_size.astype(jnp.float32)  # [N, 2]
+  out = {
+      'detection_boxes': det['boxes'] / jnp.concatenate([hw, hw], axis=-1)[:, None, :],
+      'detection_scores': det['scores'],
+      'detection_classes': jnp.asarray(category_ids, jnp.float32)[det['classes']],
+      'num_detections': jnp.sum(det['scores'] > 0, axis=1).astype(jnp.float32),
+      'detection_multiclass_scores': det['multiclass_scores'],
+  }
+  if 'keypoints' in det:
+    out['detection_keypoints'] = det['keypoints'] / hw[:, None, None, :]
+    out['detection_keypoint_scores'] = det['keypoint_scores']
+  return out
+
+
+def write_meta(output: str, fmt: str, run: inference.InferenceRun, batch: int | None,
+               workdir: str) -> None:
+  """`label_map.json` and `export_meta.json` beside the artifact."""
+  meta = {
+      'format_version': inference.EXPORT_FORMAT_VERSION, 'format': fmt,
+      'workdir': str(workdir), 'step': int(run.step),
+      'input_size': int(run.config.input.size),
+      'max_detections': int(run.config.eval.max_detections),
+      'num_classes': len(run.label_map['names']), 'batch': batch,
+      'keypoints': run.keypoint_spec is not None,
+      'config': json.loads(run.config.to_json_best_effort()),
+  }
+  with file_io.open_file(os.path.join(output, inference.EXPORT_META), 'w') as f:
+    f.write(json.dumps(meta, indent=1))
+  with file_io.open_file(os.path.join(output, inference.LABEL_MAP), 'w') as f:
+    f.write(json.dumps(run.label_map, indent=1))
+
+
+def export_jax(run: inference.InferenceRun, output: str, batch: int | None) -> str:
+  """Writes `output/detector.jax_exported` (see the module docstring); returns its path."""
+  detect = detection_fn(run)
+  variables = run.variables
+  size = int(run.config.input.size)
+  b = jax.export.symbolic_shape('b')[0] if batch is None else int(batch)
+  args = (jax.ShapeDtypeStruct((b, size, size, 3), jnp.float32),
+          jax.ShapeDtypeStruct((b, 2), jnp.int32), jax.ShapeDtypeStruct((b, 2), jnp.int32))
+  exported = jax.export.export(
+      jax.jit(lambda image, true_size, original_size: detect(
+          variables, image, true_size, original_size)), platforms=PLATFORMS)(*args)
+  path = os.path.join(output, inference.JAX_ARTIFACT)
+  with file_io.open_file(path, 'wb') as f:
+    f.write(exported.serialize())
+  return path
+
+
+def _serialize_for_tf(exported: jax.export.Exported) -> bytes:
+  """The exported StableHLO module as a portable artifact of a version TF's XlaCallModule
+  reads: the older of TF's and JAX's StableHLO versions (JAX writes a newer one by default)."""
+  target = tf_stablehlo.get_smaller_version(tf_stablehlo.get_current_version(),
+                                            jax_stablehlo.get_current_version())
+  return jax_stablehlo.serialize_portable_artifact_str(exported.mlir_module(), target)
+
+
+def _call_in_tf(exported: jax.export.Exported, module: bytes, args_flat: list[tf.Tensor]):
+  """Runs an exported function inside a TF graph (the XlaCallModule op jax2tf emits); returns
+  its output pytree of tensors."""
+  kept = [args_flat[i] for i in sorted(exported.module_kept_var_idx)]
+  results = tfxla.call_module(
+      kept, version=exported.calling_convention_version, module=module,
+      Tout=[a.dtype for a in exported.out_avals],
+      Sout=[tuple(d if isinstance(d, int) else None for d in a.shape)
+            for a in exported.out_avals],
+      platforms=[p.upper() for p in exported.platforms],
+      disabled_checks=[str(c) for c in exported.disabled_safety_checks])
+  return jax.tree.unflatten(exported.out_tree, results)
+
+
+class _Serving(tf.Module):
+  """The SavedModel's root: the parameters as variables and the serving function."""
+
+  def __init__(self, run: inference.InferenceRun, batch: int | None):
+    super().__init__()
+    leaves, treedef = jax.tree.flatten(run.variables)
+    self.weights = [tf.Variable(np.asarray(x), trainable=False) for x in leaves]
+    size = int(run.config.input.size)
+    category_ids = np.asarray(run.label_map['category_ids'], np.float32)
+    detect = detection_fn(run, multiclass_scores=True)
+
+    def od_api(weights, image, true_size, original_size):
+      det = detect(jax.tree.unflatten(treedef, weights), image, true_size, original_size)
+      return od_api_outputs(det, original_size, category_ids)
+
+    # A fixed batch: TF's shape refinement cannot see through the composite JAX lowers
+    # top_k to, so a symbolic batch does not run in TF; a dynamic N maps the batch-1 module.
+    n = 1 if batch is None else int(batch)
+    exported = jax.export.export(jax.jit(od_api), platforms=PLATFORMS)(
+        [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves],
+        jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32),
+        jax.ShapeDtypeStruct((n, 2), jnp.int32), jax.ShapeDtypeStruct((n, 2), jnp.int32))
+    module = _serialize_for_tf(exported)
+    out_specs = {name: tf.TensorSpec(a.shape[1:], a.dtype) for name, a in
+                 jax.tree.unflatten(exported.out_tree, exported.out_avals).items()}
+
+    def preprocess(image):  # float32 [H, W, 3] -> evaluation's model input
+      padded, _, true_size = pipeline.resize_and_pad(image, tf.zeros([0, 4], tf.float32), size)
+      return padded, true_size
+
+    def run_module(padded, true_size, original_size):
+      return _call_in_tf(exported, module,
+                         list(self.weights) + [padded, true_size, original_size])
+
+    @tf.function(input_signature=[tf.TensorSpec([batch, None, None, 3], tf.uint8,
+                                                name='input_tensor')], autograph=False)
+    def serve(input_tensor):
+      images = tf.cast(input_tensor, tf.float32)
+      padded, true_size = tf.map_fn(preprocess, images, fn_output_signature=(
+          tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([2], tf.int32)))
+      shape = tf.shape(input_tensor)
+      original_size = tf.tile(shape[tf.newaxis, 1:3], [shape[0], 1])
+      if batch is not None:
+        return run_module(padded, true_size, original_size)
+      one = lambda x: {k: v[0] for k, v in run_module(
+          x[0][tf.newaxis], x[1][tf.newaxis], x[2][tf.newaxis]).items()}
+      return tf.map_fn(one, (padded, true_size, original_size), fn_output_signature=out_specs)
+
+    self.serve = serve
+
+
+def export_saved_model(run: inference.InferenceRun, output: str, batch: int | None) -> str:
+  """Writes the SavedModel into `output` (see the module docstring); returns `output`."""
+  pipeline.hide_gpus_from_tf()
+  module = _Serving(run, batch)
+  tf.saved_model.save(module, output, signatures={'serving_default': module.serve})
+  return output
+
+
+def signature_summary(saved_model_dir: str) -> dict[str, tuple[str, int]]:
+  """{name: (dtype name, rank)} of the inputs and outputs of a SavedModel's `serving_default`
+  signature (ours or the OD API exporter's, to compare them)."""
+  signature = tf.saved_model.load(saved_model_dir).signatures['serving_default']
+  _, inputs = signature.structured_input_signature
+  summary = {name: (spec.dtype.name, spec.shape.rank) for name, spec in inputs.items()}
+  summary.update({name: (spec.dtype.name, spec.shape.rank)
+                  for name, spec in signature.structured_outputs.items()})
+  return summary
+
+
+def export(workdir: str, output: str, fmt: str, *, step: int | None = None,
+           batch: int | None = None) -> str:
+  """Exports the checkpoint of `workdir` (latest, or `step`) as `fmt` into `output`."""
+  if fmt not in FORMATS:
+    raise ValueError(f'--format={fmt!r}: one of {", ".join(FORMATS)}')
+  check_batch(batch)
+  # run_files.restore_for_inference replaces this at the merge.
+  run = inference._restore_for_inference(workdir, step)  # pylint: disable=protected-access
+  file_io.makedirs(output)
+  path = (export_jax if fmt == 'jax' else export_saved_model)(run, output, batch)
+  write_meta(output, fmt, run, batch, workdir)
+  return path
+
+
+def _define_flags() -> dict[str, flags.FlagHolder]:
+  """The command's flags, defined when it runs: importing this module next to `detect` or
+  `main` (tests, notebooks) must not define their `--workdir` / `--step` a second time."""
+  return {
+      'workdir': flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.'),
+      'step': flags.DEFINE_integer('step', None, 'Checkpoint step (latest if unset).'),
+      'output': flags.DEFINE_string('output', None, 'Export directory (created).'),
+      'format': flags.DEFINE_enum('format', None, FORMATS, 'What to export.'),
+      'batch': flags.DEFINE_integer('batch', None,
+                                    'Fixed batch size N >= 1; unset: dynamic batch.'),
+      # `--tta none|flip` (test-time augmentation) goes here and to `detection_fn`, the one
+      # place that builds the exported predict function.
+  }
+
+
+def run():
+  f = _define_flags()
+  flags.mark_flags_as_required(['workdir', 'output', 'format'])
+
+  def main(argv):
+    del argv
+    print(export(f['workdir'].value, f['output'].value, f['format'].value,
+                 step=f['step'].value, batch=f['batch'].value))
+
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

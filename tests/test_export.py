@@ -1,0 +1,227 @@
+"""export.py: the SavedModel (OD API signature) and the jax.export artifact, run by real clients
+in separate processes without this repository, against evaluation's own detections."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from centernet_jax import checkpointing
+from centernet_jax import export
+from centernet_jax import inference
+from centernet_jax.data import pipeline
+
+from tests import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The OD API inference tutorial's client, run with TensorFlow only: every `inputs` entry is one
+# uint8 [N, H, W, 3] call of `serving_default`. JAX is made unimportable first, as on a machine
+# without it (keras, which TF imports, would otherwise load the installed jax).
+TF_CLIENT = r'''
+import sys
+
+
+class NoJax:
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in ('jax', 'jaxlib', 'flax', 'centernet_jax'):
+      raise ModuleNotFoundError(f'No module named {name!r}')
+
+
+sys.meta_path.insert(0, NoJax())
+import numpy as np
+import tensorflow as tf
+*pairs, outputs = sys.argv[1:]
+result = {}
+for model_dir, inputs in zip(pairs[0::2], pairs[1::2]):
+  detect_fn = tf.saved_model.load(model_dir).signatures['serving_default']
+  data = np.load(inputs)
+  for name in data.files:
+    detections = detect_fn(input_tensor=tf.convert_to_tensor(data[name]))
+    result.update({f'{model_dir}/{name}/{k}': v.numpy() for k, v in detections.items()})
+np.savez(outputs, **result)
+assert 'jax' not in sys.modules and 'centernet_jax' not in sys.modules, [
+    m for m in sys.modules if 'jax' in m]
+'''
+
+# The jax.export artifact, deserialized and called by a process that has JAX only.
+JAX_CLIENT = r'''
+import sys
+import jax
+import numpy as np
+*pairs, outputs = sys.argv[1:]
+result = {}
+for artifact, inputs in zip(pairs[0::2], pairs[1::2]):
+  with open(artifact, 'rb') as f:
+    exported = jax.export.deserialize(bytearray(f.read()))
+  data = np.load(inputs)
+  for n in (4, 3):  # the batch dimension is symbolic
+    out = exported.call(data['image'][:n], data['true_size'][:n], data['original_size'][:n])
+    result.update({f'{artifact}/{n}/{k}': np.asarray(v) for k, v in out.items()})
+np.savez(outputs, **result)
+assert 'centernet_jax' not in sys.modules and 'tensorflow' not in sys.modules
+'''
+
+
+def _run_client(tmp, source: str, *args) -> dict[str, np.ndarray]:
+  """Runs a client script isolated from this checkout (-I: no PYTHONPATH, no script folder on
+  sys.path), in an empty folder; returns what it saved."""
+  script = tmp / 'client.py'
+  script.write_text(source)
+  out = tmp / 'client_out.npz'
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  result = subprocess.run([sys.executable, '-I', str(script), *map(str, args), str(out)],
+                          cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return dict(np.load(out))
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """A box and a keypoint workdir at random weights, each exported as jax and SavedModel, and
+  the images: two synthetic val images (64 x 64) and two 48 x 80 ones (another aspect, so the
+  in-graph resize is exercised), decoded as evaluation decodes files, with evaluation's
+  detections of them for each model."""
+  root = tmp_path_factory.mktemp('export')
+  box_config = tiny.tiny_config(os.path.join(REPO, 'data_cache', 'tests_synthetic'))
+  kp_config = tiny.tiny_keypoint_config(
+      os.path.join(REPO, 'data_cache', 'tests_synthetic_keypoints'))
+  val_dir = pipeline.annotation_paths(box_config, 'val')[1]
+  images = [pipeline.decode_image_file(p).numpy()
+            for p in sorted(glob.glob(os.path.join(val_dir, '*.png')))[:2]]
+  images += [np.asarray(Image.fromarray(a).resize((80, 48), Image.BILINEAR)) for a in images]
+  out = {'images': images}
+  for name, config in (('box', box_config), ('kp', kp_config)):
+    workdir = str(root / f'{name}_run')
+    tiny.write_random_workdir(config, workdir)
+    # The keypoint SavedModel has a fixed batch of 2, the box one a dynamic batch.
+    batch = 2 if name == 'kp' else None
+    out[name] = {'workdir': workdir, 'jax': str(root / f'{name}_jax'),
+                 'saved_model': str(root / f'{name}_sm'),
+                 'refs': tiny.evaluation_detections(workdir, images)}
+    export.export(workdir, out[name]['jax'], 'jax')
+    export.export(workdir, out[name]['saved_model'], 'saved_model', batch=batch)
+  return out
+
+
+def _od_api_expected(ref, image, label_map):
+  h, w = image.shape[:2]
+  exp = {'detection_boxes': ref['boxes'] / np.array([h, w, h, w], np.float32),
+         'detection_scores': ref['scores'],
+         'detection_classes': np.asarray(label_map['category_ids'], np.float32)[ref['classes']],
+         'num_detections': np.float32(np.sum(ref['scores'] > 0))}
+  if 'keypoints' in ref:
+    exp['detection_keypoints'] = ref['keypoints'] / np.array([h, w], np.float32)
+    exp['detection_keypoint_scores'] = ref['keypoint_scores']
+  return exp
+
+
+def _check_od_api(got: dict[str, np.ndarray], ref, image, label_map):
+  for key, want in _od_api_expected(ref, image, label_map).items():
+    np.testing.assert_allclose(got[key], want, atol=1e-4, err_msg=key)
+  # Every class's score at the peak pixel: a peak's own class holds the detection's score
+  # (detections past the last peak score 0, their pixel's scores are read all the same).
+  multi = got['detection_multiclass_scores']
+  assert multi.shape == ref['scores'].shape + (len(label_map['names']),)
+  picked = np.take_along_axis(multi, ref['classes'][:, None], axis=1)[:, 0]
+  peak = ref['scores'] > 0
+  assert peak.any()
+  np.testing.assert_allclose(picked[peak], ref['scores'][peak], atol=1e-4)
+
+
+def test_saved_model_in_a_tensorflow_only_client(runs, tmp_path):
+  a, b, c, d = runs['images']
+  calls = {'box': {'a': [a], 'b': [b], 'c': [c], 'd': [d], 'ab': [a, b]},
+           'kp': {'ab': [a, b], 'cd': [c, d]}}
+  args = []
+  for name, model_calls in calls.items():
+    inputs = tmp_path / f'{name}_inputs.npz'
+    np.savez(inputs, **{k: np.stack(v) for k, v in model_calls.items()})
+    args += [runs[name]['saved_model'], inputs]
+  got = _run_client(tmp_path, TF_CLIENT, *args)
+  for name, model_calls in calls.items():
+    model_dir = runs[name]['saved_model']
+    refs = dict(zip('abcd', runs[name]['refs']))
+    label_map = json.loads(open(os.path.join(model_dir, 'label_map.json')).read())
+    for call, members in model_calls.items():
+      prefix = f'{model_dir}/{call}/'
+      for i, member in enumerate(call):
+        _check_od_api({k[len(prefix):]: v[i] for k, v in got.items() if k.startswith(prefix)},
+                      refs[member], dict(zip('abcd', runs['images']))[member], label_map)
+    assert any(k.startswith(model_dir + '/') and k.endswith('/detection_keypoints')
+               for k in got) == (name == 'kp')
+
+
+def test_signature_summary(runs):
+  box = export.signature_summary(runs['box']['saved_model'])
+  assert box == {'input_tensor': ('uint8', 4), 'detection_boxes': ('float32', 3),
+                 'detection_scores': ('float32', 2), 'detection_classes': ('float32', 2),
+                 'num_detections': ('float32', 1),
+                 'detection_multiclass_scores': ('float32', 3)}
+  kp = export.signature_summary(runs['kp']['saved_model'])
+  assert kp == {**box, 'detection_keypoints': ('float32', 4),
+                'detection_keypoint_scores': ('float32', 3)}
+
+
+def test_jax_artifact_in_a_client_without_the_repository(runs, tmp_path):
+  args = []
+  for name in ('box', 'kp'):
+    predictor = inference.Predictor.from_workdir(runs[name]['workdir'])
+    examples = [predictor.prepare(im) for im in runs['images']]
+    inputs = tmp_path / f'{name}_inputs.npz'
+    np.savez(inputs, **{k: np.stack([e[k] for e in examples])
+                        for k in ('image', 'true_size', 'original_size')})
+    args += [os.path.join(runs[name]['jax'], inference.JAX_ARTIFACT), inputs]
+  got = _run_client(tmp_path, JAX_CLIENT, *args)
+  for name, artifact in zip(('box', 'kp'), args[0::2]):
+    for n in (4, 3):
+      for i in range(n):
+        for key, want in runs[name]['refs'][i].items():
+          np.testing.assert_allclose(got[f'{artifact}/{n}/{key}'][i], want, atol=1e-4,
+                                     err_msg=f'{name} {key}')
+
+
+def test_predictor_from_export_equals_from_workdir(runs):
+  for name in ('box', 'kp'):
+    predictor = inference.Predictor.from_export(runs[name]['jax'], batch_size=3)
+    results = list(predictor(runs['images']))
+    assert predictor.step == 1 and len(results) == 4
+    assert predictor.class_names == checkpointing.read_meta(
+        runs[name]['workdir'])['label_map']['names']
+    for result, ref in zip(results, runs[name]['refs']):
+      assert set(result.detections) == set(ref)
+      for key, want in ref.items():
+        np.testing.assert_allclose(result.detections[key], want, atol=1e-4, err_msg=key)
+
+
+def test_bad_exports_are_refused(runs, tmp_path):
+  with pytest.raises(inference.ExportError, match="a 'saved_model' export, not a 'jax' one"):
+    inference.Predictor.from_export(runs['box']['saved_model'])
+  with pytest.raises(inference.ExportError, match='export_meta.json is missing'):
+    inference.Predictor.from_export(tmp_path)
+  old = tmp_path / 'old'
+  shutil.copytree(runs['box']['jax'], old)
+  meta = json.loads((old / 'export_meta.json').read_text())
+  (old / 'export_meta.json').write_text(json.dumps({**meta, 'format_version': 0}))
+  with pytest.raises(inference.ExportError, match='format_version 0, this version reads 1'):
+    inference.Predictor.from_export(old)
+  # A label map of another model beside the artifact.
+  (old / 'export_meta.json').write_text(json.dumps(meta))
+  shutil.copy(os.path.join(runs['kp']['jax'], 'label_map.json'), old / 'label_map.json')
+  with pytest.raises(inference.ExportError, match='classes'):
+    inference.Predictor.from_export(old)
+
+
+def test_bad_export_arguments(runs, tmp_path):
+  with pytest.raises(ValueError, match='--batch=0: must be >= 1'):
+    export.export(runs['box']['workdir'], str(tmp_path / 'x'), 'saved_model', batch=0)
+  with pytest.raises(ValueError, match="--format='onnx'"):
+    export.export(runs['box']['workdir'], str(tmp_path / 'x'), 'onnx')
+  with pytest.raises(FileNotFoundError, match='no checkpoint'):
+    export.export(str(tmp_path / 'empty'), str(tmp_path / 'x'), 'jax')
