@@ -33,8 +33,8 @@ from absl import flags
 from absl import logging
 
 from centernet_jax import checkpointing
-from centernet_jax import detect
 from centernet_jax import import_tf_checkpoint
+from centernet_jax import inference
 from centernet_jax import train
 
 ROW_FILE = 'zoo_row.json'
@@ -158,27 +158,28 @@ def evaluation_config(workdir: str, coco: CocoFiles) -> ml_collections.ConfigDic
   return config
 
 
-def time_batch1_ms(workdir: str, image: np.ndarray, repeats: int) -> float:
-  """Median ms of the jitted network + decoder at batch 1 on `image` (uint8 [H, W, 3]), after
-  two warm-up calls (compile); host preprocessing excluded."""
-  detector = detect.Detector(workdir, batch_size=1)
-  batch = {k: v[None] for k, v in detect.prepare_image(image, detector.input_size).items()}
+def time_batch1_ms(workdir: str, image_path: str, repeats: int) -> float:
+  """Median ms of the jitted network + decoder at batch 1 on one image, after two warm-up
+  calls (compile); host decoding and resizing excluded (`inference.Predictor`)."""
+  predictor = inference.Predictor.from_workdir(workdir, batch_size=1)
+  _, image = predictor.load(image_path, 0)
+  example = predictor.prepare(image)
   for _ in range(2):
-    jax.block_until_ready(detector.predict_fn(detector.variables, batch))
+    predictor.run_batch([example])
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(detector.predict_fn(detector.variables, batch))
+    predictor.run_batch([example])  # fetches the detections: the call is complete
     times.append(time.perf_counter() - start)
   return 1000.0 * float(np.median(times))
 
 
-def _first_val_image(coco: CocoFiles) -> np.ndarray:
+def _first_val_image(coco: CocoFiles) -> str:
   with open(coco.instances) as f:
     images = json.load(f).get('images') or []
   if not images:
     raise ZooTableError(f'{coco.instances}: no images listed.')
-  return detect.load_rgb(os.path.join(coco.images, images[0]['file_name']))
+  return os.path.join(coco.images, images[0]['file_name'])
 
 
 def run_row(row: PublishedRow, archive: str, workdir: str, coco: CocoFiles, *,
@@ -298,27 +299,31 @@ def make_table(archives_dir: str, coco_dir: str, out: str, *, rows: Sequence[Pub
   return results
 
 
-_ARCHIVES = flags.DEFINE_string('archives', None, 'Folder of zoo archives (unpacked or .tar.gz).')
-_COCO_DIR = flags.DEFINE_string('coco_dir', None, 'COCO 2017: val2017/ and annotations/.')
-_OUT = flags.DEFINE_string('out', 'zoo_table.md', 'The markdown table to write.')
-_ROWS = flags.DEFINE_string('rows', '', 'Comma-separated archive names (default: every row).')
-_RUNS_DIR = flags.DEFINE_string('runs_dir', 'runs/zoo_table',
-                                'Imported workdirs, unpacked tarballs and per-row results.')
-_EXPERIMENTS_DIR = flags.DEFINE_string('experiments_dir', 'experiments',
-                                       'Where experiments/<row>.py are read.')
-_REPEATS = flags.DEFINE_integer('repeats', 10, 'Timed batch-1 calls per row.')
+def _define_flags() -> None:
+  """The command's flags (defined when run, so importing this module defines none)."""
+  flags.DEFINE_string('archives', None, 'Folder of zoo archives (unpacked or .tar.gz).')
+  flags.DEFINE_string('coco_dir', None, 'COCO 2017: val2017/ and annotations/.')
+  flags.DEFINE_string('out', 'zoo_table.md', 'The markdown table to write.')
+  flags.DEFINE_string('rows', '', 'Comma-separated archive names (default: every row).')
+  flags.DEFINE_string('runs_dir', 'runs/zoo_table',
+                      'Imported workdirs, unpacked tarballs and per-row results.')
+  flags.DEFINE_string('experiments_dir', 'experiments', 'Where experiments/<row>.py are read.')
+  flags.DEFINE_integer('repeats', 10, 'Timed batch-1 calls per row.')
+  flags.mark_flags_as_required(['archives', 'coco_dir'])
 
 
 def main(argv):
   del argv
-  results = make_table(_ARCHIVES.value, _COCO_DIR.value, _OUT.value,
-                       rows=select_rows(_ROWS.value), runs_dir=_RUNS_DIR.value,
-                       experiments_dir=_EXPERIMENTS_DIR.value, repeats=_REPEATS.value)
-  print(open(_OUT.value).read())
+  f = flags.FLAGS
+  results = make_table(f.archives, f.coco_dir, f.out, rows=select_rows(f.rows),
+                       runs_dir=f.runs_dir, experiments_dir=f.experiments_dir,
+                       repeats=f.repeats)
+  with open(f.out) as table:
+    print(table.read())
   if any(r['status'].startswith('failed') for r in results.values()):
     raise SystemExit(1)
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['archives', 'coco_dir'])
+  _define_flags()
   app.run(main)
