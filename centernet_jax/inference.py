@@ -6,7 +6,7 @@
 
 Only what inference needs is restored: parameters, BN statistics, the config and the label
 map (never the optimizer state). Images go through evaluation's own preprocessing:
-`pipeline.decode_image_file` (any PNG/JPEG/GIF/BMP; grayscale, RGBA and 16-bit PNG become RGB
+`record_table.decode_image_file` (any PNG/JPEG/GIF/BMP; grayscale, RGBA and 16-bit PNG become RGB
 uint8 exactly as in evaluation) and `pipeline.resize_and_pad` (keep-aspect legacy bilinear
 resize, zero pad bottom/right to S x S, float32 raw 0..255), then the network + decoder that
 evaluation jits (`predict.make_predict_fn`).
@@ -39,6 +39,7 @@ from centernet_jax import keypoint_spec as kp_spec_lib
 from centernet_jax import models
 from centernet_jax import predict
 from centernet_jax.data import pipeline
+from centernet_jax.data.sources import record_table
 
 # An export directory holds its artifact, `label_map.json` and `export_meta.json`; a reader
 # refuses a directory whose meta has another format version or format.
@@ -155,7 +156,7 @@ def read_image(path, max_pixels: int) -> np.ndarray:
                      f'max_image_pixels={max_pixels} (refused from its header; raise the '
                      'limit to accept it)')
   try:
-    image = pipeline.decode_image_file(path).numpy()
+    image = record_table.decode_image_file(path).numpy()
   except tf.errors.OpError as e:
     raise ImageError(f'{path}: TensorFlow cannot decode it '
                      f'({e.message.strip().splitlines()[0]})') from e

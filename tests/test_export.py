@@ -15,7 +15,8 @@ import pytest
 from centernet_jax import checkpointing
 from centernet_jax import export
 from centernet_jax import inference
-from centernet_jax.data import pipeline
+from centernet_jax.data import sources
+from centernet_jax.data.sources import record_table
 
 from tests import tiny
 
@@ -92,8 +93,8 @@ def runs(tmp_path_factory):
   box_config = tiny.tiny_config(os.path.join(REPO, 'data_cache', 'tests_synthetic'))
   kp_config = tiny.tiny_keypoint_config(
       os.path.join(REPO, 'data_cache', 'tests_synthetic_keypoints'))
-  val_dir = pipeline.annotation_paths(box_config, 'val')[1]
-  images = [pipeline.decode_image_file(p).numpy()
+  val_dir = sources.resolve(box_config).annotation_paths('val')[1]
+  images = [record_table.decode_image_file(p).numpy()
             for p in sorted(glob.glob(os.path.join(val_dir, '*.png')))[:2]]
   images += [np.asarray(Image.fromarray(a).resize((80, 48), Image.BILINEAR)) for a in images]
   out = {'images': images}

@@ -18,6 +18,8 @@ from centernet_jax import inference
 from centernet_jax import models
 from centernet_jax import predict
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
+from centernet_jax.data.sources import record_table
 
 from tests import tiny
 
@@ -38,7 +40,7 @@ def run(tmp_path_factory):
 
 
 def _val_paths(config):
-  return [r.path for r in pipeline.load_split(config, 'val').records]
+  return [r.path for r in sources.for_config(config).load_split(sources.resolve(config), 'val').records]
 
 
 def test_restore_reads_the_saved_params_and_batch_stats(run):
@@ -53,7 +55,7 @@ def test_detections_equal_evaluation(run):
   """The val set (8 images) through the Predictor and through evaluation's iterator and
   predict_fn give the same detections (batches of 3, the last one padded)."""
   config = run['config']
-  eval_iter, num_batches = pipeline.make_eval_iterator(config)
+  eval_iter, num_batches = pipeline.make_eval_iterator(config, sources.resolve(config))
   restored = inference._restore_for_inference(run['workdir'], None)  # pylint: disable=protected-access
   predict_fn = predict.make_predict_fn(restored.model, input_size=64, max_detections=20)
   want = []
@@ -171,7 +173,7 @@ def test_other_image_modes_are_converted_as_evaluation_does(run, tmp_path):
     paths.append(str(tmp_path / f'{name}.png'))
     im.save(paths[-1])
   results = list(run['predictor'](paths))
-  decoded = [pipeline.decode_image_file(p).numpy() for p in paths]
+  decoded = [record_table.decode_image_file(p).numpy() for p in paths]
   refs = tiny.evaluation_detections(run['workdir'], decoded)
   for result, image, ref in zip(results, decoded, refs):
     assert result.image.dtype == np.uint8 and result.image.shape[2] == 3

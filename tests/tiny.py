@@ -19,6 +19,7 @@ from centernet_jax import optimizer
 from centernet_jax import predict
 from centernet_jax import train
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 
 
 def tiny_config(data_dir: str) -> ml_collections.ConfigDict:
@@ -170,17 +171,15 @@ def write_random_workdir(config: ml_collections.ConfigDict, workdir: str, *, ste
                          seed: int = 0) -> None:
   """A workdir with one checkpoint of `config`'s model at `random_variables` (no training):
   the state, config and label map as training saves them."""
-  lm, num_classes = pipeline.dataset_info(config)
-  spec = pipeline.keypoint_spec_for(config)
+  facts = sources.resolve(config)
+  num_classes, spec = facts.num_classes, facts.keypoint_spec
   model = models.build_model(config.model, num_classes, spec)
   tx, _ = optimizer.make_optimizer(config)
   variables = random_variables(model, int(config.input.size), seed)
   state = train.TrainState(step=jnp.asarray(step, jnp.int32), params=variables['params'],
                            batch_stats=variables.get('batch_stats', {}),
                            opt_state=tx.init(variables['params']))
-  info = lm.to_json_dict()
-  if spec is not None:
-    info['keypoints'] = spec.to_json_dict()
+  info = facts.label_map_info()
   manager = checkpointing.make_manager(workdir)
   checkpointing.save(manager, step, state, train._meta(config, info, step))  # pylint: disable=protected-access
   checkpointing.close(manager)
@@ -192,8 +191,8 @@ def evaluation_detections(workdir: str, images: list[np.ndarray]) -> list[dict[s
   all images in one batch."""
   run = inference._restore_for_inference(workdir, None)  # pylint: disable=protected-access
   examples = [pipeline.preprocess(
-      tf.constant(im), tf.zeros([0, 4]), tf.zeros([0], tf.int32), 0, config=run.config,
-      boxes_in_pixels=True, keypoint_spec=run.keypoint_spec) for im in images]
+      {'image': tf.constant(im), 'boxes': tf.zeros([0, 4]), 'classes': tf.zeros([0], tf.int32),
+       'image_id': 0}, config=run.config) for im in images]
   batch = {k: np.stack([ex[k].numpy() for ex in examples]) for k in predict.PREDICT_KEYS}
   predict_fn = predict.make_predict_fn(
       run.model, input_size=int(run.config.input.size),
