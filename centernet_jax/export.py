@@ -62,6 +62,7 @@ from tensorflow.compiler.tf2xla.python import xla as tfxla
 from centernet_jax import file_io
 from centernet_jax import inference
 from centernet_jax import predict
+from centernet_jax import train_step
 from centernet_jax.data import pipeline
 
 FORMATS = ('saved_model', 'jax')
@@ -90,16 +91,21 @@ def detection_fn(run: inference.InferenceRun, *, multiclass_scores: bool = False
   return detect
 
 
-def od_api_outputs(det: dict[str, jax.Array], original_size: jax.Array,
+def od_api_outputs(det: dict[str, jax.Array], true_size: jax.Array, original_size: jax.Array,
                    category_ids: np.ndarray) -> dict[str, jax.Array]:
   """The OD API exporter's outputs from `predict_fn` detections (see the module docstring).
 
   Boxes and joints in original pixels / the original (h, w) = normalized to the image; the
-  OD API normalizes by the resized unpadded size, the same fraction.
+  OD API normalizes by the resized unpadded size, the same fraction. `detection_boxes_strided`
+  are the boxes in the output map's cells (input pixels / 4, y-first), as the OD API's
+  postprocess gives them; ours come from the clipped boxes (the OD API's are not clipped).
   """
   hw = original_size.astype(jnp.float32)  # [N, 2]
+  to_cells = true_size.astype(jnp.float32) / hw / train_step.OUTPUT_STRIDE  # [N, 2]
   out = {
       'detection_boxes': det['boxes'] / jnp.concatenate([hw, hw], axis=-1)[:, None, :],
+      'detection_boxes_strided': det['boxes'] * jnp.concatenate(
+          [to_cells, to_cells], axis=-1)[:, None, :],
       'detection_scores': det['scores'],
       'detection_classes': jnp.asarray(category_ids, jnp.float32)[det['classes']],
       'num_detections': jnp.sum(det['scores'] > 0, axis=1).astype(jnp.float32),
@@ -181,7 +187,7 @@ class _Serving(tf.Module):
 
     def od_api(weights, image, true_size, original_size):
       det = detect(jax.tree.unflatten(treedef, weights), image, true_size, original_size)
-      return od_api_outputs(det, original_size, category_ids)
+      return od_api_outputs(det, true_size, original_size, category_ids)
 
     # A fixed batch: TF's shape refinement cannot see through the composite JAX lowers
     # top_k to, so a symbolic batch does not run in TF; a dynamic N maps the batch-1 module.

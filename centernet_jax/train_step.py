@@ -33,9 +33,12 @@ class TrainState:
   opt_state: Any
 
 
+OUTPUT_STRIDE = 4  # every backbone's: input pixels per output map cell
+
+
 def output_size(input_size: int) -> tuple[int, int]:
-  """Every backbone has output stride 4."""
-  return input_size // 4, input_size // 4
+  """(height, width) of the output maps of a square `input_size` input."""
+  return input_size // OUTPUT_STRIDE, input_size // OUTPUT_STRIDE
 
 
 def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
