@@ -18,21 +18,15 @@ import json
 from typing import Any, Sequence
 
 import jax
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from etils import epath
 from PIL import Image
 import tensorflow as tf
 
-from centernet_jax import checkpointing
 from centernet_jax import evaluate
 from centernet_jax import file_io
-from centernet_jax import keypoint_spec as kp_spec_lib
-from centernet_jax import models
-from centernet_jax import optimizer as optimizer_lib
-from centernet_jax import sharding
-from centernet_jax import train
+from centernet_jax import run_files
 from centernet_jax import visualize
 from centernet_jax.data import pipeline
 
@@ -48,29 +42,17 @@ class Detector:
   """A restored model plus its label map; `__call__` maps image arrays to detections."""
 
   def __init__(self, workdir: str, step: int | None = None, batch_size: int = 4):
-    meta = checkpointing.read_meta(workdir, step)
-    self.config = ml_collections.ConfigDict(meta['config'])
-    self.label_map = meta['label_map']
+    run = run_files.restore_for_inference(workdir, step)
+    self.config = run.config
+    self.label_map = run.label_map
     self.class_names = list(self.label_map['names'])
     self.category_ids = list(self.label_map['category_ids'])
     self.batch_size = batch_size
     self.input_size = self.config.input.size
-    kp = self.label_map.get('keypoints')
-    self.keypoint_spec = kp_spec_lib.KeypointSpec.from_json_dict(kp) if kp else None
-    self.model = models.build_model(self.config.model, len(self.class_names),
-                                    self.keypoint_spec)
-    tx, _ = optimizer_lib.make_optimizer(self.config)
-    mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': 1}))
-    replicated = sharding.replicated(mesh)
-    abstract = jax.eval_shape(lambda rng: train.create_train_state(
-        rng, self.model, tx, self.input_size), jax.random.key(0))
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
-    manager = checkpointing.make_manager(workdir, read_only=True)
-    state, _ = checkpointing.restore(manager, target, step)
-    manager.close()
-    self.step = int(state.step)
-    self.variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    self.keypoint_spec = run.keypoint_spec
+    self.model = run.model
+    self.step = run.step
+    self.variables = run.variables
     self.predict_fn = evaluate.make_predict_fn(
         self.model, input_size=self.input_size,
         max_detections=self.config.eval.max_detections,
