@@ -28,10 +28,10 @@ class ExperimentError(ValueError):
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
-  """'path.py:arg' -> ('path.py', 'arg'); 'path.py' -> ('path.py', None)."""
+  """'path.py:arg' -> ('path.py', 'arg'); 'path.py' (or 'path.py:') -> ('path.py', None)."""
   if ':' in spec and not spec.endswith('.py'):
     path, arg = spec.rsplit(':', 1)
-    return path, arg
+    return path, arg or None
   return spec, None
 
 
