@@ -65,7 +65,8 @@ def load_config(experiment: str, tiny: bool):
 def run_train(experiment, dtype, batch, args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from centernet_jax import model_variables, models, performance, train_step  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from centernet_jax import model_variables, models, performance, train_step
   from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
 
   config = load_config(experiment, args.tiny)

@@ -24,7 +24,8 @@ def main():
                              f' --xla_force_host_platform_device_count={args.devices}')
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   import jax  # pylint: disable=g-import-not-at-top
-  from centernet_jax import experiments, model_variables, models, optimizer, sharding  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from centernet_jax import experiments, model_variables, models, optimizer, sharding
 
   config = experiments.load_config(args.config)
   model = models.build_model(config.model, args.num_classes)

@@ -20,8 +20,8 @@ zoo tarballs unpack). What happens:
   3. The checkpoint is converted by `centernet_jax.tf_checkpoint` (strict: an unused checkpoint
      variable, an unfilled parameter or a shape mismatch is refused, naming the variable).
   4. An orbax checkpoint and the run's side files are written in our workdir format
-     (run_files.py, checkpointing.py): the TrainState at step 0 with the converted params/batch_stats and a
-     fresh optimizer state; meta holds the config (with `model.num_classes` and
+     (run_files.py, checkpointing.py): the TrainState at step 0 with the converted
+     params/batch_stats and a fresh optimizer state; meta holds the config (with `model.num_classes` and
      `dataset.label_map_mode='id_minus_one'` of the zoo) and the COCO label map (90 channels,
      channel = category id - 1, names from the official COCO category list), so
      `python -m centernet_jax.main --mode eval` and `python -m centernet_jax.detect` use it.
@@ -132,7 +132,8 @@ def read_pipeline_config(text: str, source: str = 'pipeline.config') -> ZooModel
   if resizer is None:
     raise ArchiveImportError('pipeline.config: only keep_aspect_ratio_resizer is supported '
                        '(every zoo CenterNet uses it).')
-  min_dim, max_dim = text_proto.get(resizer, 'min_dimension', 600), text_proto.get(resizer, 'max_dimension', 1024)
+  min_dim = text_proto.get(resizer, 'min_dimension', 600)
+  max_dim = text_proto.get(resizer, 'max_dimension', 1024)
   if min_dim != max_dim or not text_proto.get(resizer, 'pad_to_max_dimension', False):
     raise ArchiveImportError(f'pipeline.config: the resizer must be square and padded (min = max '
                        f'dimension, pad_to_max_dimension); got {min_dim}/{max_dim}.')

@@ -11,8 +11,8 @@ heatmap channels is that mode's on the synthetic ids); input 128; batch 2 on a 2
 mesh (of the 4 simulated CPU devices of conftest.py); the variables are filled without
 compiling `model.init` (`model_variables.filled_variables`: XLA on CPU takes minutes to
 compile the jitted init of these full-size models, far more than their train step). The
-hourglass rows run at input 256 and width 0.25, and the rows of one hourglass group share one compiled step
-(`test_hourglass_rows_train_step_and_decode` says why).
+hourglass rows run at input 256 and width 0.25, and the rows of one hourglass group share
+one compiled step (`test_hourglass_rows_train_step_and_decode` says why).
 """
 
 import math
