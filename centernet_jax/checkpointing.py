@@ -3,6 +3,7 @@
 Layout of a workdir:
   DIR/checkpoints/<step>/state        the TrainState pytree (params, batch_stats, opt_state, step)
   DIR/checkpoints/<step>/meta         JSON: step, the config and the label map
+                                      (run_files.checkpoint_meta)
   DIR/checkpoint_checksums/<step>.json  size and SHA-256 of every file of that step
   DIR/checkpoints_set_aside/<step>[.n]  steps found damaged on restore (moved, never deleted)
 Saves are asynchronous; every process calls save and restore (orbax coordinates the writes).
