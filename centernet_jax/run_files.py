@@ -38,6 +38,7 @@ import json
 from typing import Any, Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from absl import logging
 from etils import epath
@@ -163,15 +164,17 @@ def restore_for_inference(workdir, step: int | None = None,
   """The run of `workdir` with the params and BN statistics of checkpoint `step` (the latest
   good one if None: a damaged step is set aside as `checkpointing.restore` does).
 
-  Only `{'params', 'batch_stats'}` are read (orbax partial restore); the optimizer state is
-  neither read nor built. Arrays land on `device_sharding` (default: replicated on one device).
+  Only the step counter, `params` and `batch_stats` are read (orbax partial restore); the
+  optimizer state is neither read nor built. Arrays land on `device_sharding` (default:
+  replicated on one device).
   """
   run = read_run_files(workdir, step)
   model = build_model(run)
   target_sharding = device_sharding or _one_device_replicated()
+  abstract = {'step': jax.ShapeDtypeStruct((), jnp.int32),
+              **model_variables.abstract_variables(model, int(run.config.input.size))}
   target = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=target_sharding),
-      model_variables.abstract_variables(model, int(run.config.input.size)))
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=target_sharding), abstract)
   manager = checkpointing.make_manager(workdir, read_only=True, subset=True)
   try:
     restored = checkpointing.restore(manager, target, step)
@@ -179,11 +182,10 @@ def restore_for_inference(workdir, step: int | None = None,
     manager.close()
   if restored is None:
     raise FileNotFoundError(f'No checkpoint under {checkpointing.checkpoint_dir(workdir)}.')
-  variables, meta = restored
-  done_step = int(meta.get('step', step if step is not None else -1))
+  state, _ = restored
   return InferenceRun(run.config, run.label_map, run.keypoint_spec, model,
-                      {'params': variables['params'], 'batch_stats': variables['batch_stats']},
-                      done_step)
+                      {'params': state['params'], 'batch_stats': state['batch_stats']},
+                      int(state['step']))
 
 
 def restore_train_state(manager, state: TrainState, *, step: int | None = None,
@@ -197,7 +199,7 @@ def restore_train_state(manager, state: TrainState, *, step: int | None = None,
   """
   restored = checkpointing.restore(manager, state, step)
   if restored is not None:
-    logging.info('Restored the train state at step %d.', int(restored[0].step))
+    logging.info('Resumed from the workdir at step %d.', int(restored[0].step))
     return restored[0]
   if not init_checkpoint:
     return state
