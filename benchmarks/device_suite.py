@@ -24,15 +24,12 @@ suite runs where only those are installed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-
-import zoo_speed  # its filled_variables: random weights without compiling model.init
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -55,12 +52,9 @@ BOXES = 10
 
 
 def load_config(experiment: str, tiny: bool):
-  """The experiment's get_config() (loaded by path: no package import beyond config code)."""
-  spec = importlib.util.spec_from_file_location(
-      'experiment', os.path.join(REPO, 'experiments', experiment + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  """The experiment's get_config() (experiments.py imports no more than config code)."""
+  from centernet_jax import experiments  # pylint: disable=g-import-not-at-top
+  config = experiments.load_config(os.path.join(REPO, 'experiments', experiment + '.py'))
   if tiny:
     config.input.size = 64
     config.model.width_multiplier = 0.125 if config.model.backbone == 'hourglass' else 0.25
@@ -70,20 +64,19 @@ def load_config(experiment: str, tiny: bool):
 
 def run_train(experiment, dtype, batch, args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from centernet_jax import models, performance, train_step  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from centernet_jax import model_variables, models, performance, train_step
   from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
 
   config = load_config(experiment, args.tiny)
   config.model.dtype = dtype
   size, num_classes = config.input.size, 90
   model = models.build_model(config.model, num_classes)
-  variables = zoo_speed.filled_variables(model, size)
+  # Random weights without compiling model.init (speed does not depend on the values).
+  variables = model_variables.filled_variables(model, size)
   tx, schedule = optimizer_lib.make_optimizer(config)
-  state = train_step.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                                batch_stats=variables['batch_stats'],
-                                opt_state=tx.init(variables['params']))
+  state = model_variables.train_state_from_variables(variables, tx)
   rng = np.random.default_rng(0)
   m = int(config.dataset.max_boxes)
   yx = rng.uniform(0.05, 0.7, (batch, BOXES, 2))
@@ -125,13 +118,13 @@ def run_infer(experiment, batch, args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from centernet_jax import models, predict  # pylint: disable=g-import-not-at-top
+  from centernet_jax import model_variables, models, predict  # pylint: disable=g-import-not-at-top
 
   config = load_config(experiment, args.tiny)
   config.model.dtype = args.infer_dtype
   size = config.input.size
   model = models.build_model(config.model, 90)
-  variables = jax.device_put(zoo_speed.filled_variables(model, size))
+  variables = jax.device_put(model_variables.filled_variables(model, size))
   predict_fn = predict.make_predict_fn(model, input_size=size, max_detections=100)
   h, w = (48, 64) if args.tiny else (480, 640)
   scale = size / max(h, w)

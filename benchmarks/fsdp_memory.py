@@ -11,7 +11,6 @@ included). Prints a Markdown table.
 
 import argparse
 import os
-import runpy
 
 
 def main():
@@ -25,13 +24,13 @@ def main():
                              f' --xla_force_host_platform_device_count={args.devices}')
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   import jax  # pylint: disable=g-import-not-at-top
-  from centernet_jax import models, optimizer, sharding, train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from centernet_jax import experiments, model_variables, models, optimizer, sharding
 
-  config = runpy.run_path(args.config)['get_config']()
+  config = experiments.load_config(args.config)
   model = models.build_model(config.model, args.num_classes)
   tx, _ = optimizer.make_optimizer(config)
-  abstract = jax.eval_shape(
-      lambda r: train.create_train_state(r, model, tx, config.input.size), jax.random.key(0))
+  abstract = model_variables.abstract_train_state(model, tx, config.input.size)
   num_params = sum(x.size for x in jax.tree.leaves(abstract.params))
   print(f'{config.model.backbone} ({os.path.basename(args.config)}), {num_params:,} '
         f'parameters, {args.devices} devices, jax {jax.__version__}\n')

@@ -64,8 +64,8 @@ def experiment_path(row: str) -> str:
 
 
 def load_config(row: str):
-  from centernet_jax import import_tf_checkpoint  # pylint: disable=g-import-not-at-top
-  return import_tf_checkpoint.load_experiment(experiment_path(row))
+  from centernet_jax import experiments  # pylint: disable=g-import-not-at-top
+  return experiments.load_config(experiment_path(row))
 
 
 def _timed_ms(fn, repeats: int) -> tuple[float, float, float]:
@@ -89,27 +89,6 @@ def _keypoint_spec(config):
     return None
   from centernet_jax import keypoint_spec as kps  # pylint: disable=g-import-not-at-top
   return kps.spec_from_category(kps.coco_person_category(), 0, kcfg)  # person: channel 0
-
-
-def filled_variables(model, size, seed=0):
-  """The model's variables without compiling `model.init` (minutes of XLA:CPU compile for
-  the hourglass, all of it random number generation): shapes from `jax.eval_shape`, He-normal
-  kernels, BN scale / variance 1, the rest 0. Speed does not depend on the values."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32), train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = getattr(path[-1], 'key', str(path[-1]))
-    if name == 'kernel':
-      fan_in = max(int(np.prod(leaf.shape[:-1])), 1)
-      return jnp.asarray(rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape), leaf.dtype)
-    return jnp.full(leaf.shape, 1.0 if name in ('scale', 'var') else 0.0, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def _bytes_needed(compiled):
@@ -175,6 +154,7 @@ def measure_row(row: str, dtypes, batch: int, repeats: int, do_train: bool,
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from centernet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from centernet_jax import model_variables  # pylint: disable=g-import-not-at-top
   from centernet_jax import models  # pylint: disable=g-import-not-at-top
   from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from centernet_jax import train  # pylint: disable=g-import-not-at-top
@@ -197,7 +177,8 @@ def measure_row(row: str, dtypes, batch: int, repeats: int, do_train: bool,
     config.model.dtype = dtype
     model = models.build_model(config.model, num_classes, *kp_args)
     t0 = time.perf_counter()
-    variables = filled_variables(model, size)
+    # Random weights without compiling model.init (speed does not depend on the values).
+    variables = model_variables.filled_variables(model, size)
     res = {'init_s': time.perf_counter() - t0}
     out['params'] = int(sum(x.size for x in jax.tree.leaves(variables['params'])))
 
@@ -218,9 +199,7 @@ def measure_row(row: str, dtypes, batch: int, repeats: int, do_train: bool,
     if do_train:
       try:
         tx, schedule = optimizer_lib.make_optimizer(config)
-        state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                                 batch_stats=variables.get('batch_stats', {}),
-                                 opt_state=tx.init(variables['params']))
+        state = model_variables.train_state_from_variables(variables, tx)
         step_fn = train.make_train_step(model, tx, schedule, config, num_classes, *kp_args)
         available = _host_bytes_available() if jax.default_backend() == 'cpu' else None
         b = batch

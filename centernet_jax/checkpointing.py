@@ -3,6 +3,7 @@
 Layout of a workdir:
   DIR/checkpoints/<step>/state        the TrainState pytree (params, batch_stats, opt_state, step)
   DIR/checkpoints/<step>/meta         JSON: step, the config and the label map
+                                      (run_files.checkpoint_meta)
   DIR/checkpoint_checksums/<step>.json  size and SHA-256 of every file of that step
   DIR/checkpoints_set_aside/<step>[.n]  steps found damaged on restore (moved, never deleted)
 Saves are asynchronous; every process calls save and restore (orbax coordinates the writes).
@@ -18,6 +19,10 @@ background (disk full, permissions) raises `CheckpointSaveError` naming the work
 cause at the next `check_saves` / `save` / `close`; the previous checkpoint is kept.
 A checkpoint whose arrays have other shapes than the model's raises `CheckpointMismatchError`
 naming the leaf, both shapes and the options that decide them (not a damage: nothing is moved).
+
+Subset restores: a manager made with `subset=True` (read-only) restores only the parts of the
+state its target names (e.g. `{'params', 'batch_stats'}` for inference), with an orbax partial
+restore: the optimizer state is neither read nor needed to shape the target.
 """
 
 import hashlib
@@ -70,8 +75,17 @@ def _install_orbax_filter() -> None:
     logger.addFilter(_OrbaxTracebacksToOneLine())
 
 
-def make_manager(workdir, *, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
+class SubsetManager(ocp.CheckpointManager):
+  """A read-only manager whose `restore` target may hold only some of the state's fields."""
+
+
+def make_manager(workdir, *, keep: int = 3, read_only: bool = False,
+                 subset: bool = False) -> ocp.CheckpointManager:
+  """The workdir's checkpoint manager. `subset` (read-only only): its `restore` takes a target
+  holding part of the state's top-level fields (orbax partial restore) instead of all of it."""
   _install_orbax_filter()
+  if subset and not read_only:
+    raise ValueError('a subset checkpoint manager restores only; pass read_only=True')
   if keep < 1:
     raise ValueError(f'keep_checkpoints={keep}: must be >= 1 (0 would delete every checkpoint '
                      'right after writing it)')
@@ -79,9 +93,12 @@ def make_manager(workdir, *, keep: int = 3, read_only: bool = False) -> ocp.Chec
       max_to_keep=keep, create=not read_only, read_only=read_only,
       enable_async_checkpointing=not read_only)
   # Handlers given up front (not only item names): `item_metadata` then reads a step's array
-  # shapes before any restore, for check_shapes.
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers={
-      STATE: ocp.StandardCheckpointHandler(), META: ocp.JsonCheckpointHandler()})
+  # shapes before any restore, for check_shapes. Both state handlers read the same files; only
+  # the PyTree one restores part of a tree.
+  kind = SubsetManager if subset else ocp.CheckpointManager
+  state_handler = ocp.PyTreeCheckpointHandler() if subset else ocp.StandardCheckpointHandler()
+  return kind(checkpoint_dir(workdir), options=options, item_handlers={
+      STATE: state_handler, META: ocp.JsonCheckpointHandler()})
 
 
 def _first_line(error: BaseException) -> str:
@@ -300,8 +317,15 @@ def check_shapes(manager: ocp.CheckpointManager, step: int, target: Any) -> None
 
 
 def _restore_step(manager, step, target):
+  abstract = abstract_like(target)
+  if isinstance(manager, SubsetManager):
+    state_args = ocp.args.PyTreeRestore(
+        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True)
+  else:
+    state_args = ocp.args.StandardRestore(abstract)
   restored = manager.restore(step, args=ocp.args.Composite(**{
-      STATE: ocp.args.StandardRestore(abstract_like(target)), META: ocp.args.JsonRestore()}))
+      STATE: state_args, META: ocp.args.JsonRestore()}))
   return restored[STATE], restored[META]
 
 

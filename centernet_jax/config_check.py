@@ -20,7 +20,6 @@ every problem, each as `<field>=<value>: <what is allowed>`:
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import math
 from typing import Any, Iterable, Sequence
 
@@ -133,17 +132,6 @@ def unknown_overrides(config: ml_collections.ConfigDict, names: Sequence[str]) -
     out.append(f"--config.{field}: the config has no field '{field}'"
                f'{_nearest(field, list(known) + sorted(groups))}')
   return out
-
-
-def load_experiment(path: str) -> ml_collections.ConfigDict:
-  """`get_config()` of an experiment file (`path[:arg]`, as `--config` takes it)."""
-  arg = None
-  if ':' in path and not path.endswith('.py'):
-    path, arg = path.rsplit(':', 1)
-  spec = importlib.util.spec_from_file_location('experiment', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg is not None else module.get_config()
 
 
 def check_config(config: ml_collections.ConfigDict, *, num_devices: int,

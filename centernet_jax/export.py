@@ -62,6 +62,7 @@ from tensorflow.compiler.tf2xla.python import xla as tfxla
 from centernet_jax import file_io
 from centernet_jax import inference
 from centernet_jax import predict
+from centernet_jax import run_files
 from centernet_jax import train_step
 from centernet_jax.data import pipeline
 
@@ -74,7 +75,7 @@ def check_batch(batch: int | None) -> None:
     raise ValueError(f'--batch={batch}: must be >= 1 (leave it unset for a dynamic batch)')
 
 
-def detection_fn(run: inference.InferenceRun, *, multiclass_scores: bool = False
+def detection_fn(run: run_files.InferenceRun, *, multiclass_scores: bool = False
                  ) -> Callable[..., dict[str, jax.Array]]:
   """`(variables, image, true_size, original_size) -> detections`: evaluation's predict_fn
   (`predict.make_predict_fn`) on the run's model, as positional arguments."""
@@ -117,7 +118,7 @@ def od_api_outputs(det: dict[str, jax.Array], true_size: jax.Array, original_siz
   return out
 
 
-def write_meta(output: str, fmt: str, run: inference.InferenceRun, batch: int | None,
+def write_meta(output: str, fmt: str, run: run_files.InferenceRun, batch: int | None,
                workdir: str) -> None:
   """`label_map.json` and `export_meta.json` beside the artifact."""
   meta = {
@@ -135,7 +136,7 @@ def write_meta(output: str, fmt: str, run: inference.InferenceRun, batch: int | 
     f.write(json.dumps(run.label_map, indent=1))
 
 
-def export_jax(run: inference.InferenceRun, output: str, batch: int | None) -> str:
+def export_jax(run: run_files.InferenceRun, output: str, batch: int | None) -> str:
   """Writes `output/detector.jax_exported` (see the module docstring); returns its path."""
   detect = detection_fn(run)
   variables = run.variables
@@ -177,7 +178,7 @@ def _call_in_tf(exported: jax.export.Exported, module: bytes, args_flat: list[tf
 class _Serving(tf.Module):
   """The SavedModel's root: the parameters as variables and the serving function."""
 
-  def __init__(self, run: inference.InferenceRun, batch: int | None):
+  def __init__(self, run: run_files.InferenceRun, batch: int | None):
     super().__init__()
     leaves, treedef = jax.tree.flatten(run.variables)
     self.weights = [tf.Variable(np.asarray(x), trainable=False) for x in leaves]
@@ -225,7 +226,7 @@ class _Serving(tf.Module):
     self.serve = serve
 
 
-def export_saved_model(run: inference.InferenceRun, output: str, batch: int | None) -> str:
+def export_saved_model(run: run_files.InferenceRun, output: str, batch: int | None) -> str:
   """Writes the SavedModel into `output` (see the module docstring); returns `output`."""
   pipeline.hide_gpus_from_tf()
   module = _Serving(run, batch)
@@ -250,8 +251,7 @@ def export(workdir: str, output: str, fmt: str, *, step: int | None = None,
   if fmt not in FORMATS:
     raise ValueError(f'--format={fmt!r}: one of {", ".join(FORMATS)}')
   check_batch(batch)
-  # run_files.restore_for_inference replaces this at the merge.
-  run = inference._restore_for_inference(workdir, step)  # pylint: disable=protected-access
+  run = run_files.restore_for_inference(workdir, step)
   file_io.makedirs(output)
   path = (export_jax if fmt == 'jax' else export_saved_model)(run, output, batch)
   write_meta(output, fmt, run, batch, workdir)

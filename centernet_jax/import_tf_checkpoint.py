@@ -7,18 +7,21 @@ r"""Imports a TF2-zoo CenterNet archive into a workdir of ours.
 
 The archive directory holds `checkpoint/ckpt-0.{index,data-*}` and `pipeline.config` (as the
 zoo tarballs unpack). What happens:
-  1. `pipeline.config` is read with a small text-proto parser (no OD API protos needed) for
+  1. `pipeline.config` is read with the text-proto reader of text_proto.py (no OD API protos
+     needed) for
      the feature extractor type, num_classes, the keep-aspect-ratio resizer size, `use_depthwise`
      and the keypoint tasks (name, `per_keypoint_offset`, decoding parameters).
   2. The experiment file is `--experiment`, else `experiments/<archive dir name>.py`, else the
-     one experiment under `experiments/` whose model/input settings match the pipeline.config;
-     its settings are checked against the pipeline.config (a mismatch is refused, naming the
-     fields).
+     one experiment under `experiments/` whose model/input settings match the pipeline.config
+     (experiments.py loads them; a broken experiment file stops the search, named); its
+     settings are checked against the pipeline.config (a mismatch is refused, naming the
+     fields). The feature extractor types come from the backbone registry
+     (`models.zoo_feature_extractors`).
   3. The checkpoint is converted by `centernet_jax.tf_checkpoint` (strict: an unused checkpoint
      variable, an unfilled parameter or a shape mismatch is refused, naming the variable).
-  4. An orbax checkpoint is written in our workdir format (`checkpoints/0/{state,meta}`, see
-     checkpointing.py): the TrainState at step 0 with the converted params/batch_stats and a
-     fresh optimizer state; meta holds the config (with `model.num_classes` and
+  4. An orbax checkpoint and the run's side files are written in our workdir format
+     (run_files.py, checkpointing.py): the TrainState at step 0 with the converted
+     params/batch_stats and a fresh optimizer state; meta holds the config (with `model.num_classes` and
      `dataset.label_map_mode='id_minus_one'` of the zoo) and the COCO label map (90 channels,
      channel = category id - 1, names from the official COCO category list), so
      `python -m centernet_jax.main --mode eval` and `python -m centernet_jax.detect` use it.
@@ -35,33 +38,32 @@ box-only experiment).
 from __future__ import annotations
 
 import dataclasses
-import glob
-import importlib.util
 import json
 import os
-import re
 from typing import Any, Dict, List, Optional, Tuple
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from centernet_jax import checkpointing
+from centernet_jax import experiments
 from centernet_jax import file_io
+from centernet_jax import keypoint_spec as kps
+from centernet_jax import model_variables
+from centernet_jax import models
+from centernet_jax import optimizer as optimizer_lib
+from centernet_jax import run_files
+from centernet_jax import text_proto
+from centernet_jax import tf_checkpoint
 from centernet_jax.data import coco_categories
+from centernet_jax.data import coco_json
 
 COCO_CATEGORIES = coco_categories.COCO_CATEGORIES
 
 # Defaults of model config fields that the experiment may leave out (the builders' defaults).
 MODEL_FIELD_DEFAULTS = {'depthwise_heads': False, 'use_separable_conv': True}
-
-# OD API feature extractor type -> our model config fields.
-FEATURE_EXTRACTORS: Dict[str, Dict[str, Any]] = {
-    'resnet_v1_18_fpn': {'backbone': 'resnet_v1_fpn', 'depth': 18},
-    'resnet_v1_34_fpn': {'backbone': 'resnet_v1_fpn', 'depth': 34},
-    'resnet_v1_50_fpn': {'backbone': 'resnet_v1_fpn', 'depth': 50},
-    'resnet_v1_101_fpn': {'backbone': 'resnet_v1_fpn', 'depth': 101},
-    'resnet_v2_50': {'backbone': 'resnet_v2', 'depth': 50},
-    'resnet_v2_101': {'backbone': 'resnet_v2', 'depth': 101},
-    'hourglass_104': {'backbone': 'hourglass'},
-    'mobilenet_v2_fpn': {'backbone': 'mobilenet_v2_fpn', 'use_separable_conv': False},
-    'mobilenet_v2_fpn_sep_conv': {'backbone': 'mobilenet_v2_fpn', 'use_separable_conv': True},
-}
 
 
 class ArchiveImportError(ValueError):
@@ -69,103 +71,7 @@ class ArchiveImportError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------
-# pipeline.config: a small text-proto reader.
-
-_TOKEN = re.compile(r'\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|([{}\[\]:,;<>])|'
-                    r'([^\s{}\[\]:,;<>"\']+))')
-
-
-def _tokens(text: str) -> List[str]:
-  out, pos = [], 0
-  while pos < len(text):
-    m = _TOKEN.match(text, pos)
-    if not m or m.end() == pos:
-      if text[pos:].strip():
-        raise ArchiveImportError(f'pipeline.config: cannot parse near {text[pos:pos + 40]!r}')
-      break
-    pos = m.end()
-    if m.group(1):
-      continue
-    out.append(m.group(2) or m.group(3) or m.group(4))
-  return out
-
-
-def _scalar(token: str) -> Any:
-  if token[0] in '"\'':
-    return bytes(token[1:-1], 'utf-8').decode('unicode_escape')
-  if token in ('true', 'True'):
-    return True
-  if token in ('false', 'False'):
-    return False
-  try:
-    return int(token)
-  except ValueError:
-    pass
-  try:
-    return float(token)
-  except ValueError:
-    return token  # enum value
-
-
-def parse_text_proto(text: str) -> Dict[str, List[Any]]:
-  """Text proto -> {field: [values]}; a message value is a nested dict of the same form."""
-  tokens = _tokens(text)
-  pos = 0
-
-  def message(closing: Optional[str]) -> Dict[str, List[Any]]:
-    nonlocal pos
-    fields: Dict[str, List[Any]] = {}
-    while pos < len(tokens):
-      tok = tokens[pos]
-      if tok in ('}', '>'):
-        if closing is None:
-          raise ArchiveImportError('pipeline.config: unbalanced braces')
-        pos += 1
-        return fields
-      if tok in (',', ';'):
-        pos += 1
-        continue
-      name = tok
-      pos += 1
-      if pos < len(tokens) and tokens[pos] == ':':
-        pos += 1
-      if pos >= len(tokens):
-        raise ArchiveImportError(f'pipeline.config: field {name!r} has no value')
-      tok = tokens[pos]
-      if tok in ('{', '<'):
-        pos += 1
-        fields.setdefault(name, []).append(message(tok))
-      elif tok == '[':
-        pos += 1
-        while tokens[pos] != ']':
-          if tokens[pos] == ',':
-            pos += 1
-            continue
-          if tokens[pos] in ('{', '<'):
-            pos += 1
-            fields.setdefault(name, []).append(message(tokens[pos - 1]))
-          else:
-            fields.setdefault(name, []).append(_scalar(tokens[pos]))
-            pos += 1
-        pos += 1
-      else:
-        fields.setdefault(name, []).append(_scalar(tok))
-        pos += 1
-    if closing is not None:
-      raise ArchiveImportError('pipeline.config: missing closing brace')
-    return fields
-
-  return message(None)
-
-
-def _get(msg: Dict[str, List[Any]], path: str, default: Any = None) -> Any:
-  node: Any = msg
-  for part in path.split('.'):
-    if not isinstance(node, dict) or part not in node:
-      return default
-    node = node[part][0]
-  return node
-
+# pipeline.config.
 
 # keypoint_estimation_task field -> our `config.keypoints` field (decoding parameters).
 KEYPOINT_TASK_FIELDS = {
@@ -199,70 +105,62 @@ class ZooModel:
 
   def model_overrides(self) -> Dict[str, Any]:
     """Our `model` config fields implied by the pipeline.config."""
-    if self.feature_extractor not in FEATURE_EXTRACTORS:
+    known = models.zoo_feature_extractors()
+    if self.feature_extractor not in known:
       raise ArchiveImportError(f'Unsupported feature extractor {self.feature_extractor!r}; '
-                         f'supported: {sorted(FEATURE_EXTRACTORS)}.')
-    out = dict(FEATURE_EXTRACTORS[self.feature_extractor])
+                               f'supported: {sorted(known)}.')
+    out = dict(known[self.feature_extractor])
     out['depthwise_heads'] = self.use_depthwise
     out['num_classes'] = self.num_classes
     return out
 
 
-def read_pipeline_config(text: str) -> ZooModel:
-  """Parses the fields of `model { center_net { ... } }` the importer needs."""
-  root = parse_text_proto(text)
-  cn = _get(root, 'model.center_net')
+def read_pipeline_config(text: str, source: str = 'pipeline.config') -> ZooModel:
+  """Parses the fields of `model { center_net { ... } }` the importer needs (`source` names
+  the file in parse errors)."""
+  root = text_proto.parse_text_proto(text, source)
+  cn = text_proto.get(root, 'model.center_net')
   if cn is None:
     raise ArchiveImportError('pipeline.config has no model { center_net { ... } } section.')
-  fe = _get(cn, 'feature_extractor', {})
-  fe_type = _get(fe, 'type')
+  fe = text_proto.get(cn, 'feature_extractor', {})
+  fe_type = text_proto.get(fe, 'type')
   if fe_type is None:
     raise ArchiveImportError('pipeline.config: center_net.feature_extractor.type is missing.')
-  if fe_type == 'mobilenet_v2_fpn' and _get(fe, 'use_separable_conv', False):
+  if fe_type == 'mobilenet_v2_fpn' and text_proto.get(fe, 'use_separable_conv', False):
     fe_type = 'mobilenet_v2_fpn_sep_conv'
-  resizer = _get(cn, 'image_resizer.keep_aspect_ratio_resizer')
+  resizer = text_proto.get(cn, 'image_resizer.keep_aspect_ratio_resizer')
   if resizer is None:
     raise ArchiveImportError('pipeline.config: only keep_aspect_ratio_resizer is supported '
                        '(every zoo CenterNet uses it).')
-  min_dim, max_dim = _get(resizer, 'min_dimension', 600), _get(resizer, 'max_dimension', 1024)
-  if min_dim != max_dim or not _get(resizer, 'pad_to_max_dimension', False):
+  min_dim = text_proto.get(resizer, 'min_dimension', 600)
+  max_dim = text_proto.get(resizer, 'max_dimension', 1024)
+  if min_dim != max_dim or not text_proto.get(resizer, 'pad_to_max_dimension', False):
     raise ArchiveImportError(f'pipeline.config: the resizer must be square and padded (min = max '
                        f'dimension, pad_to_max_dimension); got {min_dim}/{max_dim}.')
-  tasks = tuple(str(_get(t, 'task_name', 'keypoint'))
+  tasks = tuple(str(text_proto.get(t, 'task_name', 'keypoint'))
                 for t in cn.get('keypoint_estimation_task', []))
   settings = []
   for t in cn.get('keypoint_estimation_task', []):
-    d = {'task_name': str(_get(t, 'task_name', 'keypoint')),
-         'per_keypoint_offset': bool(_get(t, 'per_keypoint_offset', False)),
-         'candidate_ranking_mode': str(_get(t, 'candidate_ranking_mode', 'min_distance'))}
+    d = {'task_name': str(text_proto.get(t, 'task_name', 'keypoint')),
+         'per_keypoint_offset': bool(text_proto.get(t, 'per_keypoint_offset', False)),
+         'candidate_ranking_mode': str(text_proto.get(t, 'candidate_ranking_mode', 'min_distance'))}
     for theirs, ours in KEYPOINT_TASK_FIELDS.items():
-      if _get(t, theirs) is not None:
-        d[ours] = _get(t, theirs)
+      if text_proto.get(t, theirs) is not None:
+        d[ours] = text_proto.get(t, theirs)
     settings.append(d)
   return ZooModel(
-      feature_extractor=str(fe_type), num_classes=int(_get(cn, 'num_classes', 0)),
-      input_size=int(max_dim), use_depthwise=bool(_get(cn, 'use_depthwise', False)),
+      feature_extractor=str(fe_type), num_classes=int(text_proto.get(cn, 'num_classes', 0)),
+      input_size=int(max_dim), use_depthwise=bool(text_proto.get(cn, 'use_depthwise', False)),
       keypoint_tasks=tasks,
-      max_box_predictions=int(_get(cn, 'object_center_params.max_box_predictions', 100)),
+      max_box_predictions=int(text_proto.get(cn, 'object_center_params.max_box_predictions', 100)),
       channel_means=tuple(fe.get('channel_means', [])),
       channel_stds=tuple(fe.get('channel_stds', [])),
-      bgr_ordering=bool(_get(fe, 'bgr_ordering', False)),
+      bgr_ordering=bool(text_proto.get(fe, 'bgr_ordering', False)),
       keypoint_settings=tuple(settings))
 
 
 # ------------------------------------------------------------------------------------------
 # Experiments.
-
-
-def load_experiment(path: str):
-  """`get_config()` of an experiment file."""
-  spec = importlib.util.spec_from_file_location(
-      '_experiment_' + re.sub(r'\W', '_', os.path.basename(path)), path)
-  if spec is None or spec.loader is None:
-    raise ArchiveImportError(f'Cannot load experiment file {path}.')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def config_mismatches(config, zoo: ZooModel, with_keypoints: bool = True) -> List[str]:
@@ -294,19 +192,14 @@ def config_mismatches(config, zoo: ZooModel, with_keypoints: bool = True) -> Lis
 
 def find_experiment(archive: str, zoo: ZooModel, experiments_dir: str = 'experiments',
                     with_keypoints: bool = True) -> str:
-  """`experiments/<archive name>.py`, else the single experiment matching `zoo`."""
+  """`experiments/<archive name>.py`, else the single experiment matching `zoo` (a broken
+  experiment file raises `experiments.ExperimentError` naming it)."""
   name = os.path.basename(os.path.normpath(archive))
   candidate = os.path.join(experiments_dir, name + '.py')
   if os.path.exists(candidate):
     return candidate
-  matches = []
-  for path in sorted(glob.glob(os.path.join(experiments_dir, '*.py'))):
-    try:
-      config = load_experiment(path)
-    except Exception:  # pylint: disable=broad-except
-      continue
-    if not config_mismatches(config, zoo, with_keypoints):
-      matches.append(path)
+  matches = [path for path, config in experiments.load_folder(experiments_dir)
+             if not config_mismatches(config, zoo, with_keypoints)]
   if len(matches) == 1:
     return matches[0]
   why = ('several match: ' + ', '.join(matches)) if matches else 'none matches'
@@ -322,26 +215,10 @@ def find_experiment(archive: str, zoo: ZooModel, experiments_dir: str = 'experim
 
 def zoo_label_map(num_classes: int):
   """The zoo label map: COCO ids with channel = id - 1 (90 channels for COCO)."""
-  from centernet_jax.data import coco_json  # pylint: disable=g-import-not-at-top
   cats = [(i, n) for i, n in COCO_CATEGORIES if i <= num_classes]
   if not cats:
     raise ArchiveImportError(f'num_classes {num_classes} holds no COCO category id.')
   return coco_json.LabelMap(cats, 'id_minus_one')
-
-
-def label_map_json(label_map) -> Dict[str, Any]:
-  """The label map as stored in checkpoint meta (`LabelMap.to_json_dict` when it exists).
-
-  Per channel: `names` and `category_ids` (unused channels: id -1, name 'unused_<id>').
-  """
-  to_json = getattr(label_map, 'to_json_dict', None)
-  if to_json is not None:
-    return to_json()
-  ids = [int(i) for i in label_map.channel_to_id_array]
-  names = [label_map.channel_to_name(ch) if cid >= 0 else f'unused_{ch + 1}'
-           for ch, cid in enumerate(ids)]
-  return {'mode': label_map.mode, 'num_channels': int(label_map.num_channels),
-          'names': names, 'category_ids': ids, 'categories': label_map.categories()}
 
 
 def zoo_keypoint_spec(zoo: ZooModel, tf_variables: Dict[str, Any], label_map):
@@ -354,9 +231,6 @@ def zoo_keypoint_spec(zoo: ZooModel, tf_variables: Dict[str, Any], label_map):
   sigmas and std devs from keypoint_spec.py); another J gets names `keypoint_<j>` and no
   left/right pairing. The task's class is person (`/m/01g317`, COCO id 1) in every zoo config.
   """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from centernet_jax import keypoint_spec as kps  # pylint: disable=g-import-not-at-top
-  from centernet_jax import tf_checkpoint  # pylint: disable=g-import-not-at-top
   settings = zoo.keypoint_settings[0]
   if settings.get('candidate_ranking_mode', 'min_distance') != 'min_distance':
     raise ArchiveImportError(
@@ -384,43 +258,48 @@ def zoo_keypoint_spec(zoo: ZooModel, tf_variables: Dict[str, Any], label_map):
 
 
 # ------------------------------------------------------------------------------------------
-# Import.
+# Import: `import_archive` runs these steps in order.
 
 
-def import_archive(archive: str, workdir: str, *, experiment: Optional[str] = None,
-                   init_type: str = 'full', skip_keypoint_heads: bool = False,
-                   experiments_dir: str = 'experiments', checkpoint: Optional[str] = None
-                   ) -> Dict[str, Any]:
-  """Converts `archive` and writes step 0 of `workdir`. Returns a summary dict."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from centernet_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from centernet_jax import models  # pylint: disable=g-import-not-at-top
-  from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
-  from centernet_jax import tf_checkpoint  # pylint: disable=g-import-not-at-top
-  from centernet_jax import train  # pylint: disable=g-import-not-at-top
-
+def read_archive(archive: str) -> ZooModel:
+  """Step 1: the archive's pipeline.config."""
   config_path = file_io.join(archive, 'pipeline.config')
   if not file_io.exists(config_path):
     raise ArchiveImportError(f'{config_path} does not exist (expected the unpacked zoo archive).')
   with file_io.open_file(config_path) as f:
-    zoo = read_pipeline_config(f.read())
-  with_keypoints = bool(zoo.keypoint_tasks) and not skip_keypoint_heads
+    return read_pipeline_config(f.read(), config_path)
+
+
+def choose_experiment(archive: str, zoo: ZooModel, experiment: Optional[str],
+                      experiments_dir: str, with_keypoints: bool):
+  """Step 2: (experiment path, its config), checked against the pipeline.config."""
   experiment = experiment or find_experiment(archive, zoo, experiments_dir, with_keypoints)
-  config = load_experiment(experiment)
+  config = experiments.load_config(experiment)
   problems = config_mismatches(config, zoo, with_keypoints)
   if problems:
-    raise ArchiveImportError(f'Experiment {experiment} does not match {config_path}: ' +
-                       '; '.join(problems) + '.')
-  if checkpointing.make_manager(workdir, read_only=True).latest_step() is not None:
+    raise ArchiveImportError(f'Experiment {experiment} does not match '
+                             f'{file_io.join(archive, "pipeline.config")}: ' +
+                             '; '.join(problems) + '.')
+  return experiment, config
+
+
+def check_import_target(workdir: str, zoo: ZooModel, with_keypoints: bool) -> None:
+  """Step 3: an empty workdir, and at most one keypoint task to import."""
+  manager = checkpointing.make_manager(workdir, read_only=True)
+  latest = manager.latest_step()
+  manager.close()
+  if latest is not None:
     raise ArchiveImportError(f'{workdir} already holds checkpoints; choose an empty workdir.')
   if len(zoo.keypoint_tasks) > 1 and with_keypoints:
     raise ArchiveImportError(
         f'The archive has {len(zoo.keypoint_tasks)} keypoint tasks {list(zoo.keypoint_tasks)}; '
         'this project predicts one keypoint task (pass --skip_keypoint_heads for the boxes).')
-  tf_vars = tf_checkpoint.read_tf_checkpoint(checkpoint or archive)
 
+
+def zoo_run(config, zoo: ZooModel, tf_vars: Dict[str, Any], with_keypoints: bool
+            ) -> run_files.RunFiles:
+  """Step 4: the run the archive becomes: the experiment's config with the zoo's classes,
+  label map mode, detections and keypoint settings; the zoo label map; the keypoint task."""
   with config.unlocked():
     config.model.num_classes = zoo.num_classes
     config.dataset.label_map_mode = 'id_minus_one'
@@ -439,51 +318,76 @@ def import_archive(archive: str, workdir: str, *, experiment: Optional[str] = No
   elif 'keypoints' in config:
     with config.unlocked():
       config.keypoints.enabled = False
-  model = models.build_model(config.model, zoo.num_classes, spec)
+  return run_files.RunFiles(config, run_files.label_map_json(label_map), spec)
+
+
+def drop_keypoint_heads(tf_vars: Dict[str, Any], zoo: ZooModel, with_keypoints: bool
+                        ) -> Tuple[Dict[str, Any], int]:
+  """Step 5: without keypoints, the archive's keypoint head variables are dropped (counted in
+  the summary). Returns (kept variables, number dropped)."""
+  if with_keypoints or not zoo.keypoint_tasks:
+    return tf_vars, 0
+  prefixes = tuple(
+      f'{tf_checkpoint.HEADS}/{tf_checkpoint.escape_segment(task + "/keypoint")}.S'
+      for task in zoo.keypoint_tasks)
+  kept = {k: v for k, v in tf_vars.items() if not k.startswith(prefixes)}
+  return kept, len(tf_vars) - len(kept)
+
+
+def convert(tf_vars: Dict[str, Any], run: run_files.RunFiles, model, init_type: str):
+  """Step 6: the model's variables from the checkpoint. 'full' fills every variable (shapes
+  suffice as the target); the other init types keep a fresh init outside their scope."""
   init_size = 128  # parameter shapes do not depend on the input size
   if init_type == 'full':
-    variables = jax.eval_shape(lambda: model.init(
-        jax.random.key(0), jnp.zeros((1, init_size, init_size, 3)), train=False))
+    template = model_variables.abstract_variables(model, init_size)
   else:
-    variables = jax.jit(lambda rng: model.init(
+    template = jax.jit(lambda rng: model.init(
         rng, jnp.zeros((1, init_size, init_size, 3)), train=False))(
-            jax.random.key(int(config.seed)))
-  extra_skips = {}
-  for task in (zoo.keypoint_tasks if not with_keypoints else ()):
-    extra_skips[f'{tf_checkpoint.HEADS}/{tf_checkpoint.escape_segment(task + "/keypoint")}'] = (
-        'keypoint head (--skip_keypoint_heads)')
-  skipped_keypoint_vars = 0
-  if extra_skips:  # dropped on request, counted in the summary
-    prefixes = tuple(p + '.S' for p in extra_skips)
-    kept = {k: v for k, v in tf_vars.items() if not k.startswith(prefixes)}
-    skipped_keypoint_vars = len(tf_vars) - len(kept)
-    tf_vars = kept
-  new_vars, report = tf_checkpoint.convert_variables(tf_vars, variables, config.model,
+            jax.random.key(int(run.config.seed)))
+  new_vars, report = tf_checkpoint.convert_variables(tf_vars, template, run.config.model,
                                                      init_type=init_type)
-  params = jax.tree.map(jnp.asarray, new_vars['params'])
-  batch_stats = jax.tree.map(jnp.asarray, new_vars.get('batch_stats', {}))
-  tx, _ = optimizer_lib.make_optimizer(config)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           batch_stats=batch_stats, opt_state=tx.init(params))
-  lm_json = label_map_json(label_map)
-  if spec is not None:
-    lm_json['keypoints'] = spec.to_json_dict()
-  meta = {'step': 0, 'config': json.loads(config.to_json_best_effort()), 'label_map': lm_json,
-          'imported_from': {'archive': file_io.absolute(archive), 'experiment': experiment,
-                            'init_type': init_type, 'conversion': report.summary()}}
+  variables = {'params': jax.tree.map(jnp.asarray, new_vars['params']),
+               'batch_stats': jax.tree.map(jnp.asarray, new_vars.get('batch_stats', {}))}
+  return variables, report
+
+
+def write_workdir(workdir: str, run: run_files.RunFiles, variables: Dict[str, Any],
+                  imported_from: Dict[str, Any]) -> None:
+  """Step 7: step 0 of `workdir` (the TrainState with a fresh optimizer state, so training
+  can resume there) and the run's side files."""
+  tx, _ = optimizer_lib.make_optimizer(run.config)
+  state = model_variables.train_state_from_variables(variables, tx)
+  meta = run_files.checkpoint_meta(run.config, run.label_map, run.keypoint_spec, 0,
+                                   imported_from=imported_from)
   manager = checkpointing.make_manager(workdir, keep=1)
   checkpointing.save(manager, 0, state, meta)
-  manager.wait_until_finished()
-  manager.close()
-  file_io.makedirs(workdir)
-  with file_io.open_file(file_io.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  with file_io.open_file(file_io.join(workdir, 'label_map.json'), 'w') as f:
-    json.dump(lm_json, f, indent=2)
-  num_params = int(sum(np.size(x) for x in jax.tree.leaves(params)))
+  checkpointing.close(manager)
+  run_files.write_run_files(workdir, run.config, run.label_map, run.keypoint_spec)
+
+
+def import_archive(archive: str, workdir: str, *, experiment: Optional[str] = None,
+                   init_type: str = 'full', skip_keypoint_heads: bool = False,
+                   experiments_dir: str = 'experiments', checkpoint: Optional[str] = None
+                   ) -> Dict[str, Any]:
+  """Converts `archive` and writes step 0 of `workdir` (steps 1-7 above). Returns a summary
+  dict."""
+  zoo = read_archive(archive)
+  with_keypoints = bool(zoo.keypoint_tasks) and not skip_keypoint_heads
+  experiment, config = choose_experiment(archive, zoo, experiment, experiments_dir,
+                                         with_keypoints)
+  check_import_target(workdir, zoo, with_keypoints)
+  tf_vars = tf_checkpoint.read_tf_checkpoint(checkpoint or archive)
+  run = zoo_run(config, zoo, tf_vars, with_keypoints)
+  tf_vars, skipped_keypoint_vars = drop_keypoint_heads(tf_vars, zoo, with_keypoints)
+  variables, report = convert(tf_vars, run, run_files.build_model(run), init_type)
+  write_workdir(workdir, run, variables, {
+      'archive': file_io.absolute(archive), 'experiment': experiment, 'init_type': init_type,
+      'conversion': report.summary()})
+  spec = run.keypoint_spec
   return {'workdir': workdir, 'experiment': experiment, 'feature_extractor':
           zoo.feature_extractor, 'num_classes': zoo.num_classes, 'input_size': zoo.input_size,
-          'num_params': num_params, 'conversion': report.summary(),
+          'num_params': int(sum(np.size(x) for x in jax.tree.leaves(variables['params']))),
+          'conversion': report.summary(),
           'keypoints': (f'{spec.task_name}: {spec.num_keypoints} joints of '
                         f'{spec.category_name!r}' if spec is not None else None),
           'skipped_keypoint_head_variables': skipped_keypoint_vars}
@@ -491,7 +395,6 @@ def import_archive(archive: str, workdir: str, *, experiment: Optional[str] = No
 
 def main(argv):
   del argv
-  from absl import logging  # pylint: disable=g-import-not-at-top
   summary = import_archive(
       _ARCHIVE.value, _WORKDIR.value, experiment=_EXPERIMENT.value,
       init_type=_INIT_TYPE.value, skip_keypoint_heads=_SKIP_KPTS.value,
@@ -501,7 +404,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  # Defined here, not at import: detect.py and main.py define --workdir too.
   _ARCHIVE = flags.DEFINE_string('archive', None,
                                  'Unpacked zoo archive: checkpoint/ckpt-0.* + pipeline.config.')
   _WORKDIR = flags.DEFINE_string('workdir', None, 'Workdir to create (must hold no checkpoint).')

@@ -25,19 +25,15 @@ import os
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
-from etils import epath
 from PIL import Image
 import tensorflow as tf
 
-from centernet_jax import checkpointing
 from centernet_jax import file_io
 from centernet_jax import keypoint_spec as kp_spec_lib
-from centernet_jax import models
 from centernet_jax import predict
+from centernet_jax import run_files
 from centernet_jax.data import pipeline
 from centernet_jax.data.sources import record_table
 
@@ -57,16 +53,6 @@ class ExportError(ValueError):
   """An export directory that cannot be loaded (missing, other format or version)."""
 
 
-class InferenceRun(NamedTuple):
-  """What inference needs from a workdir (never the optimizer state)."""
-  config: ml_collections.ConfigDict
-  label_map: dict[str, Any]  # the checkpoint meta's label map JSON (names, category_ids, ...)
-  keypoint_spec: Any  # keypoint_spec.KeypointSpec or None
-  model: Any
-  variables: dict[str, Any]  # {'params', 'batch_stats'} on the first local device
-  step: int
-
-
 class Result(NamedTuple):
   """One input's detections: `image` uint8 [H, W, 3] as decoded; `detections` one example of
   `predict.make_predict_fn`'s output (boxes [K, 4] y-first pixels of `image`, scores [K],
@@ -74,47 +60,6 @@ class Result(NamedTuple):
   source: str
   image: np.ndarray
   detections: dict[str, np.ndarray]
-
-
-def _restore_for_inference(workdir, step: int | None) -> InferenceRun:
-  """Builds the model of a workdir's checkpoint and restores its params and batch_stats.
-
-  Orbax partial restore: only the `params` and `batch_stats` subtrees of the saved TrainState
-  are read. Checksums and shapes are checked as for training (checkpointing.verify,
-  check_shapes). Raises FileNotFoundError without a checkpoint.
-  """
-  manager = checkpointing.make_manager(workdir, read_only=True)
-  try:
-    step = manager.latest_step() if step is None else int(step)
-    if step is None or step not in manager.all_steps():
-      raise FileNotFoundError(
-          f'no checkpoint{"" if step is None else f" of step {step}"} under '
-          f'{checkpointing.checkpoint_dir(workdir)} (train first, or check --workdir/--step)')
-    meta = checkpointing.read_meta(workdir, step)
-    config = ml_collections.ConfigDict(meta['config'])
-    label_map = meta['label_map']
-    kp = label_map.get('keypoints')
-    spec = kp_spec_lib.KeypointSpec.from_json_dict(kp) if kp else None
-    model = models.build_model(config.model, len(label_map['names']), spec)
-    size = int(config.input.size)
-    abstract = jax.eval_shape(lambda: model.init(
-        jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32), train=False))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = {'params': abstract['params'], 'batch_stats': abstract.get('batch_stats', {})}
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          target)
-    problem = checkpointing.verify(manager, step)
-    if problem is not None:
-      raise ValueError(f'checkpoint step {step} in {manager.directory} is damaged: {problem}')
-    checkpointing.check_shapes(manager, step, target)
-    state_dir = epath.Path(manager.directory) / str(step) / checkpointing.STATE
-  finally:
-    manager.close()
-  with ocp.PyTreeCheckpointer() as ckptr:
-    variables = ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True))
-  return InferenceRun(config, label_map, spec, model, variables, step)
 
 
 def read_export_meta(path, fmt: str) -> dict[str, Any]:
@@ -217,7 +162,7 @@ class Predictor:
   @classmethod
   def from_workdir(cls, workdir, step: int | None = None, **kwargs) -> 'Predictor':
     """From a training workdir's checkpoint (the latest, or `step`)."""
-    run = _restore_for_inference(workdir, step)
+    run = run_files.restore_for_inference(workdir, step)
     predict_fn = predict.make_predict_fn(
         run.model, input_size=int(run.config.input.size),
         max_detections=int(run.config.eval.max_detections),

@@ -15,6 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from centernet_jax import config_check
+from centernet_jax import experiments
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file (get_config()).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
@@ -71,7 +72,7 @@ def _parse_flags(argv):
     overrides = [a[2:].split('=', 1)[0] for a in argv[1:] if a.startswith('--config.')]
     path = _config_file_arg(argv)
     try:  # the experiment file alone, to list its fields
-      config = config_check.load_experiment(path)
+      config = experiments.load_config(path)
       problems = config_check.unknown_overrides(config, overrides)
     except Exception:  # pylint: disable=broad-except  # keep absl's own error then
       problems = []

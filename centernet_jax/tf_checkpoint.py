@@ -15,15 +15,9 @@ tf_od_api_centernet.md, section 6):
     layer_with_weights-K` (K = 0 is the nested backbone itself, so the new layers start at 1);
   * the hourglass: `model/_feature_extractor/_network/<attribute path>`.
 
-Backbone families (`models.BACKBONES` names; each maps Flax module paths to object paths):
-  * 'resnet_v1_fpn': `backbone/resnet/<keras layer>` = `_base_model/layer_with_weights-N` in
-    `resnet_v1_fpn.keras_weighted_layer_order(depth)`, `backbone/fpn_*` = K in
-    `FPN_CHECKPOINT_ORDER`;
-  * 'resnet_v2': the same with `resnet_v2.keras_weighted_layer_order` (N includes `post_bn`)
-    and `UPSAMPLE_CHECKPOINT_ORDER` (K = 1..12, Conv2DTranspose at K = 3, 7, 11);
-  * 'mobilenet_v2_fpn': `backbone/mobilenet_v2/<keras layer>` and the FPN (K = 1..10; the
-    separable 3x3 is one TF layer split into Flax `depthwise` + `pointwise`);
-  * 'hourglass': Flax `<list>_<i>` modules mirror `_network/<list>/<i>` object paths.
+Each backbone maps its Flax module paths to object paths in its own file
+(`models/<backbone>.py: tf_layer_map`, named by the `models.BACKBONES` entry; the vocabulary
+is models/tf_checkpoint_paths.py); this module adds the heads and does the conversion.
 The key sets and shapes were checked against checkpoints saved by the OD API for every zoo
 architecture (tests/test_tf_checkpoint.py; values in parity/, docs/parity.md).
 
@@ -52,28 +46,31 @@ The conversion is strict. It refuses (`CheckpointMismatchError`, naming the vari
   * a Flax variable in scope is left unfilled;
   * a shape differs (after the layout transform).
 
-Only `read_tf_checkpoint` needs TensorFlow (imported lazily); everything else is numpy.
+Only `read_tf_checkpoint` and `checkpoint_prefix` use TensorFlow; the rest is numpy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import tensorflow as tf
+
+from centernet_jax import models
+from centernet_jax.models.centernet import head_module_name
+from centernet_jax.models.tf_checkpoint_paths import (  # noqa: F401  (names of this API)
+    BASE_MODEL, CLASSIFICATION_ROOT, FE_MODEL, FEATURE_EXTRACTOR, CheckpointMismatchError,
+    FlaxPath, LayerMap)
 
 INIT_TYPES = ('full', 'detection', 'classification')
 
 VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
 OBJECT_GRAPH_KEY = '_CHECKPOINTABLE_OBJECT_GRAPH'
 MODEL = 'model'
-FEATURE_EXTRACTOR = 'model/_feature_extractor'
 HEADS = 'model/_prediction_head_dict'
-BASE_MODEL = 'model/_feature_extractor/_base_model'
-FE_MODEL = 'model/_feature_extractor/_feature_extractor_model'
-HOURGLASS_NETWORK = 'model/_feature_extractor/_network'
-CLASSIFICATION_ROOT = 'feature_extractor'
 
 # Flax leaf name -> TF variable name, per layer kind.
 _LEAF_NAMES = {
@@ -86,10 +83,6 @@ _LEAF_NAMES = {
            ('batch_stats', 'mean'): 'moving_mean', ('batch_stats', 'var'): 'moving_variance'},
 }
 LAYER_KINDS = tuple(_LEAF_NAMES)
-
-
-class CheckpointMismatchError(ValueError):
-  """The checkpoint and the model disagree (unused variable, unfilled parameter, shape)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -165,10 +158,8 @@ def skip_reason(key: str, init_type: str = 'full',
 
 
 # ------------------------------------------------------------------------------------------
-# Layer maps: Flax module path -> (TF object path, layer kind).
-
-FlaxPath = Tuple[str, ...]
-LayerMap = Dict[FlaxPath, Tuple[str, str]]
+# Layer maps: Flax module path -> (TF object path, layer kind); the backbones' own are in
+# their files (models.BACKBONES[...].tf_layer_map), the heads' below.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +212,6 @@ def _unflatten(flat: Mapping[FlaxPath, Any]) -> Dict[str, Any]:
 
 def head_layer_map(params: Mapping[str, Any], head_keys: Sequence[str]) -> LayerMap:
   """The prediction heads: `<key>_<i>/{conv_3x3 | depthwise_3x3 + pointwise_1x1, conv_1x1}`."""
-  from centernet_jax.models.centernet import head_module_name  # pylint: disable=g-import-not-at-top
   layers: LayerMap = {}
   for key in head_keys:
     i = 0
@@ -236,154 +226,6 @@ def head_layer_map(params: Mapping[str, Any], head_keys: Sequence[str]) -> Layer
   return layers
 
 
-def _bn_or_conv(name: str) -> str:
-  return 'bn' if name.endswith('_bn') or name.endswith('/bn') else 'conv'
-
-
-def resnet_v1_fpn_layer_map(model_config, params: Mapping[str, Any], *,
-                            classification: bool = False) -> Tuple[LayerMap, FlaxPath, Dict]:
-  """ResNet v1 (Keras application) + OD API FPN.
-
-  Returns (layer map, the Flax path prefix that 'classification' restores, extra skips).
-  """
-  from centernet_jax.models import resnet_v1_fpn as R  # pylint: disable=g-import-not-at-top
-  depth = int(model_config.depth)
-  layers: LayerMap = {}
-  base = CLASSIFICATION_ROOT if classification else BASE_MODEL
-  for n, name in enumerate(R.keras_weighted_layer_order(depth)):
-    layers[('backbone', 'resnet', name)] = (f'{base}/layer_with_weights-{n}', _bn_or_conv(name))
-  if not classification:
-    for k, name in enumerate(R.FPN_CHECKPOINT_ORDER, start=1):
-      layers[('backbone', name)] = (f'{FE_MODEL}/layer_with_weights-{k}', _bn_or_conv(name))
-  extra = {}
-  if classification:
-    # The ImageNet classifier of the Keras application (include_top=True): one Dense layer
-    # after the last weighted backbone layer.
-    n_top = len(R.keras_weighted_layer_order(depth))
-    extra[f'{CLASSIFICATION_ROOT}/layer_with_weights-{n_top}'] = (
-        'the ImageNet classifier (predictions) of the classification checkpoint')
-  return layers, ('backbone', 'resnet'), extra
-
-
-def _leaf_modules(tree: Mapping[str, Any], prefix: FlaxPath = ()):
-  """(module path, leaf names) of every Flax module that directly holds variables."""
-  leaves = [k for k, v in tree.items() if not isinstance(v, Mapping)]
-  if leaves:
-    yield prefix, tuple(leaves)
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      yield from _leaf_modules(v, prefix + (str(k),))
-
-
-def _tf_segments(flax_name: str) -> str:
-  """Flax module name '<list>_<i>' -> TF segments '<list>/<i>' (the hourglass convention)."""
-  m = re.fullmatch(r'(.+)_(\d+)', flax_name)
-  return f'{m.group(1)}/{m.group(2)}' if m else flax_name
-
-
-def hourglass_layer_map(model_config, params: Mapping[str, Any], *,
-                         classification: bool = False) -> Tuple[LayerMap, FlaxPath, Dict]:
-  """Hourglass: Flax modules mirror `model/_feature_extractor/_network/<object path>`.
-
-  A Flax module '<list>_<i>' is the TF segment pair '<list>/<i>' (models/hourglass.py,
-  `flax_module_path`); modules holding `scale`/`mean` are BN layers, the others convs.
-  """
-  del model_config
-  if classification:
-    raise CheckpointMismatchError(
-        "The hourglass has no 'classification' (ImageNet) checkpoint; the zoo initialised it "
-        "from ExtremeNet with init type 'detection'.")
-  layers: LayerMap = {}
-  for path, leaves in _leaf_modules(params.get('backbone', {})):
-    tf_path = '/'.join([HOURGLASS_NETWORK] + [_tf_segments(p) for p in path])
-    kind = 'bn' if 'scale' in leaves else 'conv'
-    layers[('backbone',) + path] = (tf_path, kind)
-  return layers, ('backbone',), {}
-
-
-def resnet_v2_layer_map(model_config, params: Mapping[str, Any], *,
-                         classification: bool = False) -> Tuple[LayerMap, FlaxPath, Dict]:
-  """ResNet v2 (Keras application) + the OD API upsampling stack (conv, BN, deconv, BN) x 3.
-
-  The Keras ResNet50V2 checkpoint holds `post_bn` (the extractor taps the residual sum before
-  it); unless the Flax model creates it (`create_post_bn`), it is a documented skip.
-  """
-  from centernet_jax.models import resnet_v2 as R2  # pylint: disable=g-import-not-at-top
-  depth = int(model_config.get('depth', 50))
-  order = R2.keras_weighted_layer_order(depth, include_post_bn=True)
-  base = CLASSIFICATION_ROOT if classification else BASE_MODEL
-  layers: LayerMap = {}
-  for n, name in enumerate(order):
-    layers[('backbone', 'resnet', name)] = (f'{base}/layer_with_weights-{n}', _bn_or_conv(name))
-  extra = {}
-  if 'post_bn' not in params.get('backbone', {}).get('resnet', {}):
-    extra[f'{base}/layer_with_weights-{order.index("post_bn")}'] = (
-        'the unused post_bn of the Keras ResNet v2 (the extractor taps conv5_block3_out)')
-  if classification:
-    extra[f'{CLASSIFICATION_ROOT}/layer_with_weights-{len(order)}'] = (
-        'the ImageNet classifier (predictions) of the classification checkpoint')
-  else:
-    for k, name in enumerate(R2.UPSAMPLE_CHECKPOINT_ORDER, start=1):
-      kind = 'bn' if name.endswith('_bn') else (
-          'conv_transpose' if name.endswith('deconv') else 'conv')
-      layers[('backbone', name)] = (f'{FE_MODEL}/layer_with_weights-{k}', kind)
-  return layers, ('backbone', 'resnet'), extra
-
-
-def mobilenet_v2_fpn_layer_map(model_config, params: Mapping[str, Any], *,
-                                classification: bool = False
-                                ) -> Tuple[LayerMap, FlaxPath, Dict]:
-  """The OD API MobileNetV2 (Keras application layers) + FPN (separable or plain 3x3 convs)."""
-  del model_config, params  # one layout for every alpha and both FPN conv types
-  from centernet_jax.models import mobilenet_v2_fpn as M  # pylint: disable=g-import-not-at-top
-  order = M.keras_weighted_layer_order()
-  base = CLASSIFICATION_ROOT if classification else BASE_MODEL
-  layers: LayerMap = {}
-  for n, name in enumerate(order):
-    if name.endswith('BN') or name.endswith('_bn') or name.startswith('bn_'):
-      kind = 'bn'
-    elif name.endswith('depthwise'):
-      kind = 'depthwise'
-    else:
-      kind = 'conv'
-    layers[('backbone', 'mobilenet_v2', name)] = (f'{base}/layer_with_weights-{n}', kind)
-  extra = {}
-  if classification:
-    extra[f'{CLASSIFICATION_ROOT}/layer_with_weights-{len(order)}'] = (
-        'the ImageNet classifier (predictions) of the classification checkpoint')
-  else:
-    for k, name in enumerate(M.FPN_CHECKPOINT_ORDER, start=1):
-      tf_path = f'{FE_MODEL}/layer_with_weights-{k}'
-      if name.endswith('_bn'):
-        layers[('backbone', name)] = (tf_path, 'bn')
-      else:
-        layers[('backbone', name)] = (tf_path, 'conv')  # 1x1 convs, plain 3x3 convs
-        layers[('backbone', name, 'depthwise')] = (tf_path, 'depthwise')  # SeparableConv2D
-        layers[('backbone', name, 'pointwise')] = (tf_path, 'pointwise')
-  return layers, ('backbone', 'mobilenet_v2'), extra
-
-
-# Backbone family (the `models.BACKBONES` name) -> layer-map builder.
-_FAMILIES: Dict[str, Callable[..., Tuple[LayerMap, FlaxPath, Dict]]] = {
-    'resnet_v1_fpn': resnet_v1_fpn_layer_map,
-    'resnet_v2': resnet_v2_layer_map,
-    'hourglass': hourglass_layer_map,
-    'mobilenet_v2_fpn': mobilenet_v2_fpn_layer_map,
-}
-
-
-def register_family(name: str, builder: Callable[..., Tuple[LayerMap, FlaxPath, Dict]]):
-  """Adds a backbone family's layer-map builder (see `resnet_v1_fpn_layer_map`)."""
-  _FAMILIES[name] = builder
-
-
-def _family(backbone: str):
-  if backbone not in _FAMILIES:
-    raise CheckpointMismatchError(
-        f'No TF checkpoint mapping for backbone {backbone!r}; known: {sorted(_FAMILIES)}.')
-  return _FAMILIES[backbone]
-
-
 def default_head_keys(variables_or_params: Mapping[str, Any]) -> Tuple[str, ...]:
   """The head keys present in a Flax tree: detection heads plus any keypoint heads."""
   params = variables_or_params.get('params', variables_or_params)
@@ -393,7 +235,6 @@ def default_head_keys(variables_or_params: Mapping[str, Any]) -> Tuple[str, ...]
     m = re.fullmatch(r'(.+)_keypoint_(heatmap|offset|regression)_\d+', name)
     if m:
       candidates.append(f'{m.group(1)}/keypoint/{m.group(2)}')
-  from centernet_jax.models.centernet import head_module_name  # pylint: disable=g-import-not-at-top
   for key in candidates:
     if head_module_name(key, 0) in params and key not in keys:
       keys.append(key)
@@ -421,7 +262,10 @@ def variable_entries(variables: Mapping[str, Any], model_config, *, init_type: s
   if init_type not in INIT_TYPES:
     raise ValueError(f'init_type must be one of {INIT_TYPES}, got {init_type!r}.')
   params = variables['params']
-  builder = _family(model_config.backbone)
+  try:
+    builder = models.backbone_spec(model_config.backbone).tf_layer_map
+  except ValueError as e:
+    raise CheckpointMismatchError(f'No TF checkpoint mapping: {e}') from None
   layers, classification_scope, extra = builder(
       model_config, params, classification=(init_type == 'classification'))
   if init_type == 'full':
@@ -555,8 +399,6 @@ def convert_variables(tf_variables: Mapping[str, Any], variables: Mapping[str, A
 
 def checkpoint_prefix(path: str) -> str:
   """A checkpoint prefix from a prefix, an archive dir or a `checkpoint/` dir."""
-  import os  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   path = str(path)
   if os.path.isdir(path):
     for candidate in (os.path.join(path, 'checkpoint'), path):
@@ -583,7 +425,6 @@ def read_tf_checkpoint(path: str) -> Dict[str, np.ndarray]:
   `path` is a checkpoint prefix (`.../ckpt-0`) or a directory containing one (an archive dir
   with `checkpoint/`, or the `checkpoint/` dir itself). The object graph proto is not read.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   reader = tf.train.load_checkpoint(checkpoint_prefix(path))
   out = {}
   for key in reader.get_variable_to_shape_map():
@@ -622,5 +463,5 @@ def expected_checkpoint_shapes(variables: Mapping[str, Any], model_config, *,
 
 __all__ = ['CheckpointMismatchError', 'ConversionReport', 'Entry', 'INIT_TYPES',
            'convert_variables', 'escape_segment', 'expected_checkpoint_shapes',
-           'load_tf_checkpoint', 'read_tf_checkpoint', 'register_family', 'skip_reason',
+           'load_tf_checkpoint', 'read_tf_checkpoint', 'skip_reason',
            'unescape_segment', 'variable_entries']

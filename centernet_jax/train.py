@@ -6,7 +6,6 @@ donated. Resumes from the latest checkpoint in the workdir at
 the same step with the data stream continuing where it stopped.
 """
 
-import json
 import math
 from typing import Any
 
@@ -19,9 +18,10 @@ from etils import epath
 from centernet_jax import checkpointing
 from centernet_jax import evaluate
 from centernet_jax import image_summaries
-from centernet_jax import models
+from centernet_jax import model_variables
 from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import performance
+from centernet_jax import run_files
 from centernet_jax import sharding
 # The step itself lives in train_step.py; its names stay reachable as train.* too.
 from centernet_jax.train_step import (  # noqa: F401
@@ -44,11 +44,6 @@ def _check_finite(step: int, metrics: dict[str, float], workdir) -> None:
         f'from a non-finite state). Lower optimizer.learning_rate or check the data.')
 
 
-def _meta(config, label_map_info: dict[str, Any], step: int) -> dict[str, Any]:
-  return {'step': int(step), 'config': json.loads(config.to_json_best_effort()),
-          'label_map': label_map_info}
-
-
 class Trainer:
   """Everything `train_and_evaluate` and the eval mode share: mesh, data, model, state."""
 
@@ -64,11 +59,13 @@ class Trainer:
     self.label_map = self.facts.label_map
     self.num_classes = self.facts.num_classes
     self.keypoint_spec = self.facts.keypoint_spec
-    self.model = models.build_model(config.model, self.num_classes, self.keypoint_spec)
+    self.model = run_files.build_model(run_files.RunFiles(
+        config, run_files.label_map_json(self.label_map), self.keypoint_spec))
     self.tx, self.schedule = optimizer_lib.make_optimizer(config)
     init_fn = lambda rng: create_train_state(rng, self.model, self.tx, config.input.size)
     rng = jax.random.key(config.seed)
-    self.state_shardings = sharding.state_shardings(self.mesh, jax.eval_shape(init_fn, rng))
+    self.state_shardings = sharding.state_shardings(
+        self.mesh, model_variables.abstract_train_state(self.model, self.tx, config.input.size))
     self.state = performance.run_init(init_fn, rng, self.state_shardings)
     self.manager = checkpointing.make_manager(self.workdir, keep=config.keep_checkpoints)
     self.predict_fn = evaluate.make_predict_fn(
@@ -78,25 +75,10 @@ class Trainer:
         self.model, config, self.num_classes, self.keypoint_spec,
         evaluate.keypoint_decode_params(self.keypoint_spec, config))
 
-  @property
-  def label_map_info(self) -> dict[str, Any]:
-    return self.facts.label_map_info()
-
   def restore_or_initialize(self) -> int:
     """Resumes from the workdir, else from `init_checkpoint`, else keeps the fresh init."""
-    restored = checkpointing.restore(self.manager, self.state)
-    if restored is not None:
-      self.state, _ = restored
-      logging.info('Resumed from the workdir at step %d.', int(self.state.step))
-    elif self.config.init_checkpoint:
-      other = checkpointing.make_manager(self.config.init_checkpoint, read_only=True)
-      loaded = checkpointing.restore(other, self.state, fallback=False)
-      if loaded is None:
-        raise FileNotFoundError(f'init_checkpoint {self.config.init_checkpoint}: no checkpoint.')
-      init_state, _ = loaded
-      self.state = self.state.replace(params=init_state.params,
-                                      batch_stats=init_state.batch_stats)
-      logging.info('Initialised params from %s.', self.config.init_checkpoint)
+    self.state = run_files.restore_train_state(
+        self.manager, self.state, init_checkpoint=self.config.init_checkpoint)
     return int(self.state.step)
 
   def variables(self) -> dict[str, Any]:
@@ -142,11 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sharding.check_batch_size(config.batch_size, trainer.mesh, 'batch_size')
   sharding.check_batch_size(config.eval.batch_size, trainer.mesh, 'eval.batch_size')
   start_step = trainer.restore_or_initialize()
-  if jax.process_index() == 0:
-    trainer.workdir.mkdir(parents=True, exist_ok=True)
-    (trainer.workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
-    (trainer.workdir / 'label_map.json').write_text(
-        json.dumps(trainer.label_map_info, indent=2))
+  run_files.write_run_files(trainer.workdir, config, trainer.label_map, trainer.keypoint_spec)
   writer = metric_writers.create_default_writer(
       str(trainer.workdir), just_logging=jax.process_index() > 0, asynchronous=True)
   num_params = sum(x.size for x in jax.tree.leaves(trainer.state.params))
@@ -226,7 +204,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       checkpointing.check_saves(trainer.manager)  # a failed background save stops the run now
       if save_now:
         checkpointing.save(trainer.manager, step, trainer.state,
-                           _meta(config, trainer.label_map_info, step))
+                           run_files.checkpoint_meta(config, trainer.label_map,
+                                                     trainer.keypoint_spec, step))
       if eval_now:
         with report.timed('eval'):
           eval_metrics = trainer.evaluate(step, writer)
@@ -263,10 +242,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: int | None = None) -> dict[str, float] | None:
   """Evaluates a saved checkpoint of `workdir` (the latest if `step` is None)."""
   trainer = Trainer(config, workdir, splits=('val',))
-  restored = checkpointing.restore(trainer.manager, trainer.state, step)
-  if restored is None:
+  if step is None and trainer.manager.latest_step() is None:
     raise FileNotFoundError(f'No checkpoint under {checkpointing.checkpoint_dir(workdir)}.')
-  trainer.state, _ = restored
+  trainer.state = run_files.restore_train_state(trainer.manager, trainer.state, step=step)
   done_step = int(trainer.state.step)
   writer = metric_writers.create_default_writer(
       str(trainer.workdir), just_logging=jax.process_index() > 0)

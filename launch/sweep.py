@@ -30,7 +30,6 @@ import ast
 import csv
 import dataclasses
 import hashlib
-import importlib.util
 import inspect
 import io
 import json
@@ -39,6 +38,7 @@ import re
 import sys
 from typing import Any, Mapping, Sequence
 
+from centernet_jax import experiments
 from centernet_jax import plots
 from launch import common
 
@@ -83,17 +83,10 @@ def write_text(path: str, text: str) -> None:
 
 def load_experiment(config: str):
   """Imports an experiment file (`path.py` or `path.py:arg`); returns (module, arg)."""
-  path, _, arg = config.partition(':')
+  path, arg = experiments.split_spec(config)
   if str(common.REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(common.REPO_ROOT))  # experiments import `tests.tiny`, `launch`, ...
-  digest = hashlib.sha1(str(pathlib.Path(path).resolve()).encode()).hexdigest()[:8]
-  name = f'_sweep_experiment_{digest}'
-  spec = importlib.util.spec_from_file_location(name, path)
-  if spec is None or spec.loader is None:
-    raise FileNotFoundError(f'cannot load experiment file {path!r}')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module, (arg or None)
+  return experiments.load_module(path), arg
 
 
 def _call(fn, arg):

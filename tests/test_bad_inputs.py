@@ -11,6 +11,7 @@ import pytest
 
 from centernet_jax import config_base
 from centernet_jax import config_check
+from centernet_jax import experiments
 from centernet_jax import startup
 from centernet_jax.data import image_check
 from centernet_jax.data import pipeline
@@ -493,7 +494,7 @@ def test_every_experiment_file_passes_the_config_check():
   files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), '..', 'experiments', '*.py')))
   assert files
   for f in files:
-    config_check.check_config(config_check.load_experiment(f), num_devices=1, num_processes=1)
+    config_check.check_config(experiments.load_config(f), num_devices=1, num_processes=1)
 
 
 def test_num_classes_that_disagrees_with_the_dataset(cfg, tmp_path):

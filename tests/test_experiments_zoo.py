@@ -9,9 +9,10 @@ optimizer, losses), except: the data source becomes the embedded synthetic set (
 the synthetic keypoint set), tiny, with the experiment's label map mode (so the number of
 heatmap channels is that mode's on the synthetic ids); input 128; batch 2 on a 2-device data
 mesh (of the 4 simulated CPU devices of conftest.py); the variables are filled without
-compiling `model.init` (`_filled_variables`). The hourglass rows run at input 256 and width
-0.25, and the rows of one hourglass group share one compiled step
-(`test_hourglass_rows_train_step_and_decode` says why).
+compiling `model.init` (`model_variables.filled_variables`: XLA on CPU takes minutes to
+compile the jitted init of these full-size models, far more than their train step). The
+hourglass rows run at input 256 and width 0.25, and the rows of one hourglass group share
+one compiled step (`test_hourglass_rows_train_step_and_decode` says why).
 """
 
 import math
@@ -23,7 +24,9 @@ import numpy as np
 import pytest
 
 from centernet_jax import evaluate
+from centernet_jax import experiments
 from centernet_jax import import_tf_checkpoint
+from centernet_jax import model_variables
 from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import sharding
@@ -119,7 +122,7 @@ def _path(row):
 def _load(row):
   if not os.path.exists(_path(row)):
     pytest.fail(f'experiments/{row}.py does not exist')
-  return import_tf_checkpoint.load_experiment(_path(row))
+  return experiments.load_config(_path(row))
 
 
 def _is_keypoint(config):
@@ -259,40 +262,9 @@ def _small(config, data_root):
   return config
 
 
-def _filled_variables(model, size, seed=0):
-  """The model's variables without compiling `model.init`.
-
-  XLA on CPU takes minutes to compile the jitted init of these full-size models (mostly the
-  random number generation: Hourglass-104 ~3 min, ResNet-50 ~1.5 min on this 2-core machine),
-  far more than their train step. The shapes come from `jax.eval_shape(model.init)`; values:
-  He-normal kernels (fan-in), BN scale / moving variance 1, biases and moving means 0, the
-  centre heatmap bias at `model.heatmap_bias_init` (the structure and dtypes are init's own).
-  """
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.float32), train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    names = [getattr(k, 'key', str(k)) for k in path]
-    name = names[-1]
-    if name == 'kernel':
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      value = rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), leaf.shape)
-    elif name in ('scale', 'var'):
-      value = np.ones(leaf.shape)
-    elif name == 'bias' and any('object_center' in n for n in names) and any(
-        n == 'conv_1x1' for n in names):
-      value = np.full(leaf.shape, float(model.heatmap_bias_init))
-    else:
-      value = np.zeros(leaf.shape)
-    return jnp.asarray(value, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 def _one_step_and_decode(config):
-  """As `train.Trainer` + `train_and_evaluate` set them up, with `_filled_variables` for the
-  jitted init: one sharded train step on a pipeline batch, then one decode of a val batch."""
+  """As `train.Trainer` + `train_and_evaluate` set them up, with random variables instead of
+  the jitted init: one sharded train step on a pipeline batch, then one decode of a val batch."""
   assert jax.device_count() >= TEST_DEVICES
   size = int(config.input.size)
   mesh = sharding.make_mesh(config.mesh)
@@ -302,10 +274,8 @@ def _one_step_and_decode(config):
   kp_args = () if spec is None else (spec,)
   model = models.build_model(config.model, num_classes, *kp_args)
   tx, schedule = optimizer_lib.make_optimizer(config)
-  variables = _filled_variables(model, size)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                           batch_stats=variables.get('batch_stats', {}),
-                           opt_state=tx.init(variables['params']))
+  state = model_variables.train_state_from_variables(
+      model_variables.filled_variables(model, size), tx)
   state_sharding = (sharding.state_shardings(mesh, jax.eval_shape(lambda: state))
                     if hasattr(sharding, 'state_shardings') else replicated)
   state = jax.device_put(state, state_sharding)

@@ -17,6 +17,7 @@ from centernet_jax import detect
 from centernet_jax import inference
 from centernet_jax import models
 from centernet_jax import predict
+from centernet_jax import run_files
 from centernet_jax.data import pipeline
 from centernet_jax.data import sources
 from centernet_jax.data.sources import record_table
@@ -44,7 +45,7 @@ def _val_paths(config):
 
 
 def test_restore_reads_the_saved_params_and_batch_stats(run):
-  restored = inference._restore_for_inference(run['workdir'], None)  # pylint: disable=protected-access
+  restored = run_files.restore_for_inference(run['workdir'], None)
   assert restored.step == 1 and set(restored.variables) == {'params', 'batch_stats'}
   model = models.build_model(run['config'].model, len(restored.label_map['names']), None)
   want = tiny.random_variables(model, 64, seed=3)
@@ -56,7 +57,7 @@ def test_detections_equal_evaluation(run):
   predict_fn give the same detections (batches of 3, the last one padded)."""
   config = run['config']
   eval_iter, num_batches = pipeline.make_eval_iterator(config, sources.resolve(config))
-  restored = inference._restore_for_inference(run['workdir'], None)  # pylint: disable=protected-access
+  restored = run_files.restore_for_inference(run['workdir'], None)
   predict_fn = predict.make_predict_fn(restored.model, input_size=64, max_detections=20)
   want = []
   for _ in range(num_batches):

@@ -11,9 +11,9 @@ from centernet_jax.config_base import base_config
 from centernet_jax.models import heads as heads_lib
 from centernet_jax.models import resnet_v1_fpn
 
+from tests import helpers
 
-def _count(tree) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
 
 
 def _model_config(depth=18, width=0.25, head_channels=16, dtype='float32'):
@@ -40,10 +40,10 @@ def test_zoo_parameter_counts(depth, trainable_fe, bn_stats):
       lambda: model.init(jax.random.key(0), jnp.zeros((1, 512, 512, 3)), train=False))
   params = variables['params']
   heads = {k: v for k, v in params.items() if k != 'backbone'}
-  assert _count(params['backbone']) == trainable_fe
-  assert _count(heads) == 467_294
-  assert _count(params) == trainable_fe + 467_294
-  assert _count(variables['batch_stats']) == bn_stats
+  assert helpers.count(params['backbone']) == trainable_fe
+  assert helpers.count(heads) == 467_294
+  assert helpers.count(params) == trainable_fe + 467_294
+  assert helpers.count(variables['batch_stats']) == bn_stats
   assert set(variables['batch_stats']) == {'backbone'}
 
 

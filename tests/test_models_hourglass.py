@@ -1,6 +1,5 @@
 """Tests for the Hourglass-104 backbone (centernet_jax.models.hourglass)."""
 
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -11,11 +10,11 @@ import pytest
 from centernet_jax import models
 from centernet_jax.models import hourglass as H
 
-DATA = pathlib.Path(__file__).parent / 'data' / 'odapi_hg104_feature_extractor.txt'
+from tests import helpers
+
+DATA = 'odapi_hg104_feature_extractor.txt'  # in tests/data/
 
 
-def _count(tree):
-  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
 
 def _model_config(**overrides):
@@ -27,44 +26,22 @@ def _model_config(**overrides):
   return c
 
 
-def _shapes(module, size=128):
-  return jax.eval_shape(
-      lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
 
 
-def _filled(shapes, seed=0):
-  """Concrete variables for `shapes` without compiling `init` (which is slow for HG-104):
-  He-scaled normal kernels, BN scale/var 1, biases/means 0."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = path[-1].key
-    if name == 'kernel':
-      fan_in = int(np.prod(s.shape[:-1]))
-      return jnp.asarray(rng.normal(0.0, np.sqrt(1.0 / fan_in), s.shape), jnp.float32)
-    return jnp.ones(s.shape) if name in ('scale', 'var') else jnp.zeros(s.shape)
-  return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def _reference_vars():
-  rows = []
-  for line in DATA.read_text().splitlines():
-    if line and not line.startswith('#'):
-      path, shape = line.split(' ')
-      rows.append((path, tuple(int(d) for d in shape.strip('[]').split(',') if d)))
-  return rows
 
 
 def test_param_counts_match_research_table():
   # docs/odapi_reference.md 3.7.
   net = models.build_model(_model_config(), num_classes=90)
-  v = _shapes(net)
-  fe = _count(v['params']['backbone'])
-  total = _count(v['params'])
+  v = helpers.shapes(net, 128)
+  fe = helpers.count(v['params']['backbone'])
+  total = helpers.count(v['params'])
   assert fe == 187_700_352
   assert total - fe == 3_588_796
   assert total == 191_289_148
-  assert _count(v['batch_stats']) == 117_504
+  assert helpers.count(v['batch_stats']) == 117_504
 
 
 def test_flax_module_path():
@@ -77,12 +54,12 @@ def test_flax_module_path():
 def test_variables_match_odapi_checkpoint():
   """Every checkpoint kernel / BN of the OD API build maps (through `flax_module_path`) onto a
   Flax variable of the same shape, and nothing else exists."""
-  v = _shapes(H.HourglassNetwork())
+  v = helpers.shapes(H.HourglassNetwork(), 128)
   params, stats = v['params'], v['batch_stats']
   flax_kernels = {p for p, _ in _leaf_paths(params) if p[-1] == 'kernel'}
   flax_bns = {p[:-1] for p, _ in _leaf_paths(stats) if p[-1] == 'mean'}
   ref_kernels, ref_bns = set(), set()
-  for path, shape in _reference_vars():
+  for path, shape in helpers.reference_shapes(DATA):
     *module, var = path.split('/')
     mpath = H.flax_module_path('/'.join(module))
     node_p, node_s = params, stats
@@ -115,7 +92,7 @@ def test_centernet_forward_two_head_sets_128():
   """The real HG-104 at 128x128: two stride-4 outputs, hence two head sets."""
   net = models.build_model(_model_config(), num_classes=90)
   x = jnp.asarray(np.random.default_rng(1).uniform(0, 255, (1, 128, 128, 3)), jnp.float32)
-  variables = _filled(_shapes(net))
+  variables = helpers.filled(helpers.shapes(net, 128))
   outputs, new_vars = jax.jit(
       lambda v, x: net.apply(v, x, train=True, mutable=['batch_stats']))(variables, x)
   assert len(outputs) == 2
@@ -140,9 +117,9 @@ def test_feature_shapes_narrow():
 
 def test_input_size_must_be_multiple_of_128():
   with pytest.raises(ValueError, match='divisible by 128'):
-    _shapes(H.HourglassNetwork(width_multiplier=0.0625), size=64)
+    helpers.shapes(H.HourglassNetwork(width_multiplier=0.0625), 64)
   with pytest.raises(ValueError, match='Unsupported hourglass depth'):
-    _shapes(H.HourglassNetwork(depth=52))
+    helpers.shapes(H.HourglassNetwork(depth=52), 128)
 
 
 def test_normalize_input_bgr_mean_std():

@@ -1,7 +1,5 @@
 """Tests for the MobileNetV2 FPN backbone (centernet_jax.models.mobilenet_v2_fpn)."""
 
-import pathlib
-import re
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +11,11 @@ from centernet_jax import config_base
 from centernet_jax import models
 from centernet_jax.models import mobilenet_v2_fpn as M
 
-DATA = pathlib.Path(__file__).parent / 'data' / 'odapi_mnv2fpn_feature_extractor.txt'
+from tests import helpers
+
+DATA = 'odapi_mnv2fpn_feature_extractor.txt'  # in tests/data/
 
 
-def _count(tree):
-  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
 
 def _model_config(**overrides):
@@ -29,21 +27,8 @@ def _model_config(**overrides):
   return c
 
 
-def _shapes(module, size=64):
-  return jax.eval_shape(
-      lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
 
 
-def _reference_layers():
-  """{(sub-model, N): {var: shape}} from the OD API checkpoint list."""
-  layers = {}
-  for line in DATA.read_text().splitlines():
-    if line and not line.startswith('#'):
-      path, shape = line.split(' ')
-      m = re.fullmatch(r'(\w+)/layer_with_weights-(\d+)/(\w+)', path)
-      layers.setdefault((m.group(1), int(m.group(2))), {})[m.group(3)] = tuple(
-          int(d) for d in shape.strip('[]').split(',') if d)
-  return layers
 
 
 def test_config_defaults():
@@ -54,20 +39,21 @@ def test_config_defaults():
 
 def test_param_counts_match_research_table():
   """MobileNetV2 FPN sep-conv, 90 classes, depthwise heads (docs/odapi_reference.md, 3.7)."""
-  v = _shapes(models.build_model(_model_config(), num_classes=90))
-  fe, total = _count(v['params']['backbone']), _count(v['params'])
+  v = helpers.shapes(models.build_model(_model_config(), num_classes=90), 64)
+  fe, total = helpers.count(v['params']['backbone']), helpers.count(v['params'])
   assert (fe, total - fe, total) == (2_316_384, 44_006, 2_360_390)
-  assert _count(v['batch_stats']) == 34_272
+  assert helpers.count(v['batch_stats']) == 34_272
   # Plain 3x3 FPN convs instead: + (64*9*32 + 32 + 32*9*24 + 24 + 24*9*24 + 24)
   # - (64*9 + 64*32 + 32 + 32*9 + 32*24 + 24 + 24*9 + 24*24 + 24) = 30,608 - 4,552.
-  v = _shapes(models.build_model(_model_config(use_separable_conv=False), num_classes=90))
-  assert _count(v['params']['backbone']) == 2_316_384 + 30_608 - 4_552
+  v = helpers.shapes(
+      models.build_model(_model_config(use_separable_conv=False), num_classes=90), 64)
+  assert helpers.count(v['params']['backbone']) == 2_316_384 + 30_608 - 4_552
 
 
 def test_layers_match_odapi_checkpoint():
   """Keras order -> Flax module -> checkpoint shapes, for all 104 backbone and 10 FPN layers."""
-  ref = _reference_layers()
-  v = _shapes(M.MobileNetV2FPN())
+  ref = helpers.reference_layers(DATA)
+  v = helpers.shapes(M.MobileNetV2FPN(), 64)
   params, stats = v['params'], v['batch_stats']
   order = M.keras_weighted_layer_order()
   assert len(order) == 104 and order[0] == 'Conv1' and order[-1] == 'Conv_1_bn'
@@ -98,7 +84,7 @@ def test_layers_match_odapi_checkpoint():
 
 
 def test_depthwise_head_shapes():
-  v = _shapes(models.build_model(_model_config(), num_classes=90))
+  v = helpers.shapes(models.build_model(_model_config(), num_classes=90), 64)
   head = v['params']['object_center_0']
   assert head['depthwise_3x3']['kernel'].shape == (3, 3, 1, 24)  # TF [3, 3, 24, 1]
   assert head['pointwise_1x1']['kernel'].shape == (1, 1, 24, 256)
@@ -118,7 +104,7 @@ def test_tap_and_output_strides(size):
 
 
 def test_alpha_scales_backbone_only():
-  p = _shapes(M.MobileNetV2FPN(alpha=0.35))['params']
+  p = helpers.shapes(M.MobileNetV2FPN(alpha=0.35), 64)['params']
   assert p['mobilenet_v2']['Conv1']['kernel'].shape == (3, 3, 3, 16)
   assert p['mobilenet_v2']['Conv_1']['kernel'].shape == (1, 1, 112, 448)  # 1280 scaled (< 1)
   assert p['fpn_top_conv']['kernel'].shape == (1, 1, 448, 64)  # FPN widths fixed
@@ -130,7 +116,7 @@ def test_alpha_scales_backbone_only():
 def test_centernet_train_forward_64():
   net = models.build_model(_model_config(), num_classes=90)
   x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)), jnp.float32)
-  shapes = _shapes(net)
+  shapes = helpers.shapes(net, 64)
   rng = np.random.default_rng(1)
   v = jax.tree_util.tree_map_with_path(
       lambda path, s: (jnp.asarray(rng.normal(0, 0.1, s.shape), jnp.float32)
@@ -147,7 +133,7 @@ def test_centernet_train_forward_64():
 
 def test_input_size_must_be_multiple_of_32():
   with pytest.raises(ValueError, match='divisible by 32'):
-    _shapes(M.MobileNetV2FPN(), size=48)
+    helpers.shapes(M.MobileNetV2FPN(), 48)
 
 
 def test_normalize_input():

@@ -7,11 +7,11 @@ import pytest
 
 from centernet_jax.models import resnet_v1_fpn as R
 
+from tests import helpers
 
-def _shapes(depth, width=1.0, size=64):
-  module = R.ResNetV1FPN(depth=depth, width_multiplier=width)
-  return jax.eval_shape(
-      lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+
+def _backbone_shapes(depth, width=1.0, size=64):
+  return helpers.shapes(R.ResNetV1FPN(depth=depth, width_multiplier=width), size)
 
 
 def test_scaled_channels():
@@ -23,7 +23,7 @@ def test_scaled_channels():
 
 @pytest.mark.parametrize('depth', [18, 34, 50, 101])
 def test_module_names_follow_keras_order(depth):
-  variables = _shapes(depth)
+  variables = _backbone_shapes(depth)
   resnet = variables['params']['resnet']
   order = R.keras_weighted_layer_order(depth)
   assert len(order) == len(set(order))
@@ -38,7 +38,7 @@ def test_module_names_follow_keras_order(depth):
 
 
 def test_zoo_layer_shapes_resnet50():
-  p = _shapes(50)['params']
+  p = _backbone_shapes(50)['params']
   assert p['resnet']['conv1_conv']['kernel'].shape == (7, 7, 3, 64)
   assert p['resnet']['conv1_conv']['bias'].shape == (64,)
   assert p['resnet']['conv2_block1_0_conv']['kernel'].shape == (1, 1, 64, 256)
@@ -54,7 +54,7 @@ def test_zoo_layer_shapes_resnet50():
 
 
 def test_resnet18_structure():
-  p = _shapes(18)['params']['resnet']
+  p = _backbone_shapes(18)['params']['resnet']
   assert 'conv2_block1_0_conv' not in p  # identity shortcut: same shape
   for stage in (3, 4, 5):
     assert f'conv{stage}_block1_0_conv' in p
@@ -75,7 +75,7 @@ def test_feature_strides_and_narrow_width():
 
 def test_input_size_must_be_multiple_of_32():
   with pytest.raises(ValueError, match='divisible by 32'):
-    _shapes(18, 0.25, size=48)
+    _backbone_shapes(18, 0.25, size=48)
 
 
 def test_bn_epsilons():

@@ -1,7 +1,5 @@
 """Tests for the ResNet v2 + upsampling backbone (centernet_jax.models.resnet_v2)."""
 
-import pathlib
-import re
 
 import jax
 import jax.numpy as jnp
@@ -12,12 +10,12 @@ import pytest
 from centernet_jax import models
 from centernet_jax.models import resnet_v2 as R
 
-DATA = pathlib.Path(__file__).parent / 'data' / 'odapi_r50v2_feature_extractor.txt'
+from tests import helpers
+
+DATA = 'odapi_r50v2_feature_extractor.txt'  # in tests/data/
 POST_BN = 2 * 2048  # post_bn gamma + beta (and moving mean + variance)
 
 
-def _count(tree):
-  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
 
 def _model_config(**overrides):
@@ -28,57 +26,32 @@ def _model_config(**overrides):
   return c
 
 
-def _shapes(module, size=64):
-  return jax.eval_shape(
-      lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
 
 
-def _filled(shapes, seed=0):
-  """Concrete variables without compiling `init` (slow on CPU): He-scaled normal kernels,
-  BN scale/var 1, biases/means 0."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = path[-1].key
-    if name == 'kernel':
-      fan_in = int(np.prod(s.shape[:-1]))
-      return jnp.asarray(rng.normal(0.0, np.sqrt(1.0 / fan_in), s.shape), jnp.float32)
-    return jnp.ones(s.shape) if name in ('scale', 'var') else jnp.zeros(s.shape)
-  return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def _reference_layers():
-  """{(sub-model, N): {var: shape}} from the OD API checkpoint list."""
-  layers = {}
-  for line in DATA.read_text().splitlines():
-    if line and not line.startswith('#'):
-      path, shape = line.split(' ')
-      m = re.fullmatch(r'(\w+)/layer_with_weights-(\d+)/(\w+)', path)
-      layers.setdefault((m.group(1), int(m.group(2))), {})[m.group(3)] = tuple(
-          int(d) for d in shape.strip('[]').split(',') if d)
-  return layers
 
 
 def test_param_counts_match_research_table():
   # With the (unused) post_bn variables, exactly docs/odapi_reference.md 3.7 / the checkpoint.
   net = models.CenterNet(backbone=R.ResNetV2Upsample(create_post_bn=True),
                          normalize=R.normalize_input, num_classes=90)
-  v = _shapes(net)
-  fe, total = _count(v['params']['backbone']), _count(v['params'])
+  v = helpers.shapes(net, 64)
+  fe, total = helpers.count(v['params']['backbone']), helpers.count(v['params'])
   assert (fe, total - fe, total) == (29_383_424, 467_294, 29_850_718)
-  assert _count(v['batch_stats']) == 47_232
+  assert helpers.count(v['batch_stats']) == 47_232
   # The default (registry) model leaves post_bn out.
-  v = _shapes(models.build_model(_model_config(), num_classes=90))
-  fe, total = _count(v['params']['backbone']), _count(v['params'])
+  v = helpers.shapes(models.build_model(_model_config(), num_classes=90), 64)
+  fe, total = helpers.count(v['params']['backbone']), helpers.count(v['params'])
   assert (fe, total - fe) == (29_383_424 - POST_BN, 467_294)
-  assert _count(v['batch_stats']) == 47_232 - POST_BN
+  assert helpers.count(v['batch_stats']) == 47_232 - POST_BN
 
 
 def test_layers_match_odapi_checkpoint():
   """Keras order -> Flax module -> checkpoint kernel/bias/BN shapes, for all 102 backbone and
   12 upsampling layers."""
-  ref = _reference_layers()
-  v = _shapes(R.ResNetV2Upsample(create_post_bn=True))
+  ref = helpers.reference_layers(DATA)
+  v = helpers.shapes(R.ResNetV2Upsample(create_post_bn=True), 64)
   params, stats = v['params'], v['batch_stats']
   order = R.keras_weighted_layer_order(50)
   assert len(order) == 102 and order[101] == 'post_bn' and order[6] == 'conv2_block1_0_conv'
@@ -111,14 +84,14 @@ def test_output_stride_4(size):
 
 def test_input_size_must_be_multiple_of_32():
   with pytest.raises(ValueError, match='divisible by 32'):
-    _shapes(R.ResNetV2Upsample(width_multiplier=0.125), size=48)
+    helpers.shapes(R.ResNetV2Upsample(width_multiplier=0.125), 48)
 
 
 def test_narrow_forward_and_train_step():
   net = models.build_model(_model_config(width_multiplier=0.125, head_channels=16),
                            num_classes=3)
   x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)), jnp.float32)
-  v = _filled(jax.eval_shape(lambda: net.init(jax.random.key(0), x, train=False)))
+  v = helpers.filled(jax.eval_shape(lambda: net.init(jax.random.key(0), x, train=False)))
   outputs, new = jax.jit(lambda v, x: net.apply(v, x, train=True, mutable=['batch_stats']))(v, x)
   assert len(outputs) == 1
   assert outputs[0]['object_center'].shape == (2, 16, 16, 3)

@@ -19,6 +19,7 @@ import pytest
 
 from centernet_jax import config_base
 from centernet_jax import models
+from centernet_jax import text_proto
 from centernet_jax import tf_checkpoint as T
 
 SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
@@ -159,9 +160,8 @@ def test_escaping():
 
 
 def _zoo_model_config(feature_extractor, depthwise):
-  from centernet_jax import import_tf_checkpoint as imp  # pylint: disable=g-import-not-at-top
   c = config_base.base_config()
-  for key, value in imp.FEATURE_EXTRACTORS[feature_extractor].items():
+  for key, value in models.zoo_feature_extractors()[feature_extractor].items():
     c.model[key] = value
   c.model.depthwise_heads = depthwise
   return c.model
@@ -513,7 +513,7 @@ def test_pipeline_config_parser():
   assert not zoo.use_depthwise and zoo.keypoint_tasks == () and zoo.max_box_predictions == 100
   assert zoo.model_overrides() == {'backbone': 'resnet_v1_fpn', 'depth': 50,
                                    'depthwise_heads': False, 'num_classes': 2}
-  parsed = imp.parse_text_proto(PIPELINE_CONFIG)
+  parsed = text_proto.parse_text_proto(PIPELINE_CONFIG)
   assert len(parsed['train_config'][0]['data_augmentation_options']) == 2
   assert parsed['eval_config'][0]['metrics_set'] == ['coco_detection_metrics']
   kp = imp.read_pipeline_config(PIPELINE_CONFIG.replace(
@@ -554,21 +554,22 @@ def test_import_archive_writes_a_restorable_workdir(r50_case, tmp_path):
   assert meta['label_map']['names'][:2] == ['person', 'bicycle']
   assert meta['config']['model']['num_classes'] == 2
   assert meta['config']['dataset']['label_map_mode'] == 'id_minus_one'
-  # Restores onto the abstract TrainState the trainer / detector build.
+  # Restores for inference (as the detector) and as the full TrainState (as the trainer).
+  from centernet_jax import model_variables  # pylint: disable=g-import-not-at-top
   from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
-  from centernet_jax import train  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict(meta['config'])
-  model = models.build_model(config.model, 2)
-  tx, _ = optimizer_lib.make_optimizer(config)
-  abstract = jax.eval_shape(lambda: train.create_train_state(jax.random.key(0), model, tx, 64))
+  from centernet_jax import run_files  # pylint: disable=g-import-not-at-top
+  run = run_files.restore_for_inference(workdir)
+  assert run.step == 0 and run.label_map['names'][:2] == ['person', 'bicycle']
+  tx, _ = optimizer_lib.make_optimizer(run.config)
   manager = checkpointing.make_manager(workdir, read_only=True)
-  state, _ = checkpointing.restore(manager, abstract)
+  state = run_files.restore_train_state(
+      manager, model_variables.abstract_train_state(run.model, tx, 64))
   manager.close()
   assert int(state.step) == 0
-  np.testing.assert_array_equal(
-      state.params['box_scale_0']['conv_1x1']['bias'],
-      r50_case['values'][f'{HEADS}/box.Sscale/0/layer_with_weights-1/bias{SUFFIX}'])
+  expected = r50_case['values'][f'{HEADS}/box.Sscale/0/layer_with_weights-1/bias{SUFFIX}']
+  np.testing.assert_array_equal(run.variables['params']['box_scale_0']['conv_1x1']['bias'],
+                                expected)
+  np.testing.assert_array_equal(state.params['box_scale_0']['conv_1x1']['bias'], expected)
   # A second import into the same workdir is refused; so is a mismatching experiment.
   with pytest.raises(imp.ArchiveImportError, match='already holds'):
     imp.import_archive(archive, workdir, experiments_dir=str(experiments))

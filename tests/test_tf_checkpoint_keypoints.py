@@ -5,7 +5,6 @@ import textwrap
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -14,9 +13,8 @@ from centernet_jax import config_base
 from centernet_jax import import_tf_checkpoint as imp
 from centernet_jax import keypoint_spec as kps
 from centernet_jax import models
-from centernet_jax import optimizer as optimizer_lib
+from centernet_jax import run_files
 from centernet_jax import tf_checkpoint as T
-from centernet_jax import train
 
 from tests.test_tf_checkpoint import assert_keys_match_odapi
 from tests.test_tf_checkpoint import write_tf_checkpoint
@@ -41,7 +39,7 @@ ODAPI_KEYPOINT_KEY_DIGESTS = {
 
 def _model_config(feature_extractor, depthwise):
   c = config_base.base_config()
-  for key, value in imp.FEATURE_EXTRACTORS[feature_extractor].items():
+  for key, value in models.zoo_feature_extractors()[feature_extractor].items():
     c.model[key] = value
   c.model.depthwise_heads = depthwise
   return c.model
@@ -130,15 +128,11 @@ def keypoint_archive(tmp_path_factory):
 
 
 def _restore(workdir, spec):
+  """(checkpoint meta, config, variables) of an imported workdir, restored for inference."""
   meta = checkpointing.read_meta(workdir)
-  config = ml_collections.ConfigDict(meta['config'])
-  model = models.build_model(config.model, 2, spec)
-  tx, _ = optimizer_lib.make_optimizer(config)
-  abstract = jax.eval_shape(lambda: train.create_train_state(jax.random.key(0), model, tx, 64))
-  manager = checkpointing.make_manager(workdir, read_only=True)
-  state, _ = checkpointing.restore(manager, abstract)
-  manager.close()
-  return meta, config, state
+  run = run_files.restore_for_inference(workdir)
+  assert run.keypoint_spec == spec and run.step == 0
+  return meta, run.config, run.variables
 
 
 def test_import_keypoint_archive(keypoint_archive, tmp_path):
@@ -155,13 +149,13 @@ def test_import_keypoint_archive(keypoint_archive, tmp_path):
       json.loads((tmp_path / 'kp' / 'label_map.json').read_text())['keypoints'])
   assert spec.names == kps.COCO_KEYPOINT_NAMES and spec.channel == 0
   assert spec.flip_permutation == kps.COCO_FLIP_PERMUTATION and spec.oks_sigmas[0] == 0.026
-  meta, config, state = _restore(workdir, spec)
+  meta, config, variables = _restore(workdir, spec)
   assert meta['label_map']['keypoints']['task_name'] == 'human_pose'
   assert config.keypoints.enabled and config.keypoints.unmatched_score == 0.2
   for kind in ('heatmap', 'offset', 'regression'):
     key = f'{HEADS}/human_pose.Skeypoint.S{kind}/0/layer_with_weights-1/kernel{SUFFIX}'
     np.testing.assert_array_equal(
-        state.params[f'human_pose_keypoint_{kind}_0']['conv_1x1']['kernel'], values[key])
+        variables['params'][f'human_pose_keypoint_{kind}_0']['conv_1x1']['kernel'], values[key])
 
 
 def test_import_keypoint_archive_boxes_only(keypoint_archive, tmp_path):
@@ -171,9 +165,9 @@ def test_import_keypoint_archive_boxes_only(keypoint_archive, tmp_path):
                                skip_keypoint_heads=True)
   assert summary['skipped_keypoint_head_variables'] == 3 * 4  # 3 heads x (2 convs x 2 vars)
   assert summary['keypoints'] is None
-  meta, config, state = _restore(workdir, None)
+  meta, config, variables = _restore(workdir, None)
   assert not config.keypoints.enabled and 'keypoints' not in meta['label_map']
-  assert not any(k.startswith('human_pose') for k in state.params)
+  assert not any(k.startswith('human_pose') for k in variables['params'])
   # A box-only experiment for a keypoint import is refused, naming the field.
   with pytest.raises(imp.ArchiveImportError, match='keypoints.enabled is False'):
     imp.import_archive(str(archive), str(tmp_path / 'x'),

@@ -17,6 +17,7 @@ from centernet_jax import inference
 from centernet_jax import models
 from centernet_jax import optimizer
 from centernet_jax import predict
+from centernet_jax import run_files
 from centernet_jax import train
 from centernet_jax.data import pipeline
 from centernet_jax.data import sources
@@ -181,7 +182,7 @@ def write_random_workdir(config: ml_collections.ConfigDict, workdir: str, *, ste
                            opt_state=tx.init(variables['params']))
   info = facts.label_map_info()
   manager = checkpointing.make_manager(workdir)
-  checkpointing.save(manager, step, state, train._meta(config, info, step))  # pylint: disable=protected-access
+  checkpointing.save(manager, step, state, train._meta(config, info, step))
   checkpointing.close(manager)
 
 
@@ -189,7 +190,7 @@ def evaluation_detections(workdir: str, images: list[np.ndarray]) -> list[dict[s
   """Per image, the detections evaluation computes: `pipeline.preprocess` without augmentation
   (evaluation's resize and pad) and `predict.make_predict_fn` on the checkpoint's variables,
   all images in one batch."""
-  run = inference._restore_for_inference(workdir, None)  # pylint: disable=protected-access
+  run = run_files.restore_for_inference(workdir, None)
   examples = [pipeline.preprocess(
       {'image': tf.constant(im), 'boxes': tf.zeros([0, 4]), 'classes': tf.zeros([0], tf.int32),
        'image_id': 0}, config=run.config) for im in images]

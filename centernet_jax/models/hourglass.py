@@ -31,10 +31,12 @@ Input: raw 0..255 RGB, normalized by `normalize_input` (BGR, CenterNet COCO mean
 """
 
 import re
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from centernet_jax.models import tf_checkpoint_paths as tfp
 
 # The zoo config's `channel_means` / `channel_stds` (BGR order, `bgr_ordering: true`).
 CHANNEL_MEANS_BGR = (104.01362025, 114.03422265, 119.9165958)
@@ -245,3 +247,44 @@ def build(model_config, dtype: Any = jnp.float32) -> HourglassNetwork:
   return HourglassNetwork(depth=int(model_config.get('hourglass_depth', 104)),
                           width_multiplier=float(model_config.get('width_multiplier', 1.0)),
                           dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# TF2 zoo checkpoints (converted by centernet_jax/tf_checkpoint.py).
+
+# OD API `feature_extractor.type` -> this backbone's model config fields.
+ZOO_FEATURE_EXTRACTORS = {'hourglass_104': {}}
+TF_NETWORK = 'model/_feature_extractor/_network'
+
+
+def _leaf_modules(tree, prefix: Tuple[str, ...] = ()):
+  """(module path, leaf names) of every Flax module that directly holds variables."""
+  leaves = [k for k, v in tree.items() if not isinstance(v, Mapping)]
+  if leaves:
+    yield prefix, tuple(leaves)
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      yield from _leaf_modules(v, prefix + (str(k),))
+
+
+def _tf_segments(flax_name: str) -> str:
+  """Flax module name '<list>_<i>' -> TF segments '<list>/<i>' (inverse of
+  `flax_module_path`)."""
+  m = re.fullmatch(r'(.+)_(\d+)', flax_name)
+  return f'{m.group(1)}/{m.group(2)}' if m else flax_name
+
+
+def tf_layer_map(model_config, params, *, classification: bool = False) -> tfp.LayerMapResult:
+  """Flax modules mirror `model/_feature_extractor/_network/<object path>`: a Flax module
+  '<list>_<i>' is the TF segment pair '<list>/<i>'; modules holding `scale` are BN layers,
+  the others convs."""
+  del model_config
+  if classification:
+    raise tfp.CheckpointMismatchError(
+        "The hourglass has no 'classification' (ImageNet) checkpoint; the zoo initialised it "
+        "from ExtremeNet with init type 'detection'.")
+  layers: tfp.LayerMap = {}
+  for path, leaves in _leaf_modules(params.get('backbone', {})):
+    tf_path = '/'.join([TF_NETWORK] + [_tf_segments(p) for p in path])
+    layers[('backbone',) + path] = (tf_path, 'bn' if 'scale' in leaves else 'conv')
+  return tfp.LayerMapResult(layers, ('backbone',), {})

@@ -43,6 +43,8 @@ import jax.numpy as jnp
 
 from centernet_jax.models import layers
 
+from centernet_jax.models import tf_checkpoint_paths as tfp
+
 BACKBONE_BN_EPSILON = 1e-3
 BACKBONE_BN_MOMENTUM = 0.9997  # OD API `mobilenet_v2(default_batchnorm_momentum=0.9997)`.
 FPN_BN_EPSILON = 1e-3
@@ -239,3 +241,44 @@ def build(model_config, dtype: Any = jnp.float32) -> MobileNetV2FPN:
   return MobileNetV2FPN(alpha=float(model_config.get('width_multiplier', 1.0)),
                         use_separable_conv=bool(model_config.get('use_separable_conv', True)),
                         dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# TF2 zoo checkpoints (converted by centernet_jax/tf_checkpoint.py).
+
+# OD API `feature_extractor.type` (`mobilenet_v2_fpn` with `use_separable_conv: true` is read
+# as 'mobilenet_v2_fpn_sep_conv') -> this backbone's model config fields.
+ZOO_FEATURE_EXTRACTORS = {
+    'mobilenet_v2_fpn': {'use_separable_conv': False},
+    'mobilenet_v2_fpn_sep_conv': {'use_separable_conv': True},
+}
+
+
+def tf_layer_map(model_config, params, *, classification: bool = False) -> tfp.LayerMapResult:
+  """The OD API MobileNetV2 (Keras application layers) + FPN (K = 1..10; a separable 3x3 is
+  one TF layer split into Flax `depthwise` + `pointwise`)."""
+  del model_config, params  # one layout for every alpha and both FPN conv types
+  order = keras_weighted_layer_order()
+  base = tfp.CLASSIFICATION_ROOT if classification else tfp.BASE_MODEL
+  layers: tfp.LayerMap = {}
+  for n, name in enumerate(order):
+    if name.endswith('BN') or name.endswith('_bn') or name.startswith('bn_'):
+      kind = 'bn'
+    elif name.endswith('depthwise'):
+      kind = 'depthwise'
+    else:
+      kind = 'conv'
+    layers[('backbone', 'mobilenet_v2', name)] = (f'{base}/layer_with_weights-{n}', kind)
+  extra = {}
+  if classification:
+    extra = tfp.classifier_skip(len(order))
+  else:
+    for k, name in enumerate(FPN_CHECKPOINT_ORDER, start=1):
+      tf_path = f'{tfp.FE_MODEL}/layer_with_weights-{k}'
+      if name.endswith('_bn'):
+        layers[('backbone', name)] = (tf_path, 'bn')
+      else:
+        layers[('backbone', name)] = (tf_path, 'conv')  # 1x1 convs, plain 3x3 convs
+        layers[('backbone', name, 'depthwise')] = (tf_path, 'depthwise')  # SeparableConv2D
+        layers[('backbone', name, 'pointwise')] = (tf_path, 'pointwise')
+  return tfp.LayerMapResult(layers, ('backbone', 'mobilenet_v2'), extra)

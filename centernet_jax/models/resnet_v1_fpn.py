@@ -34,6 +34,8 @@ from typing import Any, Dict, List, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from centernet_jax.models import tf_checkpoint_paths as tfp
+
 # Keras 'caffe' preprocess_input means, in BGR order.
 CAFFE_MEANS_BGR = (103.939, 116.779, 123.68)
 
@@ -246,3 +248,36 @@ def build(model_config, dtype: Any = jnp.float32) -> ResNetV1FPN:
   return ResNetV1FPN(depth=int(model_config.depth),
                      width_multiplier=float(model_config.width_multiplier),
                      dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# TF2 zoo checkpoints (converted by centernet_jax/tf_checkpoint.py).
+
+# OD API `feature_extractor.type` -> this backbone's model config fields.
+ZOO_FEATURE_EXTRACTORS = {
+    'resnet_v1_18_fpn': {'depth': 18},
+    'resnet_v1_34_fpn': {'depth': 34},
+    'resnet_v1_50_fpn': {'depth': 50},
+    'resnet_v1_101_fpn': {'depth': 101},
+}
+
+
+def tf_layer_map(model_config, params, *, classification: bool = False) -> tfp.LayerMapResult:
+  """`backbone/resnet/<keras layer>` = `_base_model/layer_with_weights-N` in
+  `keras_weighted_layer_order(depth)`; `backbone/fpn_*` = FPN layer K in `FPN_CHECKPOINT_ORDER`."""
+  del params  # one layout per depth
+  depth = int(model_config.depth)
+  order = keras_weighted_layer_order(depth)
+  base = tfp.CLASSIFICATION_ROOT if classification else tfp.BASE_MODEL
+  layers: tfp.LayerMap = {}
+  for n, name in enumerate(order):
+    layers[('backbone', 'resnet', name)] = (f'{base}/layer_with_weights-{n}',
+                                            tfp.bn_or_conv(name))
+  extra = {}
+  if classification:
+    extra = tfp.classifier_skip(len(order))
+  else:
+    for k, name in enumerate(FPN_CHECKPOINT_ORDER, start=1):
+      layers[('backbone', name)] = (f'{tfp.FE_MODEL}/layer_with_weights-{k}',
+                                    tfp.bn_or_conv(name))
+  return tfp.LayerMapResult(layers, ('backbone', 'resnet'), extra)

@@ -39,6 +39,8 @@ from typing import Any, Dict, List, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from centernet_jax.models import tf_checkpoint_paths as tfp
+
 BACKBONE_BN_EPSILON = 1.001e-5
 UPSAMPLE_BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99  # Keras semantics: moving = m * moving + (1 - m) * batch (same as Flax).
@@ -202,3 +204,41 @@ def build(model_config, dtype: Any = jnp.float32) -> ResNetV2Upsample:
   return ResNetV2Upsample(depth=int(model_config.get('depth', 50)),
                           width_multiplier=float(model_config.get('width_multiplier', 1.0)),
                           dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# TF2 zoo checkpoints (converted by centernet_jax/tf_checkpoint.py).
+
+# OD API `feature_extractor.type` -> this backbone's model config fields.
+ZOO_FEATURE_EXTRACTORS = {
+    'resnet_v2_50': {'depth': 50},
+    'resnet_v2_101': {'depth': 101},
+}
+
+
+def tf_layer_map(model_config, params, *, classification: bool = False) -> tfp.LayerMapResult:
+  """Keras ResNet v2 layers (`keras_weighted_layer_order`, `post_bn` included) + the OD API
+  upsampling stack (conv, BN, deconv, BN) x 3 at K = 1..12 (`UPSAMPLE_CHECKPOINT_ORDER`).
+
+  The Keras ResNet50V2 checkpoint holds `post_bn` (the extractor taps the residual sum before
+  it); unless the Flax model creates it (`create_post_bn`), it is a documented skip.
+  """
+  depth = int(model_config.get('depth', 50))  # as `build`
+  order = keras_weighted_layer_order(depth, include_post_bn=True)
+  base = tfp.CLASSIFICATION_ROOT if classification else tfp.BASE_MODEL
+  layers: tfp.LayerMap = {}
+  for n, name in enumerate(order):
+    layers[('backbone', 'resnet', name)] = (f'{base}/layer_with_weights-{n}',
+                                            tfp.bn_or_conv(name))
+  extra = {}
+  if 'post_bn' not in params.get('backbone', {}).get('resnet', {}):
+    extra[f'{base}/layer_with_weights-{order.index("post_bn")}'] = (
+        'the unused post_bn of the Keras ResNet v2 (the extractor taps conv5_block3_out)')
+  if classification:
+    extra.update(tfp.classifier_skip(len(order)))
+  else:
+    for k, name in enumerate(UPSAMPLE_CHECKPOINT_ORDER, start=1):
+      kind = 'bn' if name.endswith('_bn') else (
+          'conv_transpose' if name.endswith('deconv') else 'conv')
+      layers[('backbone', name)] = (f'{tfp.FE_MODEL}/layer_with_weights-{k}', kind)
+  return tfp.LayerMapResult(layers, ('backbone', 'resnet'), extra)

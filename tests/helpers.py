@@ -1,0 +1,54 @@
+"""Helpers shared by the model tests (tests/test_models*.py). Tiny run configs and data sets
+are tests/tiny.py."""
+
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from centernet_jax import model_variables
+
+DATA = pathlib.Path(__file__).parent / 'data'
+
+
+def count(tree) -> int:
+  """Number of scalar values in a tree of arrays or ShapeDtypeStructs."""
+  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
+
+
+def shapes(module, size: int):
+  """`module.init`'s variables as ShapeDtypeStructs for one `size` x `size` RGB input."""
+  return jax.eval_shape(
+      lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+
+
+def filled(abstract, seed: int = 0):
+  """Concrete variables for `abstract` without compiling `init` (slow on CPU for the full-size
+  backbones): normal kernels of variance 1 / fan-in, BN scale / variance 1, the rest 0."""
+  return model_variables.fill_variables(abstract, seed=seed, kernel_gain=1.0)
+
+
+def reference_shapes(name: str) -> list[tuple[str, tuple[int, ...]]]:
+  """(variable path, shape) rows of an OD API checkpoint listing tests/data/<name> (lines
+  'path [d0,d1,...]'; '#' comments)."""
+  rows = []
+  for line in (DATA / name).read_text().splitlines():
+    if line and not line.startswith('#'):
+      path, shape = line.split(' ')
+      rows.append((path, tuple(int(d) for d in shape.strip('[]').split(',') if d)))
+  return rows
+
+
+def reference_layers(name: str) -> dict[tuple[str, int], dict[str, tuple[int, ...]]]:
+  """{(sub-model, N): {variable: shape}} of a listing of `<sub-model>/layer_with_weights-N/
+  <variable>` rows (a Keras-application backbone and its FPN / upsampling layers)."""
+  layers = {}
+  for path, shape in reference_shapes(name):
+    m = re.fullmatch(r'(\w+)/layer_with_weights-(\d+)/(\w+)', path)
+    if m is None:
+      raise ValueError(f'tests/data/{name}: row {path!r} is not '
+                       '<sub-model>/layer_with_weights-N/<variable>')
+    layers.setdefault((m.group(1), int(m.group(2))), {})[m.group(3)] = shape
+  return layers
