@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from centernet_jax import decoder as decoder_lib
 from centernet_jax import tta as tta_lib
@@ -61,6 +62,12 @@ def make_predict_fn(model, *, input_size: int, max_detections: int,
   multi-scale test-time augmentation with the same inputs and outputs (tta.py).
   """
 
+  if tta is not None:
+    sides = (tta_lib.scaled_sides(input_size, tta.scales, tta.size_multiple) if tta.scales
+             else (input_size,))
+    logging.info('Test-time augmentation: flip %s, canvas sides %s%s.', tta.flip, sides,
+                 f', merged by {tta.nms} NMS' if tta.scales else '')
+
   def decode(heads, true_size, original_size, side):
     return decoder_lib.decode_detections(
         heads, true_size=true_size, original_size=original_size, input_size=side,
@@ -84,7 +91,7 @@ def make_predict_fn(model, *, input_size: int, max_detections: int,
       return decode(heads_at(variables, batch['image']), batch['true_size'],
                     batch['original_size'], input_size)
     per_scale = []
-    for side in tta_lib.scaled_sides(input_size, tta.scales, tta.size_multiple):
+    for side in sides:
       images = batch['image']
       true_size = batch['true_size']
       if side != input_size:
