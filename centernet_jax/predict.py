@@ -73,23 +73,23 @@ def make_predict_fn(model, *, input_size: int, max_detections: int,
         heads, true_size=true_size, original_size=original_size, input_size=side,
         max_detections=max_detections, keypoint_params=keypoint_params)
 
-  def heads_at(variables, images):
+  def heads_at(variables, images, true_size):
     """The last feature output's heads of `images`, flip-averaged under `tta.flip`."""
     if not tta.flip:
       return model.apply(variables, images, train=False)[-1]
-    both = model.apply(variables, tta_lib.mirror_images(images), train=False)[-1]
+    both = model.apply(variables, tta_lib.mirror_images(images, true_size), train=False)[-1]
     b = images.shape[0]
     direct = {k: v[:b] for k, v in both.items()}
     mirrored = {k: v[b:] for k, v in both.items()}
-    return tta_lib.average_flip(direct, tta_lib.unflip_heads(mirrored, tta), tta)
+    return tta_lib.average_flip(direct, tta_lib.unflip_heads(mirrored, true_size, tta), tta)
 
   def predict(variables, batch):
     if tta is None:
       outputs = model.apply(variables, batch['image'], train=False)
       return decode(outputs[-1], batch['true_size'], batch['original_size'], input_size)
     if not tta.scales:
-      return decode(heads_at(variables, batch['image']), batch['true_size'],
-                    batch['original_size'], input_size)
+      return decode(heads_at(variables, batch['image'], batch['true_size']),
+                    batch['true_size'], batch['original_size'], input_size)
     per_scale = []
     for side in sides:
       images = batch['image']
@@ -97,7 +97,7 @@ def make_predict_fn(model, *, input_size: int, max_detections: int,
       if side != input_size:
         images = tta_lib.resize_canvas(images, side)
         true_size = jnp.asarray(true_size, jnp.float32) * (side / input_size)
-      per_scale.append(decode(heads_at(variables, images), true_size,
+      per_scale.append(decode(heads_at(variables, images, true_size), true_size,
                               batch['original_size'], side))
     return tta_lib.merge_detections(per_scale, max_detections=max_detections, params=tta)
 

@@ -12,11 +12,14 @@
   detections of all scales (already in original image pixels) are merged by class-aware
   soft-NMS or NMS (`merge_detections`) down to the usual K.
 
-Coordinates (docs/conventions.md): an output map of width W covers continuous output x in
-[0, W); mirroring the input canvas maps x -> W - x and output cell i -> cell W - 1 - i. A
-joint regression is measured from the integer peak cell, so a mirrored pass's `dx'` at cell
-W - 1 - i means `1 - dx'` at cell i (the original CenterNet, whose mirror is x -> W - 1 - x
-with pixel centers at integers, negates it instead; here pixel edges sit at integers).
+The mirror flips each image, not the whole canvas: the columns `0..w - 1` with `w` its true
+width rounded up to the output stride (at most 3 padding columns join it), padding staying at
+the right, as in training's flip augmentation. On the output grid (width W, continuous x in
+[0, W), pixel edges at integers; docs/conventions.md) with `Wt = w / 4` cells mirrored, x maps
+to `Wt - x` and cell i to cell `Wt - 1 - i` (cells from Wt on stay). A joint regression is
+measured from the integer peak cell, so a mirrored pass's `dx'` at cell `Wt - 1 - i` means
+`1 - dx'` at cell i (the original CenterNet, whose mirror is x -> W - 1 - x with pixel centers
+at integers, negates it instead; here pixel edges sit at integers).
 """
 
 from typing import Mapping, NamedTuple, Sequence
@@ -28,6 +31,7 @@ from centernet_jax import nms as nms_lib
 from centernet_jax.models import hourglass
 
 MODES = ('none', 'flip', 'multiscale', 'flip_multiscale')
+OUTPUT_STRIDE = 4  # docs/conventions.md: every backbone
 # Input side multiple each backbone needs: the FPNs and ResNet v2 reach stride 32 (their
 # __call__ refuses other sides); the hourglass's comes from its own module.
 _FIXED_INPUT_MULTIPLE = {'mobilenet_v2_fpn': 32, 'resnet_v1_fpn': 32, 'resnet_v2': 32}
@@ -87,31 +91,54 @@ def scaled_sides(input_size: int, scales: Sequence[float], multiple: int) -> tup
   return tuple(sides)
 
 
-def _flip_width(x):
-  return x[:, :, ::-1, :]
+def mirrored_width(true_width, stride: int = OUTPUT_STRIDE):
+  """`[B]` true widths (input pixels, int or float) -> int32 `[B]` widths in output cells
+  that the mirror flips: `ceil(true_width / stride)`, so that the flipped span is a whole
+  number of output cells (at most stride - 1 padding columns join the image)."""
+  # The float true widths of a resized canvas carry rounding: 28.000002 must stay 7 cells.
+  return jnp.ceil(jnp.asarray(true_width, jnp.float32) / stride - 1e-4).astype(jnp.int32)
 
 
-def mirror_images(images):
-  """`[B, S, S, 3]` -> `[2B, S, S, 3]`: the images, then their horizontal mirrors."""
-  return jnp.concatenate([images, _flip_width(images)], axis=0)
+def mirror_width(x, width):
+  """`[B, H, W, D]` -> columns `0..width_b - 1` of each example reversed, the rest kept.
+
+  `width`: int `[B]` columns to mirror (the image, not the zero padding to its right), so
+  the mirrored canvas is what training's flip augmentation gives: the image flipped, padding
+  still bottom/right. Its own inverse.
+  """
+  cols = jnp.arange(x.shape[2], dtype=jnp.int32)[None, :]
+  w = jnp.asarray(width, jnp.int32)[:, None]
+  idx = jnp.where(cols < w, w - 1 - cols, cols)  # [B, W]
+  return jnp.take_along_axis(x, idx[:, None, :, None], axis=2)
 
 
-def unflip_heads(heads: Mapping[str, jax.Array], params: TTAParams) -> dict[str, jax.Array]:
-  """The head dict of a mirrored pass, mapped back onto the unmirrored image.
+def mirror_images(images, true_size):
+  """`[B, S, S, 3]` canvases -> `[2B, S, S, 3]`: the canvases, then each with its image
+  (its `true_size` width rounded up to the output stride) mirrored (`mirror_width`)."""
+  width = mirrored_width(jnp.asarray(true_size)[:, 1]) * OUTPUT_STRIDE
+  return jnp.concatenate([images, mirror_width(images, width)], axis=0)
 
-  Only the heads that flip averaging uses: 'object_center' `[B, H, W, C]` and 'box/scale'
-  `[B, H, W, 2]` (h, w) are mirrored along W; with keypoints, `<task>/keypoint/heatmap`
-  `[B, H, W, J]` is mirrored with its joints renamed (joint j <- mirrored joint perm[j]) and
+
+def unflip_heads(heads: Mapping[str, jax.Array], true_size,
+                 params: TTAParams) -> dict[str, jax.Array]:
+  """The head dict of a mirrored pass (`mirror_images`), mapped back onto the canvas.
+
+  `true_size` `[B, 2]` (input pixels of the pass) gives the mirrored width. Only the heads
+  that flip averaging uses: 'object_center' `[B, H, W, C]` and 'box/scale' `[B, H, W, 2]`
+  (h, w) are mirrored back; with keypoints, `<task>/keypoint/heatmap` `[B, H, W, J]` is
+  mirrored back with its joints renamed (joint j <- mirrored joint perm[j]) and
   `<task>/keypoint/regression` `[B, H, W, 2J]` (y, x) pairs likewise, its x turned into
   `1 - x` (module docstring). Offsets are not returned: flip TTA uses the direct pass's.
   """
-  out = {'object_center': _flip_width(heads['object_center']),
-         'box/scale': _flip_width(heads['box/scale'])}
+  width = mirrored_width(jnp.asarray(true_size)[:, 1])
+  out = {'object_center': mirror_width(heads['object_center'], width),
+         'box/scale': mirror_width(heads['box/scale'], width)}
   if params.flip_permutation is not None:
     perm = jnp.asarray(params.flip_permutation, jnp.int32)
     prefix = f'{params.task_name}/keypoint/'
-    out[prefix + 'heatmap'] = jnp.take(_flip_width(heads[prefix + 'heatmap']), perm, axis=-1)
-    reg = _flip_width(heads[prefix + 'regression'])
+    out[prefix + 'heatmap'] = jnp.take(mirror_width(heads[prefix + 'heatmap'], width), perm,
+                                       axis=-1)
+    reg = mirror_width(heads[prefix + 'regression'], width)
     b, h, w, depth = reg.shape
     reg = jnp.take(reg.reshape(b, h, w, depth // 2, 2), perm, axis=3)
     reg = jnp.stack([reg[..., 0], 1.0 - reg[..., 1]], axis=-1)

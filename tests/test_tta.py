@@ -70,8 +70,14 @@ def _keypoint_params():
 
 
 def _batch(rng, b=2, s=32, true_size=None, original_size=None):
-  return {'image': jnp.asarray(rng.uniform(0, 255, (b, s, s, 3)), jnp.float32),
-          'true_size': jnp.asarray(true_size or [[s, s]] * b, jnp.int32),
+  """Evaluation-like canvases: random images of `true_size`, zero padding bottom/right."""
+  true_size = np.asarray(true_size or [[s, s]] * b)
+  image = rng.uniform(0, 255, (b, s, s, 3))
+  for i, (h, w) in enumerate(true_size):
+    image[i, h:] = 0.0
+    image[i, :, w:] = 0.0
+  return {'image': jnp.asarray(image, jnp.float32),
+          'true_size': jnp.asarray(true_size, jnp.int32),
           'original_size': jnp.asarray(original_size or [[s, s]] * b, jnp.int32)}
 
 
@@ -148,7 +154,8 @@ def test_flip_averages_the_mirrored_pass_as_the_reference_does():
 
   @jax.jit
   def average(direct, mirrored):
-    return tta.average_flip(direct, tta.unflip_heads(mirrored, params), params)
+    full = jnp.full((2, 2), 32)
+    return tta.average_flip(direct, tta.unflip_heads(mirrored, full, params), params)
 
   got = average({k: jnp.asarray(v) for k, v in direct.items()},
                 {k: jnp.asarray(v[:, :, ::-1]) for k, v in mirror.items()})
@@ -167,6 +174,27 @@ def test_flip_averages_the_mirrored_pass_as_the_reference_does():
   np.testing.assert_allclose(got[reg], (direct[reg] + m) / 2, rtol=1e-6)
   off = 'human_pose/keypoint/offset'
   np.testing.assert_array_equal(got[off], direct[off])
+
+
+def test_the_mirror_flips_the_image_and_keeps_the_padding_right():
+  rng = np.random.default_rng(5)
+  images = rng.uniform(0, 255, (3, 16, 16, 3)).astype(np.float32)
+  true_size = np.array([[16, 16], [10, 12], [16, 9]])  # widths 16, 12, 9 -> 16, 12, 12
+  both = np.asarray(tta.mirror_images(jnp.asarray(images), jnp.asarray(true_size)))
+  assert both.shape == (6, 16, 16, 3)
+  np.testing.assert_array_equal(both[:3], images)
+  np.testing.assert_array_equal(both[3], images[0, :, ::-1])
+  for i, w in ((4, 12), (5, 12)):
+    np.testing.assert_array_equal(both[i, :, :w], images[i - 3, :, w - 1::-1])
+    np.testing.assert_array_equal(both[i, :, w:], images[i - 3, :, w:])
+  # On the output grid (stride 4): cells 0..w/4 - 1 reversed, the padding cells kept.
+  heads = jnp.asarray(rng.normal(size=(3, 4, 4, 2)), jnp.float32)
+  back = tta.unflip_heads({'object_center': heads, 'box/scale': heads}, true_size,
+                          tta.TTAParams(flip=True))
+  np.testing.assert_array_equal(back['object_center'][1], np.asarray(heads)[1][:, [2, 1, 0, 3]])
+  np.testing.assert_array_equal(back['box/scale'][0], np.asarray(heads)[0][:, ::-1])
+  np.testing.assert_array_equal(tta.mirrored_width(jnp.asarray([28.000002, 14.0, 3.0, 64.0])),
+                                [7, 4, 1, 16])
 
 
 def test_mean_probability_logits_stays_finite_at_saturation():
