@@ -174,6 +174,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.image_summaries = True
   c.eval.num_image_summaries = 4
   c.eval.image_summary_min_score = 0.3  # detections drawn from this score up
+  # Test-time augmentation in evaluation, detect and export (tta.py, docs/tta.md): 'none',
+  # 'flip' (the mirrored image's outputs flipped back and averaged), 'multiscale' (the
+  # canvas resized to each of tta_scales, rounded to the backbone's input multiple; the
+  # detections merged by class-aware tta_nms: 'soft' Gaussian soft-NMS with
+  # tta_soft_nms_sigma, as the original CenterNet, or 'hard' NMS at IoU tta_nms_iou), or
+  # 'flip_multiscale' (both).
+  c.eval.tta = 'none'
+  c.eval.tta_scales = (0.5, 0.75, 1.0, 1.25, 1.5)
+  c.eval.tta_nms = 'soft'
+  c.eval.tta_nms_iou = 0.5
+  c.eval.tta_soft_nms_sigma = 0.5
 
   # ---- devices ----
   c.mesh = ml_collections.ConfigDict()

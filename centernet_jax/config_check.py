@@ -26,6 +26,8 @@ from typing import Any, Iterable, Sequence
 import ml_collections
 
 from centernet_jax import config_base
+from centernet_jax import nms
+from centernet_jax import tta
 from centernet_jax.data import augment
 from centernet_jax.data import coco_json
 from centernet_jax.data import image_check
@@ -59,6 +61,8 @@ _CHOICES = {
     'model.dtype': ('float32', 'bfloat16'),
     'optimizer.schedule': ('cosine', 'manual_steps'),
     'targets.radius_variant': ('odapi', 'corrected'),
+    'eval.tta': tta.MODES,
+    'eval.tta_nms': nms.METHODS,
 }
 _DEPTHS = {'resnet_v1_fpn': (18, 34, 50, 101), 'resnet_v2': (50, 101)}
 
@@ -203,9 +207,22 @@ def check_config(config: ml_collections.ConfigDict, *, num_devices: int,
   perm = num('keypoints.flip_permutation')
   if any(int(v) != v or v < 0 for v in perm):
     problems.append(f'keypoints.flip_permutation={tuple(perm)!r}: must be joint indices >= 0')
+  problems += _tta_problems(flat)
   problems += _mesh_problems(flat, num_devices, num_processes)
   if problems:
     raise ConfigError(_message(problems))
+
+
+def _tta_problems(flat) -> list[str]:
+  problems = []
+  scales = tuple(flat['eval.tta_scales'])
+  if not scales or any(not s > 0 for s in scales):
+    problems.append(f'eval.tta_scales={scales!r}: must be one or more scales > 0')
+  if not 0 <= flat['eval.tta_nms_iou'] <= 1:
+    problems.append(f"eval.tta_nms_iou={flat['eval.tta_nms_iou']!r}: must be in [0, 1]")
+  if not flat['eval.tta_soft_nms_sigma'] > 0:
+    problems.append(f"eval.tta_soft_nms_sigma={flat['eval.tta_soft_nms_sigma']!r}: must be > 0")
+  return problems
 
 
 def _mesh_problems(flat, num_devices: int, num_processes: int) -> list[str]:

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from centernet_jax import file_io
 from centernet_jax import inference
+from centernet_jax import tta
 from centernet_jax import visualize
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir holding checkpoints/.')
@@ -36,6 +37,8 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where to write PNGs and d
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (latest if unset).')
 _MIN_SCORE = flags.DEFINE_float('min_score', 0.3, 'Drawing threshold (the JSON keeps all).')
 _BATCH = flags.DEFINE_integer('batch_size', 4, 'Images per forward pass.')
+_TTA = flags.DEFINE_enum('tta', None, list(tta.MODES),
+                         "Test-time augmentation (default: the run's eval.tta); docs/tta.md.")
 
 # What a folder given to --images contributes (other files in it are not looked at).
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
@@ -105,13 +108,13 @@ def detection_records(predictor: inference.Predictor, results: Iterable[inferenc
 
 def detect_files(workdir: str, image_paths: Iterable[str], output_dir: str, *,
                  step: int | None = None, min_score: float = 0.3,
-                 batch_size: int = 4) -> int:
+                 batch_size: int = 4, tta: str | None = None) -> int:
   """Runs `inference.Predictor` on files, writes annotated PNGs and detections.json; returns
   the number of images. Images are read, run and written batch by batch, and detections.json
   is written as it goes, so memory does not grow with the number of images."""
   if int(batch_size) < 1:
     raise ValueError(f'--batch_size={batch_size}: must be >= 1')
-  predictor = inference.Predictor.from_workdir(workdir, step, batch_size=batch_size)
+  predictor = inference.Predictor.from_workdir(workdir, step, tta=tta, batch_size=batch_size)
   results = predictor(image_paths)
   first = next(results, None)
   if first is None:
@@ -133,7 +136,8 @@ def detect_files(workdir: str, image_paths: Iterable[str], output_dir: str, *,
 def main(argv):
   del argv
   detect_files(_WORKDIR.value, expand_image_paths(_IMAGES.value), _OUTPUT_DIR.value,
-               step=_STEP.value, min_score=_MIN_SCORE.value, batch_size=_BATCH.value)
+               step=_STEP.value, min_score=_MIN_SCORE.value, batch_size=_BATCH.value,
+               tta=_TTA.value)
 
 
 def run():

@@ -28,7 +28,8 @@ from centernet_jax import file_io
 from centernet_jax import plots
 from centernet_jax import sharding
 # The jitted network + decoder lives in predict.py; evaluation and every other caller share it.
-from centernet_jax.predict import PREDICT_KEYS, keypoint_decode_params, make_predict_fn  # noqa: F401
+from centernet_jax.predict import (  # noqa: F401
+    PREDICT_KEYS, keypoint_decode_params, make_predict_fn, tta_params)
 
 # pycocotools' 12 summary statistics, in its order.
 STAT_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl',

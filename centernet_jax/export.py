@@ -64,6 +64,7 @@ from centernet_jax import inference
 from centernet_jax import predict
 from centernet_jax import run_files
 from centernet_jax import train_step
+from centernet_jax import tta as tta_lib
 from centernet_jax.data import pipeline
 
 FORMATS = ('saved_model', 'jax')
@@ -83,7 +84,7 @@ def detection_fn(run: run_files.InferenceRun, *, multiclass_scores: bool = False
       run.model, input_size=int(run.config.input.size),
       max_detections=int(run.config.eval.max_detections),
       keypoint_params=predict.keypoint_decode_params(run.keypoint_spec, run.config),
-      multiclass_scores=multiclass_scores)
+      multiclass_scores=multiclass_scores, tta=predict.tta_params(run.config, run.keypoint_spec))
 
   def detect(variables, image, true_size, original_size):
     return predict_fn(variables, {'image': image, 'true_size': true_size,
@@ -246,12 +247,13 @@ def signature_summary(saved_model_dir: str) -> dict[str, tuple[str, int]]:
 
 
 def export(workdir: str, output: str, fmt: str, *, step: int | None = None,
-           batch: int | None = None) -> str:
-  """Exports the checkpoint of `workdir` (latest, or `step`) as `fmt` into `output`."""
+           batch: int | None = None, tta: str | None = None) -> str:
+  """Exports the checkpoint of `workdir` (latest, or `step`) as `fmt` into `output`; `tta`
+  overrides the run's `eval.tta` (the test-time augmentation runs inside the artifact)."""
   if fmt not in FORMATS:
     raise ValueError(f'--format={fmt!r}: one of {", ".join(FORMATS)}')
   check_batch(batch)
-  run = run_files.restore_for_inference(workdir, step)
+  run = inference.with_tta(run_files.restore_for_inference(workdir, step), tta)
   file_io.makedirs(output)
   path = (export_jax if fmt == 'jax' else export_saved_model)(run, output, batch)
   write_meta(output, fmt, run, batch, workdir)
@@ -268,8 +270,9 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
       'format': flags.DEFINE_enum('format', None, FORMATS, 'What to export.'),
       'batch': flags.DEFINE_integer('batch', None,
                                     'Fixed batch size N >= 1; unset: dynamic batch.'),
-      # `--tta none|flip` (test-time augmentation) goes here and to `detection_fn`, the one
-      # place that builds the exported predict function.
+      'tta': flags.DEFINE_enum('tta', None, list(tta_lib.MODES),
+                               "Test-time augmentation inside the artifact (default: the "
+                               "run's eval.tta); docs/tta.md."),
   }
 
 
@@ -280,7 +283,7 @@ def run():
   def main(argv):
     del argv
     print(export(f['workdir'].value, f['output'].value, f['format'].value,
-                 step=f['step'].value, batch=f['batch'].value))
+                 step=f['step'].value, batch=f['batch'].value, tta=f['tta'].value))
 
   app.run(main)
 

@@ -62,6 +62,17 @@ class Result(NamedTuple):
   detections: dict[str, np.ndarray]
 
 
+def with_tta(run: run_files.InferenceRun, tta: str | None) -> run_files.InferenceRun:
+  """`run` with `config.eval.tta` set to `tta` (None: the run's own setting, checked)."""
+  if tta is not None:
+    config = run.config.copy_and_resolve_references()
+    with config.unlocked():
+      config.eval.tta = tta
+    run = run._replace(config=config)
+  predict.tta_params(run.config, run.keypoint_spec)  # a bad mode fails here, named
+  return run
+
+
 def read_export_meta(path, fmt: str) -> dict[str, Any]:
   """The `export_meta.json` of an export directory, checked to be of `fmt` and this version."""
   meta_path = os.path.join(str(path), EXPORT_META)
@@ -160,13 +171,16 @@ class Predictor:
         input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
 
   @classmethod
-  def from_workdir(cls, workdir, step: int | None = None, **kwargs) -> 'Predictor':
-    """From a training workdir's checkpoint (the latest, or `step`)."""
-    run = run_files.restore_for_inference(workdir, step)
+  def from_workdir(cls, workdir, step: int | None = None, tta: str | None = None,
+                   **kwargs) -> 'Predictor':
+    """From a training workdir's checkpoint (the latest, or `step`); `tta` overrides the run's
+    `eval.tta` ('none', 'flip', 'multiscale', 'flip_multiscale'; docs/tta.md)."""
+    run = with_tta(run_files.restore_for_inference(workdir, step), tta)
     predict_fn = predict.make_predict_fn(
         run.model, input_size=int(run.config.input.size),
         max_detections=int(run.config.eval.max_detections),
-        keypoint_params=predict.keypoint_decode_params(run.keypoint_spec, run.config))
+        keypoint_params=predict.keypoint_decode_params(run.keypoint_spec, run.config),
+        tta=predict.tta_params(run.config, run.keypoint_spec))
     return cls(config=run.config, label_map=run.label_map, keypoint_spec=run.keypoint_spec,
                predict_fn=predict_fn, variables=run.variables, step=run.step,
                source=str(workdir), **kwargs)

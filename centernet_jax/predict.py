@@ -1,13 +1,18 @@
 """The jitted network + decoder that evaluation, `detect`, the benchmarks and exports run.
 
-Only jax and the model/decoder code are needed here (no pycocotools or TensorFlow).
+Test-time augmentation (`config.eval.tta`, tta.py, docs/tta.md) lives behind
+`make_predict_fn` too, so every caller that passes `tta=tta_params(config, keypoint_spec)`
+gets it. Only jax and the model/decoder code are needed here (no pycocotools or TensorFlow).
 """
 
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
+from absl import logging
 
 from centernet_jax import decoder as decoder_lib
+from centernet_jax import tta as tta_lib
 
 
 def keypoint_decode_params(keypoint_spec, config):
@@ -25,8 +30,29 @@ def keypoint_decode_params(keypoint_spec, config):
       candidate_search_scale=float(k.get('candidate_search_scale', 0.3)))
 
 
+def tta_params(config, keypoint_spec=None) -> tta_lib.TTAParams | None:
+  """The static `tta.TTAParams` of `config.eval.tta*` (None for 'none'); a keypoint spec
+  gives flip TTA its joint flip permutation."""
+  mode = config.eval.tta
+  if mode not in tta_lib.MODES:
+    raise ValueError(f'eval.tta={mode!r}: must be one of {list(tta_lib.MODES)}')
+  if mode == 'none':
+    return None
+  multiscale = mode in ('multiscale', 'flip_multiscale')
+  keypoints = {} if keypoint_spec is None else {
+      'flip_permutation': tuple(int(p) for p in keypoint_spec.flip_permutation),
+      'task_name': keypoint_spec.task_name}
+  return tta_lib.TTAParams(
+      flip=mode in ('flip', 'flip_multiscale'),
+      scales=tuple(float(s) for s in config.eval.tta_scales) if multiscale else (),
+      size_multiple=tta_lib.input_multiple(config.model) if multiscale else 1,
+      nms=str(config.eval.tta_nms), nms_iou=float(config.eval.tta_nms_iou),
+      soft_nms_sigma=float(config.eval.tta_soft_nms_sigma), **keypoints)
+
+
 def make_predict_fn(model, *, input_size: int, max_detections: int,
-                    keypoint_params=None, multiclass_scores: bool = False
+                    keypoint_params=None, multiclass_scores: bool = False,
+                    tta: tta_lib.TTAParams | None = None
                     ) -> Callable[..., Any]:
   """A jitted (variables, batch) -> detections function for the last feature output.
 
@@ -34,15 +60,50 @@ def make_predict_fn(model, *, input_size: int, max_detections: int,
   detections are {'boxes' [B, K, 4] original pixels y-first, 'scores', 'classes'}, plus
   'keypoints' [B, K, J, 2] and 'keypoint_scores' [B, K, J] with `keypoint_params`
   (`decoder.KeypointDecodeParams`), and 'multiclass_scores' [B, K, C] with
-  `multiclass_scores` (the exports' OD API signature needs them).
+  `multiclass_scores` (the exports' OD API signature needs them). `tta` (`tta_params(config)`;
+  None: none) adds flip and/or multi-scale test-time augmentation with the same inputs and
+  outputs (tta.py).
   """
 
-  def predict(variables, batch):
-    outputs = model.apply(variables, batch['image'], train=False)
+  if tta is not None:
+    sides = (tta_lib.scaled_sides(input_size, tta.scales, tta.size_multiple) if tta.scales
+             else (input_size,))
+    logging.info('Test-time augmentation: flip %s, canvas sides %s%s.', tta.flip, sides,
+                 f', merged by {tta.nms} NMS' if tta.scales else '')
+
+  def decode(heads, true_size, original_size, side):
     return decoder_lib.decode_detections(
-        outputs[-1], true_size=batch['true_size'], original_size=batch['original_size'],
-        input_size=input_size, max_detections=max_detections,
-        keypoint_params=keypoint_params, multiclass_scores=multiclass_scores)
+        heads, true_size=true_size, original_size=original_size, input_size=side,
+        max_detections=max_detections, keypoint_params=keypoint_params,
+        multiclass_scores=multiclass_scores)
+
+  def heads_at(variables, images, true_size):
+    """The last feature output's heads of `images`, flip-averaged under `tta.flip`."""
+    if not tta.flip:
+      return model.apply(variables, images, train=False)[-1]
+    both = model.apply(variables, tta_lib.mirror_images(images, true_size), train=False)[-1]
+    b = images.shape[0]
+    direct = {k: v[:b] for k, v in both.items()}
+    mirrored = {k: v[b:] for k, v in both.items()}
+    return tta_lib.average_flip(direct, tta_lib.unflip_heads(mirrored, true_size, tta), tta)
+
+  def predict(variables, batch):
+    if tta is None:
+      outputs = model.apply(variables, batch['image'], train=False)
+      return decode(outputs[-1], batch['true_size'], batch['original_size'], input_size)
+    if not tta.scales:
+      return decode(heads_at(variables, batch['image'], batch['true_size']),
+                    batch['true_size'], batch['original_size'], input_size)
+    per_scale = []
+    for side in sides:
+      images = batch['image']
+      true_size = batch['true_size']
+      if side != input_size:
+        images = tta_lib.resize_canvas(images, side)
+        true_size = jnp.asarray(true_size, jnp.float32) * (side / input_size)
+      per_scale.append(decode(heads_at(variables, images, true_size), true_size,
+                              batch['original_size'], side))
+    return tta_lib.merge_detections(per_scale, max_detections=max_detections, params=tta)
 
   return jax.jit(predict)
 

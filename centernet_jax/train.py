@@ -70,7 +70,8 @@ class Trainer:
     self.manager = checkpointing.make_manager(self.workdir, keep=config.keep_checkpoints)
     self.predict_fn = evaluate.make_predict_fn(
         self.model, input_size=config.input.size, max_detections=config.eval.max_detections,
-        keypoint_params=evaluate.keypoint_decode_params(self.keypoint_spec, config))
+        keypoint_params=evaluate.keypoint_decode_params(self.keypoint_spec, config),
+        tta=evaluate.tta_params(config, self.keypoint_spec))
     self.summary_fn = image_summaries.make_summary_fn(
         self.model, config, self.num_classes, self.keypoint_spec,
         evaluate.keypoint_decode_params(self.keypoint_spec, config))
