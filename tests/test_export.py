@@ -159,15 +159,15 @@ def test_saved_model_in_a_tensorflow_only_client(runs, tmp_path):
                for k in got) == (name == 'kp')
 
 
-def test_signature_summary(runs):
-  box = export.signature_summary(runs['box']['saved_model'])
-  assert box == {'input_tensor': ('uint8', 4), 'detection_boxes': ('float32', 3),
-                 'detection_scores': ('float32', 2), 'detection_classes': ('float32', 2),
-                 'num_detections': ('float32', 1),
-                 'detection_multiclass_scores': ('float32', 3)}
-  kp = export.signature_summary(runs['kp']['saved_model'])
-  assert kp == {**box, 'detection_keypoints': ('float32', 4),
-                'detection_keypoint_scores': ('float32', 3)}
+def test_signature_equals_the_od_api_exporters(runs):
+  """Names, dtypes and ranks of `serving_default` equal those of the OD API's own exporter
+  (recorded in tests/data/odapi_serving_signature.json by `make export-signature`, which
+  also re-checks them live against the reference environment)."""
+  with open(os.path.join(REPO, 'tests', 'data', 'odapi_serving_signature.json')) as f:
+    odapi = json.load(f)
+  for name, key in (('box', 'box'), ('kp', 'keypoints')):
+    ours = export.signature_summary(runs[name]['saved_model'])
+    assert ours == {k: tuple(v) for k, v in odapi[key].items()}, name
 
 
 def test_jax_artifact_in_a_client_without_the_repository(runs, tmp_path):
