@@ -75,8 +75,7 @@ def our_worker(case: str, max_boxes: int) -> None:
   with open(os.path.join(case, 'pipeline.config')) as f:
     zoo = importer.read_pipeline_config(f.read())
   config = config_base.base_config()
-  for k, v in zoo.model_overrides().items():
-    config.model[k] = v
+  config.model.update_from_flattened_dict(zoo.model_overrides())
   size, num_classes = zoo.input_size, zoo.num_classes
   config.input.size = size
   config.dataset.max_boxes = max_boxes

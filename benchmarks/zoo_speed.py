@@ -84,8 +84,8 @@ def _timed_ms(fn, repeats: int) -> tuple[float, float, float]:
 
 def _keypoint_spec(config):
   """COCO person's keypoint task for a keypoint row (`keypoints.enabled`), else None."""
-  kcfg = config.get('keypoints')
-  if kcfg is None or not kcfg.get('enabled', False):
+  kcfg = config.keypoints
+  if not kcfg.enabled:
     return None
   from centernet_jax import keypoint_spec as kps  # pylint: disable=g-import-not-at-top
   return kps.spec_from_category(kps.coco_person_category(), 0, kcfg)  # person: channel 0

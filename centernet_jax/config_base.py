@@ -96,8 +96,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.heatmap_bias_init = -2.19
   c.model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (params stay float32)
   c.model.depthwise_heads = False  # separable 3x3 in the heads (MobileNet FPN sep-conv rows)
-  c.model.hourglass_depth = 104  # 'hourglass' backbone: only 104 (the zoo's Hourglass-104)
-  c.model.use_separable_conv = True  # 'mobilenet_v2_fpn': separable 3x3 FPN convs (zoo)
+  # Backbone-only settings, per backbone; `model.backbone` picks its entry, which is passed
+  # verbatim as keyword arguments to that backbone's Flax module (models/<backbone>.py).
+  c.model.backbone_kwargs = ml_collections.ConfigDict()
+  c.model.backbone_kwargs.hourglass = {'depth': 104}  # only 104 (the zoo's Hourglass-104)
+  c.model.backbone_kwargs.mobilenet_v2_fpn = {'use_separable_conv': True}  # sep-conv FPN (zoo)
+  c.model.backbone_kwargs.resnet_v1_fpn = {}
+  c.model.backbone_kwargs.resnet_v2 = {}
 
   # ---- targets and loss ----
   c.targets = ml_collections.ConfigDict()

@@ -62,9 +62,6 @@ from centernet_jax.data import coco_json
 
 COCO_CATEGORIES = coco_categories.COCO_CATEGORIES
 
-# Defaults of model config fields that the experiment may leave out (the builders' defaults).
-MODEL_FIELD_DEFAULTS = {'depthwise_heads': False, 'use_separable_conv': True}
-
 
 class ArchiveImportError(ValueError):
   """The archive cannot be imported as asked (message says why and what to do)."""
@@ -171,12 +168,14 @@ def config_mismatches(config, zoo: ZooModel, with_keypoints: bool = True) -> Lis
   which accepts either experiment and switches keypoints off).
   """
   problems = []
-  kp_enabled = bool((config.get('keypoints') or {}).get('enabled', False))
+  kp_enabled = bool(config.keypoints.enabled)
   if with_keypoints and kp_enabled != bool(zoo.keypoint_tasks):
     problems.append(f'keypoints.enabled is {kp_enabled}, the archive has keypoint tasks '
                     f'{list(zoo.keypoint_tasks)}')
   for key, want in zoo.model_overrides().items():
-    have = config.model.get(key, MODEL_FIELD_DEFAULTS.get(key))
+    have = config.model
+    for part in key.split('.'):  # 'backbone_kwargs.<backbone>.<field>' is nested
+      have = have[part]
     if key == 'num_classes' and have in (0, None):
       continue  # 0: taken from the label map; the importer sets it.
     if have != want:
@@ -184,7 +183,7 @@ def config_mismatches(config, zoo: ZooModel, with_keypoints: bool = True) -> Lis
   if int(config.input.size) != zoo.input_size:
     problems.append(f'input.size is {config.input.size}, the archive was trained at '
                     f'{zoo.input_size}')
-  if float(config.model.get('width_multiplier', 1.0)) != 1.0:
+  if float(config.model.width_multiplier) != 1.0:
     problems.append(f'model.width_multiplier is {config.model.width_multiplier}, the zoo '
                     'models have 1.0')
   return problems

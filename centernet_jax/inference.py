@@ -199,7 +199,7 @@ class Predictor:
     spec = kp_spec_lib.KeypointSpec.from_json_dict(kp) if kp else None
     call = jax.jit(lambda variables, batch: exported.call(
         batch['image'], batch['true_size'], batch['original_size']))
-    return cls(config=ml_collections.ConfigDict(meta['config']), label_map=label_map,
+    return cls(config=run_files.config_from_json(meta['config'], str(path)), label_map=label_map,
                keypoint_spec=spec, predict_fn=call, variables={}, step=int(meta['step']),
                source=str(path), **kwargs)
 

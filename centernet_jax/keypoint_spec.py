@@ -29,6 +29,8 @@ import dataclasses
 import re
 from typing import Any, Mapping, Optional, Sequence
 
+from centernet_jax import config_base
+
 COCO_KEYPOINT_NAMES = (
     'nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
     'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist', 'left_hip',
@@ -154,12 +156,16 @@ class KeypointSpec:
                per_keypoint_offset=bool(d.get('per_keypoint_offset', True)))
 
 
-def _get(cfg, name, default):
-  if cfg is None:
-    return default
-  if isinstance(cfg, Mapping):
-    return cfg.get(name, default)
-  return cfg.get(name, default) if hasattr(cfg, 'get') else getattr(cfg, name, default)
+def _settings(keypoint_config) -> Any:
+  """The base config's `keypoints` section with `keypoint_config` (a config's section, a
+  mapping of some of its fields, or None) on top: every field present, defaults from
+  config_base only."""
+  settings = config_base.base_config().keypoints
+  for key, value in dict(keypoint_config or {}).items():
+    if key in settings:
+      with settings.ignore_type():
+        settings[key] = value
+  return settings
 
 
 def _per_joint(value, num, what, default):
@@ -177,9 +183,10 @@ def spec_from_category(category: Mapping[str, Any], channel: int,
                        keypoint_config=None) -> KeypointSpec:
   """The spec of a COCO category dict with 'keypoints' (names) and optional 'skeleton'.
 
-  `keypoint_config` (the config's `keypoints` section, a mapping or None) may override
-  `flip_permutation`, `std_devs`, `oks_sigmas` (one value for all joints or one per joint),
-  `task_name` and `per_keypoint_offset`.
+  `keypoint_config` (the config's `keypoints` section, a mapping of some of its fields, or None
+  for the base config's) gives `flip_permutation`, `std_devs`, `oks_sigmas` (empty: derived
+  from the names; one value for all joints or one per joint), `task_name` and
+  `per_keypoint_offset`.
   """
   names = tuple(str(n) for n in category.get('keypoints') or ())
   if not names:
@@ -193,18 +200,16 @@ def spec_from_category(category: Mapping[str, Any], channel: int,
       raise ValueError(f"category {category.get('id')}: skeleton pair {list(pair)} is outside "
                        f'1..{num}')
     skeleton.append((a, b))
-  perm = _get(keypoint_config, 'flip_permutation', ())
+  k = _settings(keypoint_config)
+  perm = tuple(k.flip_permutation)
   perm = check_permutation(perm, num) if perm else flip_permutation_from_names(names)
   return KeypointSpec(
       category_id=int(category['id']), channel=int(channel),
       category_name=str(category.get('name', '')), names=names, skeleton=tuple(skeleton),
       flip_permutation=perm,
-      std_devs=_per_joint(_get(keypoint_config, 'std_devs', ()), num, 'std_devs',
-                          default_std_devs(names)),
-      oks_sigmas=_per_joint(_get(keypoint_config, 'oks_sigmas', ()), num, 'oks_sigmas',
-                            default_oks_sigmas(names)),
-      task_name=str(_get(keypoint_config, 'task_name', 'human_pose') or 'human_pose'),
-      per_keypoint_offset=bool(_get(keypoint_config, 'per_keypoint_offset', True)))
+      std_devs=_per_joint(k.std_devs, num, 'std_devs', default_std_devs(names)),
+      oks_sigmas=_per_joint(k.oks_sigmas, num, 'oks_sigmas', default_oks_sigmas(names)),
+      task_name=str(k.task_name), per_keypoint_offset=bool(k.per_keypoint_offset))
 
 
 def coco_person_category() -> dict[str, Any]:

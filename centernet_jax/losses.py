@@ -88,16 +88,8 @@ def l1_at_indices(prediction, indices, target, weights):
   return jnp.sum(per_box)
 
 
-def _cfg(config: Any, name: str, default: float) -> float:
-  if config is None:
-    return default
-  if isinstance(config, Mapping):
-    return float(config.get(name, default))
-  return float(getattr(config, name, default))
-
-
 def centernet_loss(head_outputs_list: Sequence[Mapping[str, jax.Array]],
-                   targets: Mapping[str, jax.Array], loss_config: Any = None,
+                   targets: Mapping[str, jax.Array], loss_config: Any,
                    valid_mask=None):
   """The CenterNet detection loss over every feature output.
 
@@ -106,8 +98,7 @@ def centernet_loss(head_outputs_list: Sequence[Mapping[str, jax.Array]],
       `'box/scale'` and `'box/offset'` `[B, H, W, 2]`), one per feature output.
     targets: the dict from `targets.build_targets`.
     loss_config: `config.loss` (`center_weight`, `scale_weight`, `offset_weight`,
-      `focal_alpha`, `focal_beta`), a mapping with those keys, or None for the defaults
-      (1.0, 0.1, 1.0, 2, 4).
+      `focal_alpha`, `focal_beta`; defaults in config_base).
     valid_mask: optional `[B, H, W]` from `targets.valid_output_mask` (center loss only).
 
   Returns:
@@ -118,11 +109,11 @@ def centernet_loss(head_outputs_list: Sequence[Mapping[str, jax.Array]],
   """
   if not head_outputs_list:
     raise ValueError('head_outputs_list is empty')
-  center_w = _cfg(loss_config, 'center_weight', 1.0)
-  scale_w = _cfg(loss_config, 'scale_weight', 0.1)
-  offset_w = _cfg(loss_config, 'offset_weight', 1.0)
-  alpha = _cfg(loss_config, 'focal_alpha', 2.0)
-  beta = _cfg(loss_config, 'focal_beta', 4.0)
+  center_w = float(loss_config.center_weight)
+  scale_w = float(loss_config.scale_weight)
+  offset_w = float(loss_config.offset_weight)
+  alpha = float(loss_config.focal_alpha)
+  beta = float(loss_config.focal_beta)
 
   normalizer = jnp.maximum(jnp.asarray(targets['num_boxes'], jnp.float32), 1.0)
   num_outputs = len(head_outputs_list)
@@ -167,8 +158,8 @@ def _l1_at_keypoint_indices(prediction, indices, channels, target, weights):
 
 def keypoint_loss(head_outputs_list: Sequence[Mapping[str, jax.Array]],
                   targets: Mapping[str, jax.Array], *, task_name: str,
-                  keypoint_config: Any = None, focal_alpha: float = 2.0,
-                  focal_beta: float = 4.0, valid_mask=None):
+                  keypoint_config: Any, focal_alpha: float, focal_beta: float,
+                  valid_mask=None):
   """The keypoint-task losses of the OD API (`_compute_keypoint_estimation_losses`).
 
   - `<task>/keypoint/heatmap`: the penalty-reduced focal loss against the joint heatmaps,
@@ -179,23 +170,23 @@ def keypoint_loss(head_outputs_list: Sequence[Mapping[str, jax.Array]],
     by `max(sum of weights, 1)`.
   - `<task>/keypoint/regression`: the same for the center -> joint regression at the disc
     pixels around each box center.
-  Each is averaged over the feature outputs and weighted (`heatmap_loss_weight` 1.0,
-  `offset_loss_weight` 1.0, `regression_loss_weight` 0.1 by default).
+  Each is averaged over the feature outputs and weighted (`keypoint_config`'s
+  `heatmap_loss_weight`, `offset_loss_weight`, `regression_loss_weight`).
 
   Args:
     head_outputs_list: head dicts holding `<task>/keypoint/{heatmap,offset,regression}`.
     targets: the dict of `targets.build_keypoint_targets`.
     task_name: the head-name prefix.
-    keypoint_config: `config.keypoints` (the three loss weights) or None for the defaults.
+    keypoint_config: `config.keypoints` (the three loss weights; defaults in config_base).
     focal_alpha, focal_beta: focal exponents (`config.loss`).
     valid_mask: optional `[B, H, W]` valid-pixel mask (heatmap loss only).
 
   Returns:
     `(total, components)` with the weighted components keyed by head name.
   """
-  heat_w = _cfg(keypoint_config, 'heatmap_loss_weight', 1.0)
-  off_w = _cfg(keypoint_config, 'offset_loss_weight', 1.0)
-  reg_w = _cfg(keypoint_config, 'regression_loss_weight', 0.1)
+  heat_w = float(keypoint_config.heatmap_loss_weight)
+  off_w = float(keypoint_config.offset_loss_weight)
+  reg_w = float(keypoint_config.regression_loss_weight)
   prefix = f'{task_name}/keypoint/'
   num_outputs = len(head_outputs_list)
   mask = jnp.asarray(targets['heatmap_mask'], jnp.float32)

@@ -20,14 +20,13 @@ def keypoint_decode_params(keypoint_spec, config):
   without a spec)."""
   if keypoint_spec is None:
     return None
-  k = config.get('keypoints') or {}
+  k = config.keypoints
   return decoder_lib.KeypointDecodeParams(
       task_name=keypoint_spec.task_name, class_channel=int(keypoint_spec.channel),
-      num_candidates=int(k.get('num_candidates', 100)),
-      candidate_score_threshold=float(k.get('candidate_score_threshold', 0.1)),
-      unmatched_score=float(k.get('unmatched_score', 0.1)),
-      box_scale=float(k.get('box_scale', 1.2)),
-      candidate_search_scale=float(k.get('candidate_search_scale', 0.3)))
+      num_candidates=int(k.num_candidates),
+      candidate_score_threshold=float(k.candidate_score_threshold),
+      unmatched_score=float(k.unmatched_score), box_scale=float(k.box_scale),
+      candidate_search_scale=float(k.candidate_search_scale))
 
 
 def tta_params(config, keypoint_spec=None) -> tta_lib.TTAParams | None:

@@ -44,6 +44,7 @@ from absl import logging
 from etils import epath
 
 from centernet_jax import checkpointing
+from centernet_jax import config_base
 from centernet_jax import keypoint_spec as kp_spec_lib
 from centernet_jax import model_variables
 from centernet_jax import models
@@ -88,6 +89,47 @@ def label_map_json(label_map, keypoint_spec: kp_spec_lib.KeypointSpec | None = N
   return out
 
 
+# Fields an older run's config held flat in `model`, now in `model.backbone_kwargs`.
+_MOVED_MODEL_FIELDS = {'hourglass_depth': ('hourglass', 'depth'),
+                       'use_separable_conv': ('mobilenet_v2_fpn', 'use_separable_conv')}
+
+
+def config_from_json(saved: Mapping[str, Any], where: str) -> ml_collections.ConfigDict:
+  """A saved run config on today's layout: the base config with the saved values on top.
+
+  So every field exists (a field added since the run was saved takes its base default, the one
+  place defaults live), the flat backbone fields of older runs (`model.hourglass_depth`,
+  `model.use_separable_conv`) move to `model.backbone_kwargs`, and fields that no longer exist
+  (e.g. the boolean `input.*` augmentation switches replaced by `input.augmentations`) are
+  dropped, listed in the log.
+  """
+  saved = json.loads(json.dumps(saved))  # a deep copy
+  model = saved.get('model')
+  if isinstance(model, dict):
+    kwargs = model.setdefault('backbone_kwargs', {})
+    for old, (backbone, field) in _MOVED_MODEL_FIELDS.items():
+      if old in model:
+        kwargs.setdefault(backbone, {})[field] = model.pop(old)
+  config = config_base.base_config()
+  dropped = []
+
+  def overlay(target: ml_collections.ConfigDict, values: Mapping[str, Any], prefix: str):
+    for key, value in values.items():
+      if key not in target:
+        dropped.append(prefix + key)
+      elif isinstance(target[key], ml_collections.ConfigDict) and isinstance(value, Mapping):
+        overlay(target[key], value, f'{prefix}{key}.')
+      else:
+        with target.ignore_type():
+          target[key] = tuple(value) if isinstance(value, list) else value
+
+  overlay(config, saved, '')
+  if dropped:
+    logging.info('%s: config fields that no longer exist, ignored: %s', where,
+                 ', '.join(dropped))
+  return config
+
+
 def _from_json(config_json: Mapping[str, Any], label_map: Mapping[str, Any], where: str
                ) -> RunFiles:
   for key in ('names', 'category_ids'):
@@ -97,7 +139,7 @@ def _from_json(config_json: Mapping[str, Any], label_map: Mapping[str, Any], whe
   label_map = dict(label_map)
   kp = label_map.pop(_KEYPOINTS, None)
   spec = kp_spec_lib.KeypointSpec.from_json_dict(kp) if kp else None
-  return RunFiles(ml_collections.ConfigDict(dict(config_json)), label_map, spec)
+  return RunFiles(config_from_json(config_json, where), label_map, spec)
 
 
 def checkpoint_meta(config: ml_collections.ConfigDict, label_map,
@@ -156,7 +198,9 @@ def build_model(run: RunFiles) -> models.CenterNet:
 
 
 def _one_device_replicated() -> jax.sharding.Sharding:
-  return sharding.replicated(sharding.make_mesh(ml_collections.ConfigDict({'data': 1})))
+  mesh = config_base.base_config().mesh
+  mesh.data = 1
+  return sharding.replicated(sharding.make_mesh(mesh))
 
 
 def restore_for_inference(workdir, step: int | None = None,

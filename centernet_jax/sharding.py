@@ -25,7 +25,7 @@ FSDP_MIN_SIZE = 2**14
 def make_mesh(mesh_config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   """A `('data', 'fsdp')` mesh; `data=-1` takes every device the `fsdp` axis leaves."""
   num_devices = jax.device_count()
-  fsdp = int(mesh_config.get('fsdp', 1))
+  fsdp = int(mesh_config.fsdp)
   if fsdp < 1 or num_devices % fsdp:
     raise ValueError(f'mesh.fsdp={fsdp} does not divide the {num_devices} devices.')
   data = num_devices // fsdp if mesh_config.data == -1 else int(mesh_config.data)

@@ -81,7 +81,7 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   """
   input_size = config.input.size
   out_size = output_size(input_size)
-  kp_config = config.get('keypoints')
+  kp_config = config.keypoints
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     targets, kp_targets = step_targets(batch, config, num_classes, keypoint_spec)

@@ -66,7 +66,7 @@ def input_multiple(model_config) -> int:
   Hourglass-104)."""
   backbone = model_config.backbone
   if backbone == 'hourglass':
-    return int(hourglass.HourglassNetwork(depth=int(model_config.hourglass_depth))
+    return int(hourglass.HourglassNetwork(**dict(model_config.backbone_kwargs.hourglass))
                .input_multiple)
   if backbone not in _FIXED_INPUT_MULTIPLE:
     raise ValueError(f'model.backbone={backbone!r}: no known input multiple for multi-scale '

@@ -98,20 +98,20 @@ def square_crop_augmentation(c: ml_collections.ConfigDict, size: int = 1024) -> 
 
 
 def model(c: ml_collections.ConfigDict, backbone: str, *, num_classes: int = 90,
-          depth: int | None = None, depthwise_heads: bool = False, **fields) -> None:
+          depth: int | None = None, depthwise_heads: bool = False, **backbone_kwargs) -> None:
   """The network: a backbone family (models/__init__.py) at full width, 256-channel heads."""
   c.model.backbone = backbone
   if depth is not None:
     if backbone == 'hourglass':
-      c.model.hourglass_depth = depth
+      c.model.backbone_kwargs.hourglass.depth = depth
     else:
       c.model.depth = depth
   c.model.width_multiplier = 1.0
   c.model.num_classes = num_classes
   c.model.head_channels = 256
   c.model.depthwise_heads = depthwise_heads
-  for key, value in fields.items():
-    c.model[key] = value
+  for key, value in backbone_kwargs.items():  # the backbone module's own settings
+    c.model.backbone_kwargs[backbone][key] = value
 
 
 def adam_cosine(c: ml_collections.ConfigDict, *, batch_size: int, num_train_steps: int,

@@ -35,6 +35,7 @@ from absl import logging
 from centernet_jax import checkpointing
 from centernet_jax import import_tf_checkpoint
 from centernet_jax import inference
+from centernet_jax import run_files
 from centernet_jax import train
 
 ROW_FILE = 'zoo_row.json'
@@ -146,7 +147,7 @@ def evaluation_config(workdir: str, coco: CocoFiles) -> ml_collections.ConfigDic
   MobileNetV2 keypoint row) is scored against `person_keypoints_val2017.json` for boxes too,
   so that its label map has the one category it predicts (docs/zoo.md, Data).
   """
-  config = ml_collections.ConfigDict(checkpointing.read_meta(workdir)['config'])
+  config = run_files.read_run_files(workdir).config
   keypoints = bool(config.keypoints.enabled)
   person_only = keypoints and int(config.model.num_classes) == 1
   with config.unlocked():

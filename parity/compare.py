@@ -61,7 +61,7 @@ def build_model(model_config, num_classes, keypoint_specs=()):
   module = importlib.import_module(f'centernet_jax.models.{model_config.backbone}')
   return CenterNet(backbone=module.build(model_config), normalize=module.normalize_input,
                    num_classes=num_classes,
-                   depthwise_heads=bool(model_config.get('depthwise_heads', False)),
+                   depthwise_heads=bool(model_config.depthwise_heads),
                    head_specs=tuple(detection_head_specs(num_classes)) + tuple(keypoint_specs)
                    ), 'direct (keypoint heads)' if keypoint_specs else 'direct'
 
@@ -98,7 +98,7 @@ def compare_keypoints(case, row, outputs, tf_pred_list, tf_heads, true_size, ori
   """The keypoint task (17 joints of class 0, `human_pose`): targets, losses, postprocess."""
   import jax
   import jax.numpy as jnp
-  from centernet_jax import decoder, keypoint_spec, losses, targets
+  from centernet_jax import config_base, decoder, keypoint_spec, losses, targets
   std = (0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.89,
          0.89, 0.89, 0.89)  # odapi_build.KEYPOINT_STD (docs/odapi_reference.md, 5)
   assert std == keypoint_spec.default_std_devs(keypoint_spec.COCO_KEYPOINT_NAMES)
@@ -135,9 +135,12 @@ def compare_keypoints(case, row, outputs, tf_pred_list, tf_heads, true_size, ori
         if sel.any() else 0.0, TOLERANCES['target'])
 
   valid = targets.valid_output_mask(true_size, size, out_size)
+  base = config_base.base_config()  # the zoo's keypoint loss weights and focal exponents
   for label, preds in (('on TF predictions', tf_pred_list),
                        ('on our predictions', [jax.tree.map(jnp.asarray, o) for o in outputs])):
-    _, comps = losses.keypoint_loss(preds, tg, task_name='human_pose', valid_mask=valid)
+    _, comps = losses.keypoint_loss(
+        preds, tg, task_name='human_pose', valid_mask=valid, keypoint_config=base.keypoints,
+        focal_alpha=base.loss.focal_alpha, focal_beta=base.loss.focal_beta)
     for key, value in comps.items():
       ref = case[f'loss/Loss/{key}']
       row(f'loss {key}, {label} (rel; TF {float(ref):.6g})',
@@ -190,8 +193,7 @@ def main():
   info = json.load(open(os.path.join(args.case, 'info.json')))
   zoo = importer.read_pipeline_config(open(os.path.join(args.case, 'pipeline.config')).read())
   config = config_base.base_config()
-  for k, v in zoo.model_overrides().items():
-    config.model[k] = v
+  config.model.update_from_flattened_dict(zoo.model_overrides())
   config.input.size = zoo.input_size
   size, num_classes = zoo.input_size, zoo.num_classes
   rows = []

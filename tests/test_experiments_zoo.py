@@ -156,9 +156,10 @@ def test_recipe(row):
   if 'depth' in want:
     assert m.depth == want['depth']
   assert m.width_multiplier == 1.0
-  assert bool(m.get('depthwise_heads', False)) == want.get('depthwise_heads', False)
+  assert bool(m.depthwise_heads) == want.get('depthwise_heads', False)
   if m.backbone == 'mobilenet_v2_fpn':
-    assert bool(m.use_separable_conv) == want['use_separable_conv']
+    assert bool(m.backbone_kwargs.mobilenet_v2_fpn.use_separable_conv) == (
+        want['use_separable_conv'])
   assert m.dtype == 'float32'  # use_bfloat16 is set in no zoo config
   # Loss weights and target settings shared by every zoo row.
   assert (config.loss.center_weight, config.loss.scale_weight, config.loss.offset_weight) == (

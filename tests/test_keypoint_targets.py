@@ -5,8 +5,14 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from centernet_jax import config_base
 from centernet_jax import losses
 from centernet_jax import targets
+
+_BASE = config_base.base_config()
+# The base config's keypoint loss weights and focal exponents (the zoo's).
+_LOSS_ARGS = {'keypoint_config': _BASE.keypoints, 'focal_alpha': _BASE.loss.focal_alpha,
+              'focal_beta': _BASE.loss.focal_beta}
 
 OUT = 32  # output pixels of a 128 x 128 input
 
@@ -133,7 +139,7 @@ def test_keypoint_loss_normalization():
              np.float32)}
   valid = np.ones((1, OUT, OUT), np.float32)
   valid[:, 20:, :] = 0.0
-  total, comps = losses.keypoint_loss([out, out], t, task_name='human_pose', valid_mask=valid)
+  total, comps = losses.keypoint_loss([out, out], t, task_name='human_pose', valid_mask=valid, **_LOSS_ARGS)
   # Heatmap: the focal sum under valid x blackout, / 3 labelled joints (2 outputs averaged).
   focal = float(losses.penalty_reduced_focal_loss(
       out['human_pose/keypoint/heatmap'], t['heatmap'],
@@ -160,7 +166,7 @@ def test_keypoint_loss_normalization():
   np.testing.assert_allclose(total, sum(float(v) for v in comps.values()), rtol=1e-6)
   # A shared (2-channel) offset head reads the same pair for every joint.
   shared = dict(out, **{'human_pose/keypoint/offset': out['human_pose/keypoint/offset'][..., :2]})
-  _, comps2 = losses.keypoint_loss([shared], t, task_name='human_pose')
+  _, comps2 = losses.keypoint_loss([shared], t, task_name='human_pose', **_LOSS_ARGS)
   off2 = 0.0
   for m in range(4):
     for jj in range(j):
@@ -181,7 +187,7 @@ def test_no_keypoints_gives_zero_losses():
   out = {'human_pose/keypoint/heatmap': jnp.zeros((1, OUT, OUT, 3)),
          'human_pose/keypoint/offset': jnp.ones((1, OUT, OUT, 6)),
          'human_pose/keypoint/regression': jnp.ones((1, OUT, OUT, 6))}
-  total, comps = losses.keypoint_loss([out], t, task_name='human_pose')
+  total, comps = losses.keypoint_loss([out], t, task_name='human_pose', **_LOSS_ARGS)
   assert np.isfinite(float(total))
   assert float(comps['human_pose/keypoint/offset']) == 0.0
   assert float(comps['human_pose/keypoint/regression']) == 0.0

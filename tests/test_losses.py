@@ -123,10 +123,11 @@ def test_centernet_loss_normalisation_weights_and_outputs():
   np.testing.assert_allclose(comps['box/offset'], exp_offset, rtol=1e-5)
   np.testing.assert_allclose(total, exp_center + exp_scale + exp_offset, rtol=1e-5)
   assert set(comps) == {'object_center', 'box/scale', 'box/offset'}
-  # Mapping config with other weights; one output; no boxes -> divided by 1.
+  # Other weights; one output; no boxes -> divided by 1.
   t0 = dict(t, num_boxes=np.float32(0.0))
-  total1, comps1 = L.centernet_loss(heads[:1], t0, {'center_weight': 2.0, 'scale_weight': 1.0,
-                                                    'offset_weight': 0.0})
+  other = base_config().loss
+  other.center_weight, other.scale_weight, other.offset_weight = 2.0, 1.0, 0.0
+  total1, comps1 = L.centernet_loss(heads[:1], t0, other)
   np.testing.assert_allclose(comps1['object_center'],
                              2.0 * _np_focal(heads[0]['object_center'], t['heatmap']), rtol=1e-5)
   np.testing.assert_allclose(comps1['box/scale'], _np_l1(heads[0]['box/scale'], t, 'size'),
@@ -147,8 +148,8 @@ def test_centernet_loss_zero_regression_for_perfect_heads_and_grads_finite():
         offset[bi, y, x] = t['offset'][bi, mi]
   heads = [{'object_center': jnp.zeros((2, 6, 5, 2)), 'box/scale': jnp.asarray(scale),
             'box/offset': jnp.asarray(offset)}]
-  _, comps = L.centernet_loss(heads, t)
+  _, comps = L.centernet_loss(heads, t, base_config().loss)
   assert float(comps['box/scale']) == pytest.approx(0.0, abs=1e-6)
   assert float(comps['box/offset']) == pytest.approx(0.0, abs=1e-6)
-  grads = jax.grad(lambda hs: L.centernet_loss(hs, t)[0])(heads)
+  grads = jax.grad(lambda hs: L.centernet_loss(hs, t, base_config().loss)[0])(heads)
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))

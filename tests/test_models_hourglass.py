@@ -3,10 +3,10 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from centernet_jax import config_base
 from centernet_jax import models
 from centernet_jax.models import hourglass as H
 
@@ -18,10 +18,8 @@ DATA = 'odapi_hg104_feature_extractor.txt'  # in tests/data/
 
 
 def _model_config(**overrides):
-  c = ml_collections.ConfigDict({'backbone': 'hourglass', 'hourglass_depth': 104,
-                                 'width_multiplier': 1.0, 'head_channels': 256,
-                                 'heatmap_bias_init': -2.19, 'dtype': 'float32',
-                                 'depthwise_heads': False})
+  c = config_base.base_config().model
+  c.backbone = 'hourglass'
   c.update(overrides)
   return c
 

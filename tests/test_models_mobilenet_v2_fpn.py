@@ -3,7 +3,6 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -19,10 +18,10 @@ DATA = 'odapi_mnv2fpn_feature_extractor.txt'  # in tests/data/
 
 
 def _model_config(**overrides):
-  c = ml_collections.ConfigDict({'backbone': 'mobilenet_v2_fpn', 'width_multiplier': 1.0,
-                                 'use_separable_conv': True, 'head_channels': 256,
-                                 'heatmap_bias_init': -2.19, 'dtype': 'float32',
-                                 'depthwise_heads': True})
+  c = config_base.base_config().model
+  c.backbone, c.depthwise_heads = 'mobilenet_v2_fpn', True
+  c.backbone_kwargs.mobilenet_v2_fpn.use_separable_conv = overrides.pop(
+      'use_separable_conv', True)
   c.update(overrides)
   return c
 
@@ -33,8 +32,8 @@ def _model_config(**overrides):
 
 def test_config_defaults():
   c = config_base.base_config()
-  assert c.model.use_separable_conv is True
-  assert c.model.hourglass_depth == 104
+  assert c.model.backbone_kwargs.mobilenet_v2_fpn.use_separable_conv is True
+  assert c.model.backbone_kwargs.hourglass.depth == 104
 
 
 def test_param_counts_match_research_table():

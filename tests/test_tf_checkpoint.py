@@ -161,8 +161,7 @@ def test_escaping():
 
 def _zoo_model_config(feature_extractor, depthwise):
   c = config_base.base_config()
-  for key, value in models.zoo_feature_extractors()[feature_extractor].items():
-    c.model[key] = value
+  c.model.update_from_flattened_dict(models.zoo_feature_extractors()[feature_extractor])
   c.model.depthwise_heads = depthwise
   return c.model
 

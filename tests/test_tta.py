@@ -14,6 +14,7 @@ from centernet_jax import predict
 from centernet_jax import sharding
 from centernet_jax import tta
 from centernet_jax.data import pipeline
+from centernet_jax.data import sources
 from tests import test_nms
 from tests import tiny
 
@@ -326,8 +327,8 @@ def test_evaluation_runs_with_tta(tmp_path):
   config = tiny.tiny_keypoint_config(tmp_path / 'data')
   config.eval.tta = 'flip_multiscale'
   config.eval.tta_scales = (0.5, 1.0)
-  label_map, num_classes = pipeline.dataset_info(config)
-  spec = pipeline.keypoint_spec_for(config)
+  facts = sources.resolve(config)
+  label_map, num_classes, spec = facts.label_map, facts.num_classes, facts.keypoint_spec
   params = predict.tta_params(config, spec)
   assert params.flip and params.scales == (0.5, 1.0)
   assert params.flip_permutation == spec.flip_permutation != tuple(range(spec.num_keypoints))
@@ -337,13 +338,13 @@ def test_evaluation_runs_with_tta(tmp_path):
   predict_fn = evaluate.make_predict_fn(
       model, input_size=config.input.size, max_detections=config.eval.max_detections,
       keypoint_params=evaluate.keypoint_decode_params(spec, config), tta=params)
-  eval_iter, num_batches = pipeline.make_eval_iterator(config)
+  eval_iter, num_batches = pipeline.make_eval_iterator(config, facts)
   metrics = evaluate.run_evaluation(
       variables=model.init(), predict_fn=predict_fn, eval_iterator=eval_iter,
       num_batches=num_batches, mesh=sharding.make_mesh(config.mesh),
-      annotation_file=eval_iter.annotation_file,
+      annotation_file=facts.ground_truth_file,
       channel_to_category_id=label_map.channel_to_id_array, keypoint_spec=spec,
-      keypoint_annotation_file=eval_iter.keypoint_annotation_file)
+      keypoint_annotation_file=facts.require_keypoint_ground_truth())
   assert set(evaluate.STAT_NAMES) <= set(metrics)
   assert all(np.isfinite(metrics[k]) for k in evaluate.STAT_NAMES)
   assert 'keypoints/AP' in metrics

@@ -77,7 +77,7 @@ def generation_params(dataset_config) -> dict[str, Any]:
       'num_val': int(d.synthetic_num_val),
       'image_size': int(d.synthetic_image_size),
       'min_object_size': int(d.synthetic_min_object_size),
-      'seed': int(d.get('synthetic_seed', 0)),
+      'seed': int(d.synthetic_seed),
   }
 
 

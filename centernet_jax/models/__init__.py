@@ -88,7 +88,7 @@ def build_model(model_config, num_classes: int, keypoint_spec=None) -> CenterNet
   if num_classes <= 0:
     raise ValueError(f'num_classes must be positive, got {num_classes}.')
   spec = backbone_spec(model_config.backbone)
-  dtype = compute_dtype(model_config.get('dtype', 'float32'))
+  dtype = compute_dtype(model_config.dtype)
   head_specs = None
   if keypoint_spec is not None:
     head_specs = tuple(detection_head_specs(int(num_classes))) + keypoint_head_specs(
@@ -98,13 +98,17 @@ def build_model(model_config, num_classes: int, keypoint_spec=None) -> CenterNet
       backbone=spec.build(model_config, dtype=dtype),
       normalize=spec.normalize,
       num_classes=int(num_classes),
-      head_channels=int(model_config.get('head_channels', 256)),
-      heatmap_bias_init=float(model_config.get('heatmap_bias_init',
-                                               heads.DEFAULT_HEATMAP_BIAS_INIT)),
-      depthwise_heads=bool(model_config.get('depthwise_heads', False)),
+      head_channels=int(model_config.head_channels),
+      heatmap_bias_init=float(model_config.heatmap_bias_init),
+      depthwise_heads=bool(model_config.depthwise_heads),
       dtype=dtype, head_specs=head_specs)
 
 
+def backbone_kwargs(model_config) -> dict[str, Any]:
+  """`model.backbone_kwargs[model.backbone]`: the backbone module's own keyword arguments."""
+  return dict(model_config.backbone_kwargs[model_config.backbone])
+
+
 __all__ = ['BACKBONES', 'BackboneSpec', 'CenterNet', 'backbone_spec', 'build_model',
-           'compute_dtype', 'detection_head_specs', 'input_normalization',
+           'backbone_kwargs', 'compute_dtype', 'detection_head_specs', 'input_normalization',
            'keypoint_head_specs', 'zoo_feature_extractors']

@@ -243,10 +243,10 @@ class HourglassNetwork(nn.Module):
 
 
 def build(model_config, dtype: Any = jnp.float32) -> HourglassNetwork:
-  """Builds the backbone from the `model` config section (hourglass_depth, width_multiplier)."""
-  return HourglassNetwork(depth=int(model_config.get('hourglass_depth', 104)),
-                          width_multiplier=float(model_config.get('width_multiplier', 1.0)),
-                          dtype=dtype)
+  """Builds the backbone from the `model` config section (width_multiplier, and
+  `backbone_kwargs.hourglass`: depth)."""
+  return HourglassNetwork(width_multiplier=float(model_config.width_multiplier), dtype=dtype,
+                          **dict(model_config.backbone_kwargs.hourglass))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -237,10 +237,9 @@ class MobileNetV2FPN(nn.Module):
 
 def build(model_config, dtype: Any = jnp.float32) -> MobileNetV2FPN:
   """Builds the backbone from the `model` config section (width_multiplier = MobileNet alpha,
-  use_separable_conv)."""
-  return MobileNetV2FPN(alpha=float(model_config.get('width_multiplier', 1.0)),
-                        use_separable_conv=bool(model_config.get('use_separable_conv', True)),
-                        dtype=dtype)
+  and `backbone_kwargs.mobilenet_v2_fpn`: use_separable_conv)."""
+  return MobileNetV2FPN(alpha=float(model_config.width_multiplier), dtype=dtype,
+                        **dict(model_config.backbone_kwargs.mobilenet_v2_fpn))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,8 +248,8 @@ def build(model_config, dtype: Any = jnp.float32) -> MobileNetV2FPN:
 # OD API `feature_extractor.type` (`mobilenet_v2_fpn` with `use_separable_conv: true` is read
 # as 'mobilenet_v2_fpn_sep_conv') -> this backbone's model config fields.
 ZOO_FEATURE_EXTRACTORS = {
-    'mobilenet_v2_fpn': {'use_separable_conv': False},
-    'mobilenet_v2_fpn_sep_conv': {'use_separable_conv': True},
+    'mobilenet_v2_fpn': {'backbone_kwargs.mobilenet_v2_fpn.use_separable_conv': False},
+    'mobilenet_v2_fpn_sep_conv': {'backbone_kwargs.mobilenet_v2_fpn.use_separable_conv': True},
 }
 
 

@@ -201,8 +201,8 @@ class ResNetV2Upsample(nn.Module):
 
 def build(model_config, dtype: Any = jnp.float32) -> ResNetV2Upsample:
   """Builds the backbone from the `model` config section (depth, width_multiplier)."""
-  return ResNetV2Upsample(depth=int(model_config.get('depth', 50)),
-                          width_multiplier=float(model_config.get('width_multiplier', 1.0)),
+  return ResNetV2Upsample(depth=int(model_config.depth),
+                          width_multiplier=float(model_config.width_multiplier),
                           dtype=dtype)
 
 
@@ -223,7 +223,7 @@ def tf_layer_map(model_config, params, *, classification: bool = False) -> tfp.L
   The Keras ResNet50V2 checkpoint holds `post_bn` (the extractor taps the residual sum before
   it); unless the Flax model creates it (`create_post_bn`), it is a documented skip.
   """
-  depth = int(model_config.get('depth', 50))  # as `build`
+  depth = int(model_config.depth)  # as `build`
   order = keras_weighted_layer_order(depth, include_post_bn=True)
   base = tfp.CLASSIFICATION_ROOT if classification else tfp.BASE_MODEL
   layers: tfp.LayerMap = {}
