@@ -79,6 +79,13 @@ parity-1024: venv
 # r50v1fpn --repeats 3" or "--hourglass" changes the rows. About 15-25 minutes on 2 cores.
 BENCH_ODAPI_OUT ?= runs/bench_odapi.md
 BENCH_ODAPI_ARGS ?=
+# The OD API exporter's SavedModel signature (names, dtypes, ranks), exported live in the
+# reference env and checked against tests/data/odapi_serving_signature.json, the record our
+# export is tested against (tests/test_export.py). About 4 minutes.
+.PHONY: export-signature
+export-signature: venv
+	parity/export_signature.sh $(PY) runs/odapi_export
+
 .PHONY: bench-odapi
 bench-odapi: venv
 	tools/odapi_env.sh > /dev/null
