@@ -36,21 +36,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'parity'))
 import odapi_build  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from object_detection.models.keras_models import mobilenet_v2 as od_mobilenet_v2  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NUM_IMAGES = 8
 TRAIN_BATCH = 2
 TRAIN_BOXES = 10
-
-
-def _no_download_mobilenet():
-  """The MobileNetV2 extractor asks Keras for ImageNet weights (a download): build without."""
-  original = od_mobilenet_v2.mobilenet_v2
-
-  def without_download(*a, **kw):
-    kw['weights'] = None
-    return original(*a, **kw)
-  od_mobilenet_v2.mobilenet_v2 = without_download
 
 
 def train_ground_truth(rng, num_classes, size):
@@ -71,7 +60,7 @@ def main():
   args = parser.parse_args()
   os.makedirs(args.case, exist_ok=True)
   tf.random.set_seed(args.seed)
-  _no_download_mobilenet()
+  odapi_build.no_download_mobilenet()
   fe_text, num_classes, extra, make_fe, use_depthwise = odapi_build.VARIANTS[args.variant]
   with open(os.path.join(args.case, 'pipeline.config'), 'w') as f:
     f.write('model {' + odapi_build.MODEL_TEMPLATE.format(

@@ -217,6 +217,16 @@ def randomize_and_calibrate(model, preprocessed, seed):
   return len(bns)
 
 
+def no_download_mobilenet():
+  """The MobileNetV2 extractor asks Keras for ImageNet weights (a download): build without."""
+  original = od_mobilenet_v2.mobilenet_v2
+
+  def without_download(*a, **kw):
+    kw['weights'] = None
+    return original(*a, **kw)
+  od_mobilenet_v2.mobilenet_v2 = without_download
+
+
 def make_model(args, num_classes, make_fe, use_depthwise, keypoints=False):
   """CenterNetMetaArch as `model_builder._build_center_net_model` assembles it."""
   resizer = image_resizer_pb2.ImageResizer()
@@ -254,13 +264,7 @@ def main():
   tf.random.set_seed(args.seed)
   np.random.seed(args.seed)
 
-  # The MobileNetV2 extractor asks Keras for ImageNet weights (a download): build it without.
-  original_mnv2 = od_mobilenet_v2.mobilenet_v2
-
-  def mnv2_without_download(*a, **kw):
-    kw['weights'] = None
-    return original_mnv2(*a, **kw)
-  od_mobilenet_v2.mobilenet_v2 = mnv2_without_download
+  no_download_mobilenet()
 
   keypoints = args.variant in KEYPOINT_VARIANTS
   fe_text, num_classes, extra, make_fe, use_depthwise = VARIANTS[

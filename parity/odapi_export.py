@@ -52,12 +52,7 @@ def main():
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
   tf.random.set_seed(args.seed)
-  original_mnv2 = odapi_build.od_mobilenet_v2.mobilenet_v2
-
-  def mnv2_without_download(*a, **kw):  # the extractor would fetch ImageNet weights
-    kw['weights'] = None
-    return original_mnv2(*a, **kw)
-  odapi_build.od_mobilenet_v2.mobilenet_v2 = mnv2_without_download
+  odapi_build.no_download_mobilenet()
 
   keypoints = args.variant in odapi_build.KEYPOINT_VARIANTS
   base = odapi_build.KEYPOINT_VARIANTS.get(args.variant, args.variant)

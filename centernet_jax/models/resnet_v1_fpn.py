@@ -269,10 +269,7 @@ def tf_layer_map(model_config, params, *, classification: bool = False) -> tfp.L
   depth = int(model_config.depth)
   order = keras_weighted_layer_order(depth)
   base = tfp.CLASSIFICATION_ROOT if classification else tfp.BASE_MODEL
-  layers: tfp.LayerMap = {}
-  for n, name in enumerate(order):
-    layers[('backbone', 'resnet', name)] = (f'{base}/layer_with_weights-{n}',
-                                            tfp.bn_or_conv(name))
+  layers = tfp.keras_layers(('backbone', 'resnet'), order, base)
   extra = {}
   if classification:
     extra = tfp.classifier_skip(len(order))

@@ -15,7 +15,7 @@ prefix: why that checkpoint variable is deliberately not converted}). Layer kind
     backbone itself, so the new layers start at 1).
 """
 
-from typing import Dict, NamedTuple, Tuple
+from typing import Dict, NamedTuple, Sequence, Tuple
 
 FEATURE_EXTRACTOR = 'model/_feature_extractor'
 BASE_MODEL = 'model/_feature_extractor/_base_model'
@@ -34,6 +34,14 @@ class LayerMapResult(NamedTuple):
 
 class CheckpointMismatchError(ValueError):
   """The checkpoint and the model disagree (unused variable, unfilled parameter, shape)."""
+
+
+def keras_layers(flax_prefix: tuple[str, ...], order: Sequence[str], base: str) -> LayerMap:
+  """`flax_prefix + (name,)` -> (`<base>/layer_with_weights-N`, kind) for the Keras model whose
+  weighted layers are `order` (checkpoints number them in that order; docs/odapi_reference.md,
+  section 3.4)."""
+  return {flax_prefix + (name,): (f'{base}/layer_with_weights-{n}', bn_or_conv(name))
+          for n, name in enumerate(order)}
 
 
 def bn_or_conv(keras_layer_name: str) -> str:
