@@ -180,9 +180,9 @@ def write_random_workdir(config: ml_collections.ConfigDict, workdir: str, *, ste
   state = train.TrainState(step=jnp.asarray(step, jnp.int32), params=variables['params'],
                            batch_stats=variables.get('batch_stats', {}),
                            opt_state=tx.init(variables['params']))
-  info = facts.label_map_info()
   manager = checkpointing.make_manager(workdir)
-  checkpointing.save(manager, step, state, train._meta(config, info, step))
+  checkpointing.save(manager, step, state, run_files.checkpoint_meta(
+      config, facts.label_map, facts.keypoint_spec, step))
   checkpointing.close(manager)
 
 
