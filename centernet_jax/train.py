@@ -48,7 +48,9 @@ class Trainer:
   """Everything `train_and_evaluate` and the eval mode share: mesh, data, model, state."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str,
-               splits: tuple[str, ...] = ('train', 'val')):
+               splits: tuple[str, ...] = ('train', 'val'), initialize: bool = True):
+    """`initialize` False leaves `state` abstract (shapes and shardings only), for a caller
+    that restores a checkpoint onto it and must not pay for compiling the init program."""
     self.config = config
     self.workdir = epath.Path(workdir)
     # Config and data of `splits` are checked before anything is built or compiled.
@@ -64,9 +66,14 @@ class Trainer:
     self.tx, self.schedule = optimizer_lib.make_optimizer(config)
     init_fn = lambda rng: create_train_state(rng, self.model, self.tx, config.input.size)
     rng = jax.random.key(config.seed)
-    self.state_shardings = sharding.state_shardings(
-        self.mesh, model_variables.abstract_train_state(self.model, self.tx, config.input.size))
-    self.state = performance.run_init(init_fn, rng, self.state_shardings)
+    abstract = model_variables.abstract_train_state(self.model, self.tx, config.input.size)
+    self.state_shardings = sharding.state_shardings(self.mesh, abstract)
+    if initialize:
+      self.state = performance.run_init(init_fn, rng, self.state_shardings)
+    else:
+      self.state = jax.tree.map(
+          lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
+          self.state_shardings)
     self.manager = checkpointing.make_manager(self.workdir, keep=config.keep_checkpoints)
     self.predict_fn = evaluate.make_predict_fn(
         self.model, input_size=config.input.size, max_detections=config.eval.max_detections,
@@ -242,7 +249,7 @@ def _throughput(config, compiled_step, trainer) -> performance.Throughput:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: int | None = None) -> dict[str, float] | None:
   """Evaluates a saved checkpoint of `workdir` (the latest if `step` is None)."""
-  trainer = Trainer(config, workdir, splits=('val',))
+  trainer = Trainer(config, workdir, splits=('val',), initialize=False)
   if step is None and trainer.manager.latest_step() is None:
     raise FileNotFoundError(f'No checkpoint under {checkpointing.checkpoint_dir(workdir)}.')
   trainer.state = run_files.restore_train_state(trainer.manager, trainer.state, step=step)

@@ -204,5 +204,5 @@ def test_bad_folders_and_arguments(run, tmp_path):
     inference.Predictor.from_workdir(run['workdir'], batch_size=0)
   with pytest.raises(FileNotFoundError, match='no checkpoint under'):
     inference.Predictor.from_workdir(str(tmp_path / 'nothing'))
-  with pytest.raises(FileNotFoundError, match='no checkpoint of step 7'):
+  with pytest.raises(FileNotFoundError, match='checkpoints/7 not found'):
     inference.Predictor.from_workdir(run['workdir'], step=7)
