@@ -9,6 +9,7 @@ order is `stream.shuffled_index` of the global position, so it is a pure functio
 from __future__ import annotations
 
 import abc
+import functools
 
 from absl import logging
 import numpy as np
@@ -147,3 +148,17 @@ class FileSource(base.Source):
         elements=tf.data.Dataset.range(count), decode=self._decoder(facts, table), count=count,
         max_count=base_count + (1 if extra else 0), total=total,
         image_ids=[r.image_id for r in mine], all_image_ids=[r.image_id for r in records])
+
+
+class GeneratedSource(FileSource):
+  """A set this project generates under `dataset.synthetic_dir` on first use (`generate`:
+  dataset config section -> its paths dict with '<split>_annotations' / '<split>_images')."""
+
+  generate = None  # set by each subclass
+
+  @functools.cached_property
+  def _paths(self):
+    return type(self).generate(self.config.dataset)
+
+  def split_paths(self, split):
+    return self._paths[f'{split}_annotations'], self._paths[f'{split}_images']
