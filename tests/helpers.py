@@ -1,6 +1,7 @@
-"""Helpers shared by the model tests (tests/test_models*.py). Tiny run configs and data sets
-are tests/tiny.py."""
+"""Helpers shared by the tests: model checks (tests/test_models*.py) and the environment of
+the processes tests start. Tiny run configs and data sets are tests/tiny.py."""
 
+import os
 import pathlib
 import re
 
@@ -11,6 +12,14 @@ import numpy as np
 from centernet_jax import model_variables
 
 DATA = pathlib.Path(__file__).parent / 'data'
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+  """The environment for a process a test starts: this one's, on CPU, with its XLA flags less
+  the simulated device count (the child sees one device unless it asks), so that the compile
+  flags of tests/conftest.py and the compilation cache still apply."""
+  flags = re.sub(r'--xla_force_host_platform_device_count=\S+', '', os.environ.get('XLA_FLAGS', ''))
+  return {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ' '.join(flags.split()), **overrides}
 
 
 def count(tree) -> int:

@@ -5,13 +5,15 @@ import os
 import subprocess
 import sys
 
+from tests import helpers
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_tiny_suite_rows_and_table(tmp_path):
   out = tmp_path / 'suite.md'
   rows = 'train_r50_bf16_b32,infer_mnv2'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  env = helpers.subprocess_env()
   proc = subprocess.run(
       [sys.executable, 'benchmarks/device_suite.py', '--tiny', '--only', rows, '--out', str(out),
        '--peak_tflops', '1.0'], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

@@ -13,6 +13,7 @@ from centernet_jax import evaluate
 from centernet_jax import train
 from centernet_jax.data import synthetic
 
+from tests import helpers
 from tests import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +37,7 @@ def test_train_eval_detect(tmp_path, monkeypatch):
   result = subprocess.run(
       [sys.executable, '-m', 'centernet_jax.main', '--config', 'tests/tiny_experiment.py',
        '--workdir', str(workdir), '--mode', 'eval', *overrides],
-      cwd=REPO, env=dict(os.environ, XLA_FLAGS=''), capture_output=True, text=True, timeout=300)
+      cwd=REPO, env=helpers.subprocess_env(), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   again = json.loads((workdir / 'eval_metrics.json').read_text())
   assert again['step'] == 3

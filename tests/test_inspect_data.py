@@ -16,6 +16,7 @@ from centernet_jax.data import sources
 from centernet_jax.data import synthetic
 from centernet_jax.data import synthetic_keypoints
 
+from tests import helpers
 from tests import tiny
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -200,7 +201,7 @@ def test_command_line(data_dir, tmp_path):
       [sys.executable, '-m', 'centernet_jax.inspect_data', '--config',
        'tests/tiny_experiment.py', f'--config.dataset.synthetic_dir={data_dir}', '--output',
        str(tmp_path / 'out'), '--num', '2', '--num_stats', '16'],
-      cwd=REPO, env=dict(os.environ, XLA_FLAGS=''), capture_output=True, text=True, timeout=300)
+      cwd=REPO, env=helpers.subprocess_env(), capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'boxes (training targets)' in result.stdout and 'ERRORS' not in result.stdout
   assert (tmp_path / 'out' / 'sheet_000.png').exists()

@@ -22,6 +22,7 @@ from centernet_jax import train
 from centernet_jax.data import pipeline
 from centernet_jax.data import sources
 
+from tests import helpers
 from tests import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -196,7 +197,7 @@ def test_killed_run_resumes_at_its_last_checkpoint(data_dir, tmp_path):
   cmd = [sys.executable, '-m', 'centernet_jax.main', '--config', 'tests/tiny_experiment.py',
          '--workdir', str(workdir), '--config.num_train_steps=1000',
          '--config.checkpoint_every_steps=2', *overrides]
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  env = helpers.subprocess_env()
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, start_new_session=True)
   ckpts = checkpointing.checkpoint_dir(workdir)
