@@ -4,13 +4,6 @@ import os
 
 # Must happen before jax initialises its backends.
 os.environ.setdefault('XLA_FLAGS', '')
-# The suite's time is mostly XLA:CPU compiling many small programs once each, which then run a
-# few steps: LLVM without its expensive passes compiles the tiny model's train step in about
-# half the time (docs/benchmarks.md, "Test suite"). Numerics do not change (no fast-math).
-# Subprocesses keep these flags through tests.helpers.subprocess_env.
-TEST_COMPILE_FLAGS = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
-if '--xla_backend_optimization_level' not in os.environ['XLA_FLAGS']:
-  os.environ['XLA_FLAGS'] += ' ' + TEST_COMPILE_FLAGS
 if '--xla_force_host_platform_device_count' not in os.environ['XLA_FLAGS']:
   os.environ['XLA_FLAGS'] += ' --xla_force_host_platform_device_count=4'
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')

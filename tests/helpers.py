@@ -15,9 +15,9 @@ DATA = pathlib.Path(__file__).parent / 'data'
 
 
 def subprocess_env(**overrides: str) -> dict[str, str]:
-  """The environment for a process a test starts: this one's, on CPU, with its XLA flags less
-  the simulated device count (the child sees one device unless it asks), so that the compile
-  flags of tests/conftest.py and the compilation cache still apply."""
+  """The environment for a process a test starts: this one's (its compilation cache included),
+  on CPU, with its XLA flags less the simulated device count: the child sees one device, as a
+  user's process does, unless `overrides` say otherwise."""
   flags = re.sub(r'--xla_force_host_platform_device_count=\S+', '', os.environ.get('XLA_FLAGS', ''))
   return {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': ' '.join(flags.split()), **overrides}
 
