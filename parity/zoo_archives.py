@@ -6,7 +6,8 @@ Runs INSIDE the OD API reference environment (tools/odapi_env.sh), never in the 
   $PY parity/zoo_archives.py --archives runs/zoo_table_odapi/archives \
       --coco_dir runs/zoo_table_odapi/coco [--rows NAME,NAME] [--with_r50]
 
-What `make zoo-table-odapi` feeds to `python -m centernet_jax.zoo_table` (parity/zoo_table_odapi.sh).
+What `make zoo-table-odapi` feeds to `python -m centernet_jax.zoo_table`
+(parity/zoo_table_odapi.sh).
 
 Per row, `--archives/<row>/` is laid out like the zoo's extracted tarball, written by the same
 calls as the OD API exporter (`exporter_lib_v2.export_inference_graph`):
@@ -45,7 +46,7 @@ from PIL import Image
 from object_detection.protos import pipeline_pb2
 from object_detection.utils import config_util
 
-import odapi_build  # pylint: disable=wrong-import-position  # same folder: the variants and the model assembly
+import odapi_build  # same folder: the zoo variants and the OD API model assembly
 
 # zoo row (archive name) -> (odapi_build variant, input size)
 ROW_VARIANTS = {
@@ -142,7 +143,8 @@ eval_input_reader {{
 """
 
 
-def pipeline_config(row: str, variant: str, input_size: int) -> pipeline_pb2.TrainEvalPipelineConfig:
+def pipeline_config(row: str, variant: str,
+                    input_size: int) -> pipeline_pb2.TrainEvalPipelineConfig:
   """The row's TrainEvalPipelineConfig: parity's model block, completed as the zoo's are."""
   keypoints = variant in odapi_build.KEYPOINT_VARIANTS
   base = odapi_build.KEYPOINT_VARIANTS.get(variant, variant)
@@ -155,8 +157,8 @@ def pipeline_config(row: str, variant: str, input_size: int) -> pipeline_pb2.Tra
                                                  size=input_size)
   mobilenet = base == 'mnv2fpn'
   train_text = TRAIN_TEXT.format(
-      batch_size={'centernet_mobilenetv2fpn_512x512_coco17_od': 128}.get(
-          row, 512 if mobilenet else 128),
+      # docs/odapi_reference.md, 9: 512 for the MobileNetV2 keypoint row, 128 for the others.
+      batch_size=512 if row == 'centernet_mobilenetv2fpn_512x512_coco17_kpts' else 128,
       flip_permutation=' '.join(f'keypoint_flip_permutation: {p}' for p in FLIP_PERMUTATION)
       if keypoints else '',
       patch_gaussian=('data_augmentation_options { random_patch_gaussian { random_coef: 0.0 '

@@ -21,7 +21,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PROJECT_PY="${1:?usage: parity/zoo_table_odapi.sh PROJECT_PYTHON [OUT_DIR]}"
 OUT="${2:-runs/zoo_table_odapi}"
-ROWS="${ZOO_ODAPI_ROWS:-centernet_mobilenetv2fpn_512x512_coco17_od,centernet_mobilenetv2fpn_512x512_coco17_kpts}"
+MNV2_ROWS=centernet_mobilenetv2fpn_512x512_coco17_od,centernet_mobilenetv2fpn_512x512_coco17_kpts
+ROWS="${ZOO_ODAPI_ROWS:-$MNV2_ROWS}"
 REPEATS="${ZOO_ODAPI_REPEATS:-3}"
 WITH_R50=()
 if [ "${ZOO_ODAPI_R50:-0}" = 1 ]; then
