@@ -44,6 +44,17 @@ PARITY_DIR ?= runs/parity
 parity: venv
 	parity/run_all.sh $(PY) $(PARITY_DIR)
 
+# zoo_table end to end on archives the OD API writes: builds the OD API env like `make parity`,
+# writes zoo-layout archives with random weights (MobileNetV2 FPN box and keypoint rows) and a
+# tiny COCO val2017 set under $(ZOO_TABLE_ODAPI_DIR), runs `python -m centernet_jax.zoo_table`
+# twice (one archive moved aside in the first run, then back: missing, then done, the other
+# rows not redone) and checks the tables (parity/zoo_table_odapi.sh). ZOO_ODAPI_R50=1 adds the
+# ResNet50 V1 FPN box row. About 5 minutes on 2 cores.
+ZOO_TABLE_ODAPI_DIR ?= runs/zoo_table_odapi
+.PHONY: zoo-table-odapi
+zoo-table-odapi: venv
+	parity/zoo_table_odapi.sh $(PY) $(ZOO_TABLE_ODAPI_DIR)
+
 # Keypoints: trains experiments/demo_keypoints.py (a narrow ResNet-18 FPN with the keypoint
 # heads) on the embedded synthetic stick-figure set (generated and cached on first use),
 # evaluates box and keypoint (OKS) AP, and draws detections with skeletons for a few val images.

@@ -506,6 +506,22 @@ def test_num_classes_that_disagrees_with_the_dataset(cfg, tmp_path):
   _check(cfg, tmp_path)
 
 
+def test_zoo_layout_keeps_the_models_channels_on_a_subset_of_its_categories(cfg, tmp_path):
+  """id_minus_one: a 90-channel model (a zoo archive) on a set whose max id is 2 keeps its 90
+  channels, those past id 2 unused; fewer channels than the max id are still refused."""
+  cfg.dataset.label_map_mode = 'id_minus_one'
+  cfg.model.num_classes = 90
+  facts, datasets = startup.check_before_build(cfg, str(tmp_path / 'work'))
+  assert facts.num_classes == 90
+  ids = facts.label_map.channel_to_id_array
+  assert list(ids[:2]) == [1, 2] and len(ids) == 90 and (ids[2:] == -1).all()
+  assert len(datasets['val'].records) == 3
+  cfg.model.num_classes = 1
+  with pytest.raises(config_check.ConfigError,
+                     match=r'model.num_classes=1: the dataset .* has 2 class channels'):
+    _check(cfg, tmp_path)
+
+
 def test_training_split_without_usable_images(cfg, tmp_path):
   for i in range(3):
     _replace_image(cfg, 'train', i, b'not an image')

@@ -63,6 +63,24 @@ def test_label_map_contiguous_and_id_minus_one():
   assert coco_json.LabelMap.from_json_dict(lm.to_json_dict()) == lm
 
 
+def test_id_minus_one_label_map_with_more_channels_than_its_max_id():
+  """A zoo model's 90 channels on a set naming ids up to 7: channels past 7 are unused."""
+  lm = coco_json.LabelMap(CATS, 'id_minus_one', 90)
+  assert lm.num_channels == 90 and lm.id_to_channel(7) == 6
+  np.testing.assert_array_equal(lm.channel_to_id_array[:7], [1, -1, 3, -1, -1, -1, 7])
+  assert (lm.channel_to_id_array[7:] == -1).all() and len(lm.channel_to_id_array) == 90
+  d = json.loads(json.dumps(lm.to_json_dict()))
+  assert d['num_channels'] == 90 and d['names'][89] == 'unused_90'
+  back = coco_json.LabelMap.from_json_dict(d)
+  assert back.num_channels == 90 and back == lm
+  with pytest.raises(ValueError, match=r'num_channels 6 does not fit .* ids \[1, 3, 7\]'):
+    coco_json.LabelMap(CATS, 'id_minus_one', 6)
+  with pytest.raises(ValueError, match='num_channels 4 does not fit'):
+    coco_json.LabelMap(CATS, 'contiguous', 4)
+  with pytest.raises(ValueError, match='label map: num_channels 5 does not fit'):
+    coco_json.LabelMap.from_json_dict(dict(d, num_channels=5))
+
+
 def test_records_crowd_empty_degenerate(tmp_path):
   images = [_img(10), _img(11), _img(12, 40, 16)]
   anns = [

@@ -54,10 +54,15 @@ class LabelMap:
   - 'contiguous': the sorted category ids map to channels 0..N-1 (num_channels = N).
   - 'id_minus_one': channel = id - 1 and num_channels = max id (the TF2 zoo's 90-channel COCO
     layout); channels whose id has no category are unused (`channel_to_id_array` is -1 there).
+    `num_channels` may ask for more: the channels past the max id are unused too (a zoo
+    model's 90 channels on a set naming only some COCO categories).
   """
 
-  def __init__(self, categories: Iterable[Any], mode: str = 'contiguous'):
-    """`categories`: (id, name) pairs or COCO category dicts with 'id' and 'name'."""
+  def __init__(self, categories: Iterable[Any], mode: str = 'contiguous',
+               num_channels: int | None = None):
+    """`categories`: (id, name) pairs or COCO category dicts with 'id' and 'name';
+    `num_channels`: None for the mode's own count, else at least it ('id_minus_one') or
+    exactly it ('contiguous')."""
     if mode not in LABEL_MAP_MODES:
       raise ValueError(f'label_map_mode must be one of {LABEL_MAP_MODES}, got {mode!r}')
     names = {}
@@ -83,6 +88,12 @@ class LabelMap:
         raise ValueError(f"label_map_mode 'id_minus_one' needs ids >= 1, got id {self.ids[0]}")
       self._id_to_channel = {cid: cid - 1 for cid in self.ids}
       self.num_channels = self.ids[-1]
+    if num_channels is not None:
+      if num_channels < self.num_channels or (mode == 'contiguous' and
+                                              num_channels != self.num_channels):
+        raise ValueError(f'num_channels {num_channels} does not fit the categories '
+                         f'({self.num_channels} channels in mode {mode!r}, ids {list(self.ids)})')
+      self.num_channels = int(num_channels)
     arr = np.full([self.num_channels], -1, np.int64)
     for cid, ch in self._id_to_channel.items():
       arr[ch] = cid
@@ -146,13 +157,13 @@ class LabelMap:
   @classmethod
   def from_json_dict(cls, d: Mapping[str, Any]) -> 'LabelMap':
     """Inverse of `to_json_dict`."""
-    lm = cls(d['categories'], d['mode'])
-    if lm.num_channels != int(d['num_channels']):
-      raise ValueError(f'label map: num_channels {d["num_channels"]} does not match its '
-                       f'categories ({lm.num_channels} channels in mode {d["mode"]!r})')
-    return lm
+    try:
+      return cls(d['categories'], d['mode'], int(d['num_channels']))
+    except ValueError as e:
+      raise ValueError(f'label map: {e}') from None
 
   def __eq__(self, other):
+    """Same mode and categories: the data agrees (unused channels past the max id may differ)."""
     return (isinstance(other, LabelMap) and self.mode == other.mode
             and self._names == other._names)
 

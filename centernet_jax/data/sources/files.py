@@ -47,6 +47,12 @@ class FileSource(base.Source):
                        'dataset.train_annotations')
     categories = coco_json.read_categories(label_map_file)
     label_map = coco_json.LabelMap(categories, d.label_map_mode)
+    num_classes = int(self.config.model.num_classes)
+    if d.label_map_mode == 'id_minus_one' and num_classes > label_map.num_channels:
+      # A model in the zoo's layout keeps its channels on a set naming only some of its
+      # categories (a zoo model evaluated on a COCO subset): channels past the max id are
+      # unused, like the gaps between ids.
+      label_map = coco_json.LabelMap(categories, d.label_map_mode, num_classes)
     kp_files = {s: str(d[f'{s}_keypoint_annotations']) for s in base.SPLITS}
     spec = None
     kp_truth = ''
