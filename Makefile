@@ -102,6 +102,18 @@ bench-odapi: venv
 	tools/odapi_env.sh > /dev/null
 	$(PY) benchmarks/vs_odapi.py --out $(BENCH_ODAPI_OUT) $(BENCH_ODAPI_ARGS)
 
+# Serving side by side with the OD API's own exported SavedModel (builds the OD API env like
+# `make parity`): our SavedModel export (batch 1 and 8), the OD API exporter's (batch 1 only)
+# and our in-process Predictor, ResNet50 V1 FPN and MobileNetV2 FPN at 512, 8 different
+# 480x640 images, interleaved rounds, medians and ratios; docs/serving.md. BENCH_SERVING_ARGS=
+# "--variants mnv2fpn --rounds 3" or "--threads 1" changes the run.
+BENCH_SERVING_OUT ?= runs/bench_serving.md
+BENCH_SERVING_ARGS ?=
+.PHONY: bench-serving
+bench-serving: venv
+	tools/odapi_env.sh > /dev/null
+	$(PY) benchmarks/serving.py --out $(BENCH_SERVING_OUT) $(BENCH_SERVING_ARGS)
+
 # Training input pipeline throughput per stage on 1 and 2 cores (COCO-sized JPEGs, zoo recipe).
 .PHONY: bench-input
 bench-input: venv
