@@ -49,11 +49,13 @@ add a dependency without changing what is exported.
 Why jax2onnx for ONNX: it converts JAX's own primitives (convolutions, top_k, gathers) to ONNX
 operators, so the same network + decoder function becomes one ONNX graph that onnxruntime runs
 without JAX or TF; tf2onnx cannot (it needs plain TF ops, and the SavedModel holds an
-XlaCallModule). Three things make jax2onnx 0.17 work with JAX 0.12 and this model: the function
+XlaCallModule). Four things make jax2onnx 0.17 work with JAX 0.12 and these models: the function
 is traced to a jaxpr here, with jit inlined (jax2onnx's jit lowering reads
 `jax._src.core.ClosedJaxpr`, gone in JAX 0.12); jax2onnx converts that jaxpr's primitives
-(`_primitive_fn`) rather than tracing the flax model itself; and the stem's max pool over NHWC
-is computed on a rank-3 view (`_max_pool_as_rank_3`), since onnxruntime pools at most 3 axes.
+(`_replay`) rather than tracing the flax model itself; the stem's max pool over NHWC is
+computed on a rank-3 view (`_max_pool_as_rank_3`), since onnxruntime pools at most 3 axes; and
+`platform_dependent` (MobileNetV2's depthwise convolutions) takes its default branch, the
+library convolution (an ONNX grouped Conv; jax2onnx cannot lower `platform_index`).
 Multi-scale TTA is refused (`ONNX_TTA_MODES`). jax2onnx is installed with `--no-deps`
 (tools/requirements-onnx.txt, the Makefile): its metadata pins an orbax-checkpoint older than
 ours, which it never imports.
@@ -219,28 +221,31 @@ def _max_pool_as_rank_3(x: jax.Array, params) -> jax.Array | None:
   return jax.lax.transpose(y, tuple(int(i) for i in np.argsort(kept + pooled)))
 
 
-def _primitive_fn(closed: jax_core.ClosedJaxpr) -> Callable[..., list[jax.Array]]:
-  """`(*inputs) -> flat outputs`: evaluates a traced jaxpr's primitives one by one (with
-  `_max_pool_as_rank_3`), so that jax2onnx converts primitives only. Traced through the flax
-  model instead, jax2onnx swaps `linen` layers and functions for its own while it traces; for
-  this network that gave a graph onnxruntime refuses (NCHW / NHWC shape mismatches), and its
-  `linen.max_pool` takes `window_shape` by keyword only."""
-
-  def run(*args):
-    env = {}
-    read = lambda v: v.val if isinstance(v, jax_core.Literal) else env[v]
-    env.update(zip(closed.jaxpr.constvars, closed.consts))
-    env.update(zip(closed.jaxpr.invars, args))
-    for eqn in closed.jaxpr.eqns:
-      invals = [read(v) for v in eqn.invars]
-      out = (_max_pool_as_rank_3(invals[0], eqn.params)
-             if eqn.primitive.name == 'reduce_window_max' else None)
-      if out is None:
-        out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-      env.update(zip(eqn.outvars, out if eqn.primitive.multiple_results else [out]))
-    return [read(v) for v in closed.jaxpr.outvars]
-
-  return run
+def _replay(closed: jax_core.ClosedJaxpr, *args) -> list[jax.Array]:
+  """Evaluates a traced jaxpr's primitives one by one on `args`, with two substitutions for
+  ONNX: `_max_pool_as_rank_3`, and `jax.lax.platform_dependent` (`platform_index` + `cond`)
+  resolved to its default branch, inlined (`models/layers.depthwise_conv`: the library
+  convolution, an ONNX grouped Conv; the shift-add branch exists for XLA:CPU's speed)."""
+  env = {}
+  read = lambda v: v.val if isinstance(v, jax_core.Literal) else env[v]
+  env.update(zip(closed.jaxpr.constvars, closed.consts))
+  env.update(zip(closed.jaxpr.invars, args))
+  for eqn in closed.jaxpr.eqns:
+    invals = [read(v) for v in eqn.invars]
+    name, out = eqn.primitive.name, None
+    if name == 'reduce_window_max':
+      out = _max_pool_as_rank_3(invals[0], eqn.params)
+    elif name == 'platform_index':
+      if None not in eqn.params['platforms']:
+        raise ValueError(f'platform_dependent without a default branch '
+                         f'({eqn.params["platforms"]}): no branch to export to ONNX')
+      out = np.int32(eqn.params['platforms'].index(None))
+    elif name == 'cond' and isinstance(invals[0], np.generic):
+      out = _replay(eqn.params['branches'][int(invals[0])], *invals[1:])
+    if out is None:
+      out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+    env.update(zip(eqn.outvars, out if eqn.primitive.multiple_results else [out]))
+  return [read(v) for v in closed.jaxpr.outvars]
 
 
 def export_onnx(run: run_files.InferenceRun, output: str, batch: int | None) -> str:
@@ -261,7 +266,11 @@ def export_onnx(run: run_files.InferenceRun, output: str, batch: int | None) -> 
     closed, shapes = jax.make_jaxpr(
         lambda *inputs: detect(variables, *inputs), return_shape=True)(*specs)
   names = [path[0].key for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]]
-  model = jax2onnx.to_onnx(_primitive_fn(closed), specs, model_name='centernet',
+  # jax2onnx converts the replayed primitives, not the flax model: tracing through flax, it
+  # swaps `linen` layers and functions for its own, which for this network gave a graph
+  # onnxruntime refuses (NCHW / NHWC shape mismatches).
+  model = jax2onnx.to_onnx(lambda *inputs: _replay(closed, *inputs), specs,
+                           model_name='centernet',
                            opset=ONNX_OPSET, input_names=ONNX_INPUTS, output_names=names)
   path = os.path.join(output, inference.ONNX_ARTIFACT)
   with file_io.open_file(path, 'wb') as f:

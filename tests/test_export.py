@@ -126,14 +126,18 @@ def runs(tmp_path_factory):
     workdir = str(root / f'{name}_run')
     tiny.write_random_workdir(config, workdir)
     # The keypoint SavedModel and ONNX model have a fixed batch of 2; the box SavedModel a
-    # dynamic batch, the box ONNX model the default batch 1.
+    # dynamic batch, the box ONNX model the default batch 1. The keypoint ONNX model has flip
+    # TTA inside (its references: the Predictor's, which runs evaluation's TTA).
     batch = 2 if name == 'kp' else None
+    onnx_tta = 'flip' if name == 'kp' else 'none'
     out[name] = {'workdir': workdir, 'jax': str(root / f'{name}_jax'),
                  'saved_model': str(root / f'{name}_sm'), 'onnx': str(root / f'{name}_onnx'),
                  'refs': tiny.evaluation_detections(workdir, images)}
+    out[name]['onnx_refs'] = out[name]['refs'] if onnx_tta == 'none' else [
+        r.detections for r in inference.Predictor.from_workdir(workdir, tta=onnx_tta)(images)]
     export.export(workdir, out[name]['jax'], 'jax')
     export.export(workdir, out[name]['saved_model'], 'saved_model', batch=batch)
-    export.export(workdir, out[name]['onnx'], 'onnx', batch=batch)
+    export.export(workdir, out[name]['onnx'], 'onnx', batch=batch, tta=onnx_tta)
   return out
 
 
@@ -223,11 +227,13 @@ def test_onnx_model_in_an_onnxruntime_only_client(runs, tmp_path):
     np.savez(inputs, **{k: np.stack([e[k] for e in examples]) for k in export.ONNX_INPUTS})
     args += [os.path.join(runs[name]['onnx'], inference.ONNX_ARTIFACT), inputs]
   got = _run_client(tmp_path, ONNX_CLIENT, *args)
-  for name, model, batch in (('box', args[0], 1), ('kp', args[2], 2)):
+  # The flip references differ from the plain ones, so the keypoint model's TTA is checked.
+  assert not np.allclose(runs['kp']['onnx_refs'][0]['scores'], runs['kp']['refs'][0]['scores'])
+  for name, model, batch, tta in (('box', args[0], 1, 'none'), ('kp', args[2], 2, 'flip')):
     meta = inference.read_export_meta(runs[name]['onnx'], 'onnx')
-    assert meta['batch'] == batch and meta['input_size'] == 64
+    assert meta['batch'] == batch and meta['config']['eval']['tta'] == tta
     label_map = json.loads(open(os.path.join(runs[name]['onnx'], 'label_map.json')).read())
-    for i, (image, ref) in enumerate(zip(runs['images'], runs[name]['refs'])):
+    for i, (image, ref) in enumerate(zip(runs['images'], runs[name]['onnx_refs'])):
       prefix = f'{model}/{i - i % batch}/'
       _check_od_api({k[len(prefix):]: v[i % batch] for k, v in got.items()
                      if k.startswith(prefix)}, ref, image, label_map)
