@@ -9,7 +9,9 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The ONNX converter comes from a pinned list installed without dependency resolution: jax2onnx's
+# metadata pins an orbax-checkpoint older than ours, which it never imports (docs/export.md).
+$(STAMP): pyproject.toml tools/requirements-onnx.txt
 	@if [ ! -x $(PY) ]; then \
 	  PYBIN=$$(tools/find_python.sh) || exit 1; \
 	  echo "creating $(VENV) with $$PYBIN"; \
@@ -17,6 +19,7 @@ $(STAMP): pyproject.toml
 	fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps -r tools/requirements-onnx.txt
 	@touch $(STAMP)
 
 # The whole suite, CPU only, with 4 simulated devices available to tests that ask for them.

@@ -1,16 +1,16 @@
-r"""Exports a trained run for serving: a TF SavedModel with the OD API's signature, or a
-`jax.export` artifact (ONNX: see docs/export.md, "ONNX").
+r"""Exports a trained run for serving: a TF SavedModel with the OD API's signature, a
+`jax.export` artifact, or an ONNX model.
 
   python -m centernet_jax.export --workdir RUN [--step N] --output DIR \
-      --format saved_model|jax [--batch N]
+      --format saved_model|jax|onnx [--batch N] [--tta MODE]
 
 Every export directory holds its artifact, `label_map.json` (the run's label map: class names,
 COCO category ids, the keypoint task) and `export_meta.json` (`format_version`, format, step,
 input size, batch, the run's config); readers check the version and the format.
 
 What runs inside is evaluation's own jitted network + decoder (`predict.make_predict_fn`) with
-the checkpoint's parameters and BN statistics (constants of the jax artifact, variables of the
-SavedModel; the optimizer state is never read).
+the checkpoint's parameters and BN statistics (constants of the jax artifact and the ONNX
+model, variables of the SavedModel; the optimizer state is never read).
 
 - `jax`: `DIR/detector.jax_exported`, `jax.export.serialize` of
   `(image float32 [b, S, S, 3] raw 0..255 RGB resized + padded as evaluation does, true_size
@@ -29,6 +29,10 @@ SavedModel; the optimizer state is never read).
   `detection_keypoint_scores` [N, K, J]. The resize and pad run inside the graph with the
   pipeline's own function (`pipeline.resize_and_pad`: keep-aspect legacy bilinear without
   half-pixel centers, zero pad bottom/right), so preprocessing equals evaluation's.
+- `onnx`: `DIR/model.onnx` (opset `ONNX_OPSET`), batch N fixed (`--batch`, default 1):
+  inputs `image` float32 [N, S, S, 3], `true_size` and `original_size` int32 [N, 2], exactly
+  the jax artifact's (the client resizes and pads as docs/export.md "host-side resize" says);
+  outputs the SavedModel's (`od_api_outputs`: `detection_boxes` normalized, ...).
 
 Why this route (the maintained one, jax.export + XlaCallModule): `jax.export` lowers the
 network + decoder to StableHLO, and the SavedModel's graph calls it through TF's `XlaCallModule`
@@ -40,8 +44,21 @@ batch does not run in TF 2.21 (its shape refinement does not enter the composite
 `top_k` to), so a dynamic N maps the batch-1 module over the images; `--batch N` calls the
 batch-N module once. The parameters are variables of the SavedModel, not graph constants
 (which keeps large models under the 2 GiB GraphDef limit). orbax-export wraps jax2tf and would
-add a dependency without changing what is exported. ONNX: no maintained converter works with
-these versions (docs/export.md, "ONNX").
+add a dependency without changing what is exported.
+
+Why jax2onnx for ONNX: it converts JAX's own primitives (convolutions, top_k, gathers) to ONNX
+operators, so the same network + decoder function becomes one ONNX graph that onnxruntime runs
+without JAX or TF; tf2onnx cannot (it needs plain TF ops, and the SavedModel holds an
+XlaCallModule). Four things make jax2onnx 0.17 work with JAX 0.12 and these models: the function
+is traced to a jaxpr here, with jit inlined (jax2onnx's jit lowering reads
+`jax._src.core.ClosedJaxpr`, gone in JAX 0.12); jax2onnx converts that jaxpr's primitives
+(`_replay`) rather than tracing the flax model itself; the stem's max pool over NHWC is
+computed on a rank-3 view (`_max_pool_as_rank_3`), since onnxruntime pools at most 3 axes; and
+`platform_dependent` (MobileNetV2's depthwise convolutions) takes its default branch, the
+library convolution (an ONNX grouped Conv; jax2onnx cannot lower `platform_index`).
+Multi-scale TTA is refused (`ONNX_TTA_MODES`). jax2onnx is installed with `--no-deps`
+(tools/requirements-onnx.txt, the Makefile): its metadata pins an orbax-checkpoint older than
+ours, which it never imports.
 """
 
 import json
@@ -49,8 +66,10 @@ import os
 from typing import Callable
 
 import jax
+import jax.extend.core as jax_core
 from jax.extend.mlir.dialects import stablehlo as jax_stablehlo
 import jax.numpy as jnp
+import jax2onnx
 import numpy as np
 from absl import app, flags
 import tensorflow as tf
@@ -67,9 +86,15 @@ from centernet_jax import train_step
 from centernet_jax import tta as tta_lib
 from centernet_jax.data import pipeline
 
-FORMATS = ('saved_model', 'jax')
+FORMATS = ('saved_model', 'jax', 'onnx')
 # jax.export / jax2tf platform names: the artifact runs on any of them.
 PLATFORMS = ('cpu', 'cuda', 'tpu')
+# ONNX opset of `--format onnx`: jax2onnx 0.17's default; onnxruntime 1.32 runs it.
+ONNX_OPSET = 23
+ONNX_INPUTS = ('image', 'true_size', 'original_size')
+# Multi-scale TTA is not offered in ONNX: jax2onnx 0.17 has no lowering for the `reshard` that
+# its soft-NMS merge (a vmap) traces to.
+ONNX_TTA_MODES = ('none', 'flip')
 
 def check_batch(batch: int | None) -> None:
   if batch is not None and int(batch) < 1:
@@ -119,6 +144,21 @@ def od_api_outputs(det: dict[str, jax.Array], true_size: jax.Array, original_siz
   return out
 
 
+def od_api_detection_fn(run: run_files.InferenceRun
+                        ) -> Callable[..., dict[str, jax.Array]]:
+  """`(variables, image, true_size, original_size) -> od_api_outputs`: `detection_fn` with
+  every class's score, mapped to the OD API exporter's outputs (the SavedModel's and the ONNX
+  model's)."""
+  category_ids = np.asarray(run.label_map['category_ids'], np.float32)
+  detect = detection_fn(run, multiclass_scores=True)
+
+  def od_api(variables, image, true_size, original_size):
+    det = detect(variables, image, true_size, original_size)
+    return od_api_outputs(det, true_size, original_size, category_ids)
+
+  return od_api
+
+
 def write_meta(output: str, fmt: str, run: run_files.InferenceRun, batch: int | None,
                workdir: str) -> None:
   """`label_map.json` and `export_meta.json` beside the artifact."""
@@ -154,6 +194,90 @@ def export_jax(run: run_files.InferenceRun, output: str, batch: int | None) -> s
   return path
 
 
+def _max_pool_as_rank_3(x: jax.Array, params) -> jax.Array | None:
+  """A `reduce_window_max` eqn's result computed as the same max over a rank-3 view
+  `[others, *pooled axes]` of `x` (None if `x` has rank <= 3 or pools more than 2 axes).
+
+  jax2onnx lowers `reduce_window_max` to an ONNX MaxPool over all of the operand's axes, which
+  onnxruntime runs for at most 3 of them: the network's stem pool over NHWC [B, H, W, C] is 4.
+  A max is exact in any order, so the rewrite changes no value.
+  """
+  window, strides = params['window_dimensions'], params['window_strides']
+  padding = [tuple(p) for p in params['padding']]
+  base_dilation, window_dilation = params['base_dilation'], params['window_dilation']
+  pooled = [i for i in range(x.ndim) if (window[i], strides[i], padding[i], base_dilation[i],
+                                         window_dilation[i]) != (1, 1, (0, 0), 1, 1)]
+  if x.ndim <= 3 or len(pooled) > 2 or any(base_dilation[i] != 1 for i in pooled):
+    return None
+  kept = [i for i in range(x.ndim) if i not in pooled]
+  y = jax.lax.transpose(x, kept + pooled)
+  y = jax.lax.reshape(y, (int(np.prod([x.shape[i] for i in kept])),) +
+                      tuple(x.shape[i] for i in pooled))
+  y = jax.lax.reduce_window(
+      y, np.array(-np.inf, x.dtype), jax.lax.max, (1,) + tuple(window[i] for i in pooled),
+      (1,) + tuple(strides[i] for i in pooled), [(0, 0)] + [padding[i] for i in pooled],
+      window_dilation=(1,) + tuple(window_dilation[i] for i in pooled))
+  y = jax.lax.reshape(y, tuple(x.shape[i] for i in kept) + y.shape[1:])
+  return jax.lax.transpose(y, tuple(int(i) for i in np.argsort(kept + pooled)))
+
+
+def _replay(closed: jax_core.ClosedJaxpr, *args) -> list[jax.Array]:
+  """Evaluates a traced jaxpr's primitives one by one on `args`, with two substitutions for
+  ONNX: `_max_pool_as_rank_3`, and `jax.lax.platform_dependent` (`platform_index` + `cond`)
+  resolved to its default branch, inlined (`models/layers.depthwise_conv`: the library
+  convolution, an ONNX grouped Conv; the shift-add branch exists for XLA:CPU's speed)."""
+  env = {}
+  read = lambda v: v.val if isinstance(v, jax_core.Literal) else env[v]
+  env.update(zip(closed.jaxpr.constvars, closed.consts))
+  env.update(zip(closed.jaxpr.invars, args))
+  for eqn in closed.jaxpr.eqns:
+    invals = [read(v) for v in eqn.invars]
+    name, out = eqn.primitive.name, None
+    if name == 'reduce_window_max':
+      out = _max_pool_as_rank_3(invals[0], eqn.params)
+    elif name == 'platform_index':
+      if None not in eqn.params['platforms']:
+        raise ValueError(f'platform_dependent without a default branch '
+                         f'({eqn.params["platforms"]}): no branch to export to ONNX')
+      out = np.int32(eqn.params['platforms'].index(None))
+    elif name == 'cond' and isinstance(invals[0], np.generic):
+      out = _replay(eqn.params['branches'][int(invals[0])], *invals[1:])
+    if out is None:
+      out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+    env.update(zip(eqn.outvars, out if eqn.primitive.multiple_results else [out]))
+  return [read(v) for v in closed.jaxpr.outvars]
+
+
+def export_onnx(run: run_files.InferenceRun, output: str, batch: int | None) -> str:
+  """Writes `output/model.onnx` (docs/export.md, "ONNX"); returns its path.
+
+  Inputs `image` float32 [N, S, S, 3] (resized and padded on the host as evaluation does),
+  `true_size` and `original_size` int32 [N, 2] (h, w) pixels, N = `batch` (1 if None); outputs
+  `od_api_outputs`' names and shapes.
+  """
+  detect = od_api_detection_fn(run)
+  variables = run.variables
+  size, n = int(run.config.input.size), 1 if batch is None else int(batch)
+  specs = (jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32),
+           jax.ShapeDtypeStruct((n, 2), jnp.int32), jax.ShapeDtypeStruct((n, 2), jnp.int32))
+  # jit inlined: jax2onnx 0.17 lowers a jit call through `jax._src.core.ClosedJaxpr`, which
+  # JAX 0.12 no longer has.
+  with jax.disable_jit():
+    closed, shapes = jax.make_jaxpr(
+        lambda *inputs: detect(variables, *inputs), return_shape=True)(*specs)
+  names = [path[0].key for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]]
+  # jax2onnx converts the replayed primitives, not the flax model: tracing through flax, it
+  # swaps `linen` layers and functions for its own, which for this network gave a graph
+  # onnxruntime refuses (NCHW / NHWC shape mismatches).
+  model = jax2onnx.to_onnx(lambda *inputs: _replay(closed, *inputs), specs,
+                           model_name='centernet',
+                           opset=ONNX_OPSET, input_names=ONNX_INPUTS, output_names=names)
+  path = os.path.join(output, inference.ONNX_ARTIFACT)
+  with file_io.open_file(path, 'wb') as f:
+    f.write(model.SerializeToString())
+  return path
+
+
 def _serialize_for_tf(exported: jax.export.Exported) -> bytes:
   """The exported StableHLO module as a portable artifact of a version TF's XlaCallModule
   reads: the older of TF's and JAX's StableHLO versions (JAX writes a newer one by default)."""
@@ -184,12 +308,10 @@ class _Serving(tf.Module):
     leaves, treedef = jax.tree.flatten(run.variables)
     self.weights = [tf.Variable(np.asarray(x), trainable=False) for x in leaves]
     size = int(run.config.input.size)
-    category_ids = np.asarray(run.label_map['category_ids'], np.float32)
-    detect = detection_fn(run, multiclass_scores=True)
+    detect = od_api_detection_fn(run)
 
     def od_api(weights, image, true_size, original_size):
-      det = detect(jax.tree.unflatten(treedef, weights), image, true_size, original_size)
-      return od_api_outputs(det, true_size, original_size, category_ids)
+      return detect(jax.tree.unflatten(treedef, weights), image, true_size, original_size)
 
     # A fixed batch: TF's shape refinement cannot see through the composite JAX lowers
     # top_k to, so a symbolic batch does not run in TF; a dynamic N maps the batch-1 module.
@@ -254,9 +376,14 @@ def export(workdir: str, output: str, fmt: str, *, step: int | None = None,
     raise ValueError(f'--format={fmt!r}: one of {", ".join(FORMATS)}')
   check_batch(batch)
   run = inference.with_tta(run_files.restore_for_inference(workdir, step), tta)
+  if fmt == 'onnx' and run.config.eval.tta not in ONNX_TTA_MODES:
+    raise ValueError(f'--tta={run.config.eval.tta!r} (--tta, or the run\'s eval.tta): '
+                     f'--format onnx exports {" or ".join(ONNX_TTA_MODES)} only')
   file_io.makedirs(output)
-  path = (export_jax if fmt == 'jax' else export_saved_model)(run, output, batch)
-  write_meta(output, fmt, run, batch, workdir)
+  exporter = {'jax': export_jax, 'saved_model': export_saved_model, 'onnx': export_onnx}[fmt]
+  path = exporter(run, output, batch)
+  # The ONNX model's batch is fixed (1 unless --batch says otherwise).
+  write_meta(output, fmt, run, 1 if fmt == 'onnx' and batch is None else batch, workdir)
   return path
 
 
@@ -269,7 +396,8 @@ def _define_flags() -> dict[str, flags.FlagHolder]:
       'output': flags.DEFINE_string('output', None, 'Export directory (created).'),
       'format': flags.DEFINE_enum('format', None, FORMATS, 'What to export.'),
       'batch': flags.DEFINE_integer('batch', None,
-                                    'Fixed batch size N >= 1; unset: dynamic batch.'),
+                                    'Fixed batch size N >= 1; unset: dynamic batch '
+                                    '(onnx: 1).'),
       'tta': flags.DEFINE_enum('tta', None, list(tta_lib.MODES),
                                "Test-time augmentation inside the artifact (default: the "
                                "run's eval.tta); docs/tta.md."),

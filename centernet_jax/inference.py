@@ -43,6 +43,7 @@ EXPORT_FORMAT_VERSION = 1
 EXPORT_META = 'export_meta.json'
 LABEL_MAP = 'label_map.json'
 JAX_ARTIFACT = 'detector.jax_exported'
+ONNX_ARTIFACT = 'model.onnx'
 
 
 class ImageError(ValueError):

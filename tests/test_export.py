@@ -1,5 +1,6 @@
-"""export.py: the SavedModel (OD API signature) and the jax.export artifact, run by real clients
-in separate processes without this repository, against evaluation's own detections."""
+"""export.py: the SavedModel (OD API signature), the jax.export artifact and the ONNX model, run
+by real clients in separate processes without this repository, against evaluation's own
+detections."""
 
 import glob
 import json
@@ -70,6 +71,28 @@ assert 'centernet_jax' not in sys.modules and 'tensorflow' not in sys.modules
 '''
 
 
+# The ONNX model run by onnxruntime alone: every `inputs` file holds host-resized images, run
+# `batch` (the model's fixed batch) at a time.
+ONNX_CLIENT = r'''
+import sys
+import numpy as np
+import onnxruntime as ort
+*pairs, outputs = sys.argv[1:]
+result = {}
+for model, inputs in zip(pairs[0::2], pairs[1::2]):
+  session = ort.InferenceSession(model, providers=['CPUExecutionProvider'])
+  batch = session.get_inputs()[0].shape[0]
+  names = [o.name for o in session.get_outputs()]
+  data = np.load(inputs)
+  for start in range(0, len(data['image']), batch):
+    feed = {i.name: data[i.name][start:start + batch] for i in session.get_inputs()}
+    result.update({f'{model}/{start}/{k}': v for k, v in zip(names, session.run(None, feed))})
+np.savez(outputs, **result)
+assert not {'jax', 'centernet_jax', 'tensorflow'} & set(sys.modules), [
+    m for m in sys.modules if 'jax' in m or 'tensorflow' in m]
+'''
+
+
 def _run_client(tmp, source: str, *args) -> dict[str, np.ndarray]:
   """Runs a client script isolated from this checkout (-I: no PYTHONPATH, no script folder on
   sys.path), in an empty folder; returns what it saved."""
@@ -85,7 +108,8 @@ def _run_client(tmp, source: str, *args) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """A box and a keypoint workdir at random weights, each exported as jax and SavedModel, and
+  """A box and a keypoint workdir at random weights, each exported as jax, SavedModel and ONNX,
+  and
   the images: two synthetic val images (64 x 64) and two 48 x 80 ones (another aspect, so the
   in-graph resize is exercised), decoded as evaluation decodes files, with evaluation's
   detections of them for each model."""
@@ -101,13 +125,19 @@ def runs(tmp_path_factory):
   for name, config in (('box', box_config), ('kp', kp_config)):
     workdir = str(root / f'{name}_run')
     tiny.write_random_workdir(config, workdir)
-    # The keypoint SavedModel has a fixed batch of 2, the box one a dynamic batch.
+    # The keypoint SavedModel and ONNX model have a fixed batch of 2; the box SavedModel a
+    # dynamic batch, the box ONNX model the default batch 1. The keypoint ONNX model has flip
+    # TTA inside (its references: the Predictor's, which runs evaluation's TTA).
     batch = 2 if name == 'kp' else None
+    onnx_tta = 'flip' if name == 'kp' else 'none'
     out[name] = {'workdir': workdir, 'jax': str(root / f'{name}_jax'),
-                 'saved_model': str(root / f'{name}_sm'),
+                 'saved_model': str(root / f'{name}_sm'), 'onnx': str(root / f'{name}_onnx'),
                  'refs': tiny.evaluation_detections(workdir, images)}
+    out[name]['onnx_refs'] = out[name]['refs'] if onnx_tta == 'none' else [
+        r.detections for r in inference.Predictor.from_workdir(workdir, tta=onnx_tta)(images)]
     export.export(workdir, out[name]['jax'], 'jax')
     export.export(workdir, out[name]['saved_model'], 'saved_model', batch=batch)
+    export.export(workdir, out[name]['onnx'], 'onnx', batch=batch, tta=onnx_tta)
   return out
 
 
@@ -188,6 +218,28 @@ def test_jax_artifact_in_a_client_without_the_repository(runs, tmp_path):
                                      err_msg=f'{name} {key}')
 
 
+def test_onnx_model_in_an_onnxruntime_only_client(runs, tmp_path):
+  args = []
+  for name in ('box', 'kp'):
+    predictor = inference.Predictor.from_workdir(runs[name]['workdir'])
+    examples = [predictor.prepare(im) for im in runs['images']]
+    inputs = tmp_path / f'{name}_inputs.npz'
+    np.savez(inputs, **{k: np.stack([e[k] for e in examples]) for k in export.ONNX_INPUTS})
+    args += [os.path.join(runs[name]['onnx'], inference.ONNX_ARTIFACT), inputs]
+  got = _run_client(tmp_path, ONNX_CLIENT, *args)
+  # The flip references differ from the plain ones, so the keypoint model's TTA is checked.
+  assert not np.allclose(runs['kp']['onnx_refs'][0]['scores'], runs['kp']['refs'][0]['scores'])
+  for name, model, batch, tta in (('box', args[0], 1, 'none'), ('kp', args[2], 2, 'flip')):
+    meta = inference.read_export_meta(runs[name]['onnx'], 'onnx')
+    assert meta['batch'] == batch and meta['config']['eval']['tta'] == tta
+    label_map = json.loads(open(os.path.join(runs[name]['onnx'], 'label_map.json')).read())
+    for i, (image, ref) in enumerate(zip(runs['images'], runs[name]['onnx_refs'])):
+      prefix = f'{model}/{i - i % batch}/'
+      _check_od_api({k[len(prefix):]: v[i % batch] for k, v in got.items()
+                     if k.startswith(prefix)}, ref, image, label_map)
+    assert (f'{model}/0/detection_keypoints' in got) == (name == 'kp')
+
+
 def test_predictor_from_export_equals_from_workdir(runs):
   for name in ('box', 'kp'):
     predictor = inference.Predictor.from_export(runs[name]['jax'], batch_size=3)
@@ -204,6 +256,8 @@ def test_predictor_from_export_equals_from_workdir(runs):
 def test_bad_exports_are_refused(runs, tmp_path):
   with pytest.raises(inference.ExportError, match="a 'saved_model' export, not a 'jax' one"):
     inference.Predictor.from_export(runs['box']['saved_model'])
+  with pytest.raises(inference.ExportError, match="an? 'onnx' export, not a 'jax' one"):
+    inference.Predictor.from_export(runs['box']['onnx'])
   with pytest.raises(inference.ExportError, match='export_meta.json is missing'):
     inference.Predictor.from_export(tmp_path)
   old = tmp_path / 'old'
@@ -222,7 +276,11 @@ def test_bad_exports_are_refused(runs, tmp_path):
 def test_bad_export_arguments(runs, tmp_path):
   with pytest.raises(ValueError, match='--batch=0: must be >= 1'):
     export.export(runs['box']['workdir'], str(tmp_path / 'x'), 'saved_model', batch=0)
-  with pytest.raises(ValueError, match="--format='onnx'"):
-    export.export(runs['box']['workdir'], str(tmp_path / 'x'), 'onnx')
+  with pytest.raises(ValueError, match='--batch=0: must be >= 1'):
+    export.export(runs['box']['workdir'], str(tmp_path / 'x'), 'onnx', batch=0)
+  with pytest.raises(ValueError, match="--tta='multiscale'.*onnx exports none or flip only"):
+    export.export(runs['box']['workdir'], str(tmp_path / 'x'), 'onnx', tta='multiscale')
+  with pytest.raises(ValueError, match="--format='tflite'"):
+    export.export(runs['box']['workdir'], str(tmp_path / 'x'), 'tflite')
   with pytest.raises(FileNotFoundError, match='no checkpoint'):
     export.export(str(tmp_path / 'empty'), str(tmp_path / 'x'), 'jax')
