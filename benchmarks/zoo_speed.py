@@ -38,22 +38,20 @@ import sys
 import tempfile
 import time
 
+from centernet_jax import zoo_table
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# (archive name, zoo speed ms, zoo COCO mAP as published) from tf2_detection_zoo.md.
-ZOO_ROWS = (
-    ('centernet_hg104_512x512_coco17_tpu-8', 70, '41.9'),
-    ('centernet_hg104_512x512_kpts_coco17_tpu-32', 76, '40.0/61.4'),
-    ('centernet_hg104_1024x1024_coco17_tpu-32', 197, '44.5'),
-    ('centernet_hg104_1024x1024_kpts_coco17_tpu-32', 211, '42.8/64.5'),
-    ('centernet_resnet50_v1_fpn_512x512_coco17_tpu-8', 27, '31.2'),
-    ('centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8', 30, '29.3/50.7'),
-    ('centernet_resnet101_v1_fpn_512x512_coco17_tpu-8', 34, '34.2'),
-    ('centernet_resnet50_v2_512x512_coco17_tpu-8', 27, '29.5'),
-    ('centernet_resnet50_v2_512x512_kpts_coco17_tpu-8', 30, '27.6/48.2'),
-    ('centernet_mobilenetv2fpn_512x512_coco17_od', 6, '23.4'),
-    ('centernet_mobilenetv2fpn_512x512_coco17_kpts', 6, '41.7 (kpts)'),
-)
+
+def _published_ap(row: zoo_table.PublishedRow) -> str:
+  """The zoo's COCO mAP column as it prints it: box, box/keypoint, or keypoint only."""
+  if row.box_ap is None:
+    return f'{row.keypoint_ap} (kpts)'
+  return f'{row.box_ap}' + ('' if row.keypoint_ap is None else f'/{row.keypoint_ap}')
+
+
+# (archive name, zoo speed ms, zoo COCO mAP as published): zoo_table.PUBLISHED, the one copy.
+ZOO_ROWS = tuple((r.name, r.ms, _published_ap(r)) for r in zoo_table.PUBLISHED)
 ZOO = {name: (speed, ap) for name, speed, ap in ZOO_ROWS}
 MAX_DETECTIONS = 100
 BOXES_PER_IMAGE = 10
