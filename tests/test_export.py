@@ -200,15 +200,21 @@ def test_signature_equals_the_od_api_exporters(runs):
     assert ours == {k: tuple(v) for k, v in odapi[key].items()}, name
 
 
-def test_jax_artifact_in_a_client_without_the_repository(runs, tmp_path):
+def _client_args(runs, tmp_path, fmt: str, artifact: str) -> list:
+  """[artifact path, inputs .npz] of the box and keypoint exports of `fmt`: the test images
+  prepared on the host as the Predictor (and docs/export.md's host-side resize) does."""
   args = []
   for name in ('box', 'kp'):
     predictor = inference.Predictor.from_workdir(runs[name]['workdir'])
     examples = [predictor.prepare(im) for im in runs['images']]
     inputs = tmp_path / f'{name}_inputs.npz'
-    np.savez(inputs, **{k: np.stack([e[k] for e in examples])
-                        for k in ('image', 'true_size', 'original_size')})
-    args += [os.path.join(runs[name]['jax'], inference.JAX_ARTIFACT), inputs]
+    np.savez(inputs, **{k: np.stack([e[k] for e in examples]) for k in export.ONNX_INPUTS})
+    args += [os.path.join(runs[name][fmt], artifact), inputs]
+  return args
+
+
+def test_jax_artifact_in_a_client_without_the_repository(runs, tmp_path):
+  args = _client_args(runs, tmp_path, 'jax', inference.JAX_ARTIFACT)
   got = _run_client(tmp_path, JAX_CLIENT, *args)
   for name, artifact in zip(('box', 'kp'), args[0::2]):
     for n in (4, 3):
@@ -219,13 +225,7 @@ def test_jax_artifact_in_a_client_without_the_repository(runs, tmp_path):
 
 
 def test_onnx_model_in_an_onnxruntime_only_client(runs, tmp_path):
-  args = []
-  for name in ('box', 'kp'):
-    predictor = inference.Predictor.from_workdir(runs[name]['workdir'])
-    examples = [predictor.prepare(im) for im in runs['images']]
-    inputs = tmp_path / f'{name}_inputs.npz'
-    np.savez(inputs, **{k: np.stack([e[k] for e in examples]) for k in export.ONNX_INPUTS})
-    args += [os.path.join(runs[name]['onnx'], inference.ONNX_ARTIFACT), inputs]
+  args = _client_args(runs, tmp_path, 'onnx', inference.ONNX_ARTIFACT)
   got = _run_client(tmp_path, ONNX_CLIENT, *args)
   # The flip references differ from the plain ones, so the keypoint model's TTA is checked.
   assert not np.allclose(runs['kp']['onnx_refs'][0]['scores'], runs['kp']['refs'][0]['scores'])
