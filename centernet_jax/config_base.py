@@ -95,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.head_channels = 256
   c.model.heatmap_bias_init = -2.19
   c.model.dtype = 'float32'  # compute dtype: 'float32' or 'bfloat16' (params stay float32)
+  # Compute dtype of the prediction heads: '' follows model.dtype; 'float32' keeps the heads
+  # (their last convs feed the focal loss' logits) in float32 under a bfloat16 backbone.
+  c.model.head_dtype = ''
   c.model.depthwise_heads = False  # separable 3x3 in the heads (MobileNet FPN sep-conv rows)
   # Backbone-only settings, per backbone; `model.backbone` picks its entry, which is passed
   # verbatim as keyword arguments to that backbone's Flax module (models/<backbone>.py).

@@ -59,6 +59,7 @@ _CHOICES = {
     'dataset.check_images': image_check.MODES,
     'model.backbone': BACKBONES,
     'model.dtype': ('float32', 'bfloat16'),
+    'model.head_dtype': ('', 'float32', 'bfloat16'),
     'optimizer.schedule': ('cosine', 'manual_steps'),
     'targets.radius_variant': ('odapi', 'corrected'),
     'eval.tta': tta.MODES,

@@ -138,6 +138,26 @@ def test_bfloat16_mode():
     assert np.abs(np.asarray(out16[key]) - np.asarray(out32[key])).max() < 0.1 * scale
 
 
+def _conv_input_dtypes(model, variables, images) -> list[str]:
+  """The input dtype of every convolution the forward pass runs, in program order."""
+  jaxpr = jax.make_jaxpr(lambda v: model.apply(v, images, train=False))(variables)
+  return [str(e.invars[0].aval.dtype) for e in jaxpr.jaxpr.eqns
+          if e.primitive.name == 'conv_general_dilated']
+
+
+def test_head_dtype_float32_under_a_bfloat16_backbone():
+  images = _images(batch=1)
+  config = _model_config(18, 0.25, 16, 'bfloat16')
+  variables = models.build_model(config, 3).init(jax.random.key(0), images, train=False)
+  all_bf16 = _conv_input_dtypes(models.build_model(config, 3), variables, images)
+  config.head_dtype = 'float32'
+  mixed = _conv_input_dtypes(models.build_model(config, 3), variables, images)
+  num_head_convs = 2 * 3  # 3x3 + 1x1 in each of the three heads
+  assert set(all_bf16) == {'bfloat16'}
+  assert mixed[:-num_head_convs] == all_bf16[:-num_head_convs]  # the backbone: bfloat16
+  assert mixed[-num_head_convs:] == ['float32'] * num_head_convs
+
+
 def test_batch_stats_update_only_in_train_mode():
   model = models.build_model(_model_config(18, 0.25, 16), 3)
   images = _images()

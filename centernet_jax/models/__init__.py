@@ -81,7 +81,7 @@ def build_model(model_config, num_classes: int, keypoint_spec=None) -> CenterNet
   """Builds CenterNet from the `model` config section.
 
   Uses model.{backbone, depth, width_multiplier, head_channels, heatmap_bias_init, dtype,
-  depthwise_heads}; `num_classes` (>0) is the resolved number of heatmap channels.
+  head_dtype, depthwise_heads}; `num_classes` (>0) is the resolved number of heatmap channels.
   `keypoint_spec` (a `keypoint_spec.KeypointSpec`, or None for a box-only model) adds the
   keypoint task's heads (`keypoint_head_specs`).
   """
@@ -89,6 +89,7 @@ def build_model(model_config, num_classes: int, keypoint_spec=None) -> CenterNet
     raise ValueError(f'num_classes must be positive, got {num_classes}.')
   spec = backbone_spec(model_config.backbone)
   dtype = compute_dtype(model_config.dtype)
+  head_dtype = compute_dtype(model_config.head_dtype or model_config.dtype)
   head_specs = None
   if keypoint_spec is not None:
     head_specs = tuple(detection_head_specs(int(num_classes))) + keypoint_head_specs(
@@ -101,7 +102,7 @@ def build_model(model_config, num_classes: int, keypoint_spec=None) -> CenterNet
       head_channels=int(model_config.head_channels),
       heatmap_bias_init=float(model_config.heatmap_bias_init),
       depthwise_heads=bool(model_config.depthwise_heads),
-      dtype=dtype, head_specs=head_specs)
+      dtype=head_dtype, head_specs=head_specs)
 
 
 def backbone_kwargs(model_config) -> dict[str, Any]:
