@@ -1,12 +1,11 @@
 """Tests for the ResNet v2 + upsampling backbone (centernet_jax.models.resnet_v2)."""
 
-
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from centernet_jax import config_base
 from centernet_jax import models
 from centernet_jax.models import resnet_v2 as R
 
@@ -16,20 +15,11 @@ DATA = 'odapi_r50v2_feature_extractor.txt'  # in tests/data/
 POST_BN = 2 * 2048  # post_bn gamma + beta (and moving mean + variance)
 
 
-
-
 def _model_config(**overrides):
-  c = ml_collections.ConfigDict({'backbone': 'resnet_v2', 'depth': 50, 'width_multiplier': 1.0,
-                                 'head_channels': 256, 'heatmap_bias_init': -2.19,
-                                 'dtype': 'float32', 'depthwise_heads': False})
-  c.update(overrides)
+  """The base config's model section (its defaults) for a full-width ResNet50 v2."""
+  c = config_base.base_config().model
+  c.update({'backbone': 'resnet_v2', 'depth': 50, **overrides})
   return c
-
-
-
-
-
-
 
 
 def test_param_counts_match_research_table():
