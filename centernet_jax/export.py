@@ -248,16 +248,16 @@ def _replay(closed: jax_core.ClosedJaxpr, *args) -> list[jax.Array]:
   return [read(v) for v in closed.jaxpr.outvars]
 
 
-def export_onnx(run: run_files.InferenceRun, output: str, batch: int | None) -> str:
+def export_onnx(run: run_files.InferenceRun, output: str, batch: int) -> str:
   """Writes `output/model.onnx` (docs/export.md, "ONNX"); returns its path.
 
   Inputs `image` float32 [N, S, S, 3] (resized and padded on the host as evaluation does),
-  `true_size` and `original_size` int32 [N, 2] (h, w) pixels, N = `batch` (1 if None); outputs
+  `true_size` and `original_size` int32 [N, 2] (h, w) pixels, N = `batch` (fixed); outputs
   `od_api_outputs`' names and shapes.
   """
   detect = od_api_detection_fn(run)
   variables = run.variables
-  size, n = int(run.config.input.size), 1 if batch is None else int(batch)
+  size, n = int(run.config.input.size), int(batch)
   specs = (jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32),
            jax.ShapeDtypeStruct((n, 2), jnp.int32), jax.ShapeDtypeStruct((n, 2), jnp.int32))
   # jit inlined: jax2onnx 0.17 lowers a jit call through `jax._src.core.ClosedJaxpr`, which
@@ -380,10 +380,11 @@ def export(workdir: str, output: str, fmt: str, *, step: int | None = None,
     raise ValueError(f'--tta={run.config.eval.tta!r} (--tta, or the run\'s eval.tta): '
                      f'--format onnx exports {" or ".join(ONNX_TTA_MODES)} only')
   file_io.makedirs(output)
+  if fmt == 'onnx' and batch is None:
+    batch = 1  # the ONNX model's batch is fixed: 1 unless --batch says otherwise
   exporter = {'jax': export_jax, 'saved_model': export_saved_model, 'onnx': export_onnx}[fmt]
   path = exporter(run, output, batch)
-  # The ONNX model's batch is fixed (1 unless --batch says otherwise).
-  write_meta(output, fmt, run, 1 if fmt == 'onnx' and batch is None else batch, workdir)
+  write_meta(output, fmt, run, batch, workdir)
   return path
 
 
