@@ -44,6 +44,23 @@ def test_determinism(tmp_path):
         os.path.join(b['train_images'], name))
 
 
+def test_a_pool_of_processes_draws_the_same_bytes(tmp_path):
+  """Big splits are drawn by a process pool (`write_images`); forced here on a small one."""
+  params = synthetic.generation_params(_dataset_cfg(tmp_path))
+  results = {}
+  for workers in (1, 2):
+    img_dir = tmp_path / f'workers{workers}'
+    img_dir.mkdir()
+    results[workers] = synthetic.write_images(synthetic._write_image, 10, str(img_dir), 0,
+                                              params, workers=workers)
+  assert results[1] == results[2]
+  assert sum(len(anns) for _, _, anns in results[1]) > 0
+  names = sorted(os.listdir(tmp_path / 'workers1'))
+  assert len(names) == 10 and names == sorted(os.listdir(tmp_path / 'workers2'))
+  for name in names:
+    assert _read(tmp_path / 'workers1' / name) == _read(tmp_path / 'workers2' / name)
+
+
 def test_caching_and_regeneration(tmp_path):
   cfg = _dataset_cfg(tmp_path / 's')
   p = synthetic.ensure_synthetic_dataset(cfg)

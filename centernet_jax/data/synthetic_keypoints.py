@@ -203,18 +203,23 @@ def render_example(rng: np.random.Generator, size: int):
   return img, anns
 
 
+def _write_image(i, img_dir, split_code, params):
+  """Draws image `i` of a split, writes it as PNG; returns (height, width, annotations)."""
+  rng = np.random.default_rng([params['seed'], split_code, i, 77])
+  img, anns = render_example(rng, params['image_size'])
+  Image.fromarray(img).save(os.path.join(img_dir, f'{i:06d}.png'), format='PNG',
+                            compress_level=1)
+  return img.shape[0], img.shape[1], anns
+
+
 def _generate_split(root, split, split_code, num, params):
   img_dir = os.path.join(root, split)
   os.makedirs(img_dir, exist_ok=True)
   images, annotations = [], []
-  for i in range(num):
-    rng = np.random.default_rng([params['seed'], split_code, i, 77])
-    img, anns = render_example(rng, params['image_size'])
-    file_name = f'{i:06d}.png'
-    Image.fromarray(img).save(os.path.join(img_dir, file_name), format='PNG', compress_level=1)
+  drawn = synthetic.write_images(_write_image, num, img_dir, split_code, params)
+  for i, (h, w, anns) in enumerate(drawn):
     image_id = i + 1
-    images.append({'id': image_id, 'file_name': file_name, 'height': img.shape[0],
-                   'width': img.shape[1]})
+    images.append({'id': image_id, 'file_name': f'{i:06d}.png', 'height': h, 'width': w})
     for a in anns:
       annotations.append(dict(a, id=len(annotations) + 1, image_id=image_id))
   data = {
