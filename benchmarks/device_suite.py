@@ -91,7 +91,7 @@ def run_train(experiment, dtype, batch, args) -> dict:
       'boxes': boxes, 'classes': classes, 'box_mask': mask,
       'true_size': np.full((batch, 2), size, np.int32)})
   step = jax.jit(train_step.make_train_step(model, tx, schedule, config, num_classes),
-                 donate_argnums=(0,), compiler_options=performance.train_compiler_options())
+                 donate_argnums=(0,), compiler_options=performance.compiler_options())
   t0 = time.perf_counter()
   compiled = step.lower(state, data).compile()
   compile_s = time.perf_counter() - t0

@@ -109,7 +109,8 @@ def detection_fn(run: run_files.InferenceRun, *, multiclass_scores: bool = False
       run.model, input_size=int(run.config.input.size),
       max_detections=int(run.config.eval.max_detections),
       keypoint_params=predict.keypoint_decode_params(run.keypoint_spec, run.config),
-      multiclass_scores=multiclass_scores, tta=predict.tta_params(run.config, run.keypoint_spec))
+      multiclass_scores=multiclass_scores, tta=predict.tta_params(run.config, run.keypoint_spec),
+      top_level=False)
 
   def detect(variables, image, true_size, original_size):
     return predict_fn(variables, {'image': image, 'true_size': true_size,

@@ -28,17 +28,19 @@ PEAK_TFLOPS = {
     'NVIDIA L4': {'bfloat16': 121.0, 'float32': 60.0},
 }
 
-# XLA:CPU compiles the training step without YNNPACK's individual-dot fusions: the weight
-# gradients of the 3x3 convolutions, rewritten to dots, ran 1.2-1.4x faster through XLA's own
-# kernels (ResNet50 V1 FPN 512, batch 2, same process, interleaved; docs/benchmarks.md). The
-# forward pass keeps the default, where YNNPACK's dots are the faster ones.
-CPU_TRAIN_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+# XLA:CPU compiles the training step and the inference programs without YNNPACK's
+# individual-dot fusions: the weight gradients of the 3x3 convolutions, rewritten to dots, ran
+# 1.2-1.4x faster through XLA's own kernels (ResNet50 V1 FPN 512, batch 2), and the forward
+# network + decoder 1.2x faster at batch 1 and 8 (ResNet50 V1 FPN 512; MobileNetV2 FPN the same
+# either way); same process, interleaved (docs/benchmarks.md, "Hot paths").
+CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
-def train_compiler_options(backend: str | None = None) -> dict[str, Any] | None:
-  """The compiler options of the jitted training step on `backend` (default: JAX's)."""
+def compiler_options(backend: str | None = None) -> dict[str, Any] | None:
+  """The compiler options of the jitted training step and predict function on `backend`
+  (default: JAX's)."""
   backend = backend or jax.default_backend()
-  return dict(CPU_TRAIN_COMPILER_OPTIONS) if backend == 'cpu' else None
+  return dict(CPU_COMPILER_OPTIONS) if backend == 'cpu' else None
 
 
 # Initialisation runs once, but its program is almost all threefry random-number generation,

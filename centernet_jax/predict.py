@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from absl import logging
 
 from centernet_jax import decoder as decoder_lib
+from centernet_jax import performance
 from centernet_jax import tta as tta_lib
 
 
@@ -51,7 +52,7 @@ def tta_params(config, keypoint_spec=None) -> tta_lib.TTAParams | None:
 
 def make_predict_fn(model, *, input_size: int, max_detections: int,
                     keypoint_params=None, multiclass_scores: bool = False,
-                    tta: tta_lib.TTAParams | None = None
+                    tta: tta_lib.TTAParams | None = None, top_level: bool = True
                     ) -> Callable[..., Any]:
   """A jitted (variables, batch) -> detections function for the last feature output.
 
@@ -61,7 +62,9 @@ def make_predict_fn(model, *, input_size: int, max_detections: int,
   (`decoder.KeypointDecodeParams`), and 'multiclass_scores' [B, K, C] with
   `multiclass_scores` (the exports' OD API signature needs them). `tta` (`tta_params(config)`;
   None: none) adds flip and/or multi-scale test-time augmentation with the same inputs and
-  outputs (tta.py).
+  outputs (tta.py). `top_level=False` for a function traced inside another program (the
+  exports): it then leaves the backend's compiler options (`performance.compiler_options`) to
+  that program, since JAX takes them only on a top-level jit.
   """
 
   if tta is not None:
@@ -104,7 +107,7 @@ def make_predict_fn(model, *, input_size: int, max_detections: int,
                               batch['original_size'], side))
     return tta_lib.merge_detections(per_scale, max_detections=max_detections, params=tta)
 
-  return jax.jit(predict)
+  return jax.jit(predict, compiler_options=performance.compiler_options() if top_level else None)
 
 
 PREDICT_KEYS = ('image', 'true_size', 'original_size')

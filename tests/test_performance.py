@@ -14,6 +14,7 @@ import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from centernet_jax import performance
+from centernet_jax import predict
 from centernet_jax import train
 from tests import tiny
 
@@ -112,3 +113,23 @@ def test_run_init_gives_the_default_compile_values():
   chex.assert_trees_all_equal(performance.run_init(init, rng), jax.jit(init)(rng))
   assert performance.init_compiler_options('cpu') == performance.CPU_INIT_COMPILER_OPTIONS
   assert performance.init_compiler_options('gpu') is None
+
+
+def test_cpu_compiler_options_reach_the_train_step_and_predict_function():
+  """Both programs are compiled with `performance.compiler_options()` on CPU (YNNPACK's dot
+  fusions off); a predict function traced inside another program (the exports) carries none,
+  since JAX refuses compiler options on a nested jit."""
+  assert performance.compiler_options('cpu') == performance.CPU_COMPILER_OPTIONS
+  assert performance.compiler_options('gpu') is None
+  batch = {'image': jnp.zeros((1, 4, 4, 3)), 'true_size': jnp.full((1, 2), 4),
+           'original_size': jnp.full((1, 2), 4)}
+  heads = lambda v, x, train: [{'object_center': jnp.zeros((x.shape[0], 1, 1, 2)),
+                                'box/scale': jnp.ones((x.shape[0], 1, 1, 2)),
+                                'box/offset': jnp.zeros((x.shape[0], 1, 1, 2))}]
+  model = type('HeadsOnly', (), {'apply': staticmethod(heads)})()
+  top = predict.make_predict_fn(model, input_size=4, max_detections=2)
+  nested = predict.make_predict_fn(model, input_size=4, max_detections=2, top_level=False)
+  assert top({}, batch)['boxes'].shape == (1, 2, 4)
+  assert jax.jit(lambda b: nested({}, b)['scores'])(batch).shape == (1, 2)
+  with pytest.raises(ValueError, match='compiler_options'):
+    jax.jit(lambda b: top({}, b)['scores'])(batch)

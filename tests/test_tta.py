@@ -1,5 +1,7 @@
 """Test-time augmentation behind predict.make_predict_fn: flip, multi-scale, the config."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ from centernet_jax import config_check
 from centernet_jax import decoder
 from centernet_jax import evaluate
 from centernet_jax import keypoint_spec as kps
+from centernet_jax import performance
 from centernet_jax import predict
 from centernet_jax import sharding
 from centernet_jax import tta
@@ -100,8 +103,9 @@ def test_none_is_exactly_the_plain_network_and_decoder():
   got = predict.make_predict_fn(model, input_size=32, max_detections=10, keypoint_params=kp,
                                 tta=predict.tta_params(_config('none')))(variables, batch)
 
-  @jax.jit
-  def before(variables, batch):  # make_predict_fn as it was before TTA existed
+  # make_predict_fn as it was before TTA existed, compiled with the same XLA options
+  @functools.partial(jax.jit, compiler_options=performance.compiler_options())
+  def before(variables, batch):
     return decoder.decode_detections(
         model.apply(variables, batch['image'])[-1], true_size=batch['true_size'],
         original_size=batch['original_size'], input_size=32, max_detections=10,

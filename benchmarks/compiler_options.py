@@ -1,0 +1,90 @@
+r"""The predict function (network + decoder) compiled with JAX's default XLA options against
+`performance.CPU_COMPILER_OPTIONS` (YNNPACK's dot fusions off), same process, interleaved.
+
+  python benchmarks/compiler_options.py [--rows r50v1fpn,mnv2fpn] [--batches 1,8] [--repeats 5]
+
+Each row is its zoo experiment at full size (90 classes, 100 detections, random He-normal
+weights without compiling `model.init`), on a batch of random 0-255 images at the input size.
+Both programs are compiled first; then each round times one call of each (A B A B) and the
+table gives the medians, every round, and default / ours (> 1: the options are faster).
+Detections must agree to 1e-3 (the options change kernels, so round-off, not results).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+# pylint: disable=wrong-import-position
+from centernet_jax import experiments
+from centernet_jax import model_variables
+from centernet_jax import models
+from centernet_jax import performance
+from centernet_jax import predict
+from machine import machine_kind
+
+ROWS = {
+    'r50v1fpn': 'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8',
+    'mnv2fpn': 'centernet_mobilenetv2fpn_512x512_coco17_od',
+}
+NUM_CLASSES = 90
+
+
+def programs(row: str, batch: int):
+  """(variables, batch dict, {name: compiled predict function}) of one row."""
+  config = experiments.load_config(os.path.join(REPO, 'experiments', ROWS[row] + '.py'))
+  size = int(config.input.size)
+  model = models.build_model(config.model, NUM_CLASSES)
+  variables = model_variables.filled_variables(model, size)
+  images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3))
+  inputs = {'image': jnp.asarray(images, jnp.float32),
+            'true_size': jnp.full((batch, 2), size, jnp.int32),
+            'original_size': jnp.full((batch, 2), size, jnp.int32)}
+  fn = predict.make_predict_fn(model, input_size=size, max_detections=100, top_level=False)
+  lowered = fn.lower(variables, inputs)
+  compiled = {'default': lowered.compile(),
+              'CPU_COMPILER_OPTIONS': lowered.compile(
+                  compiler_options=dict(performance.CPU_COMPILER_OPTIONS))}
+  return variables, inputs, compiled
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--rows', default=','.join(ROWS))
+  parser.add_argument('--batches', default='1,8')
+  parser.add_argument('--repeats', type=int, default=5)
+  args = parser.parse_args()
+  print(f'Machine: {machine_kind()}; JAX {jax.__version__} on {jax.default_backend()}; '
+        f'{args.repeats} interleaved rounds; options: {performance.CPU_COMPILER_OPTIONS}\n')
+  print('| row | batch | default ms | options ms | default / options | default all (ms) '
+        '| options all (ms) |')
+  print('|---|---|---|---|---|---|---|')
+  for row in args.rows.split(','):
+    for batch in (int(b) for b in args.batches.split(',')):
+      variables, inputs, compiled = programs(row, batch)
+      outs = {k: jax.device_get(f(variables, inputs)) for k, f in compiled.items()}
+      a, b = outs.values()
+      for key in ('boxes', 'scores'):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-3, err_msg=key)
+      times = {k: [] for k in compiled}
+      for _ in range(args.repeats):
+        for k, f in compiled.items():
+          start = time.perf_counter()
+          jax.block_until_ready(f(variables, inputs))
+          times[k].append(1000 * (time.perf_counter() - start))
+      d, o = (statistics.median(v) for v in times.values())
+      print(f'| {row} | {batch} | {d:.1f} | {o:.1f} | {d / o:.2f}x | '
+            f'{", ".join(f"{t:.0f}" for t in times["default"])} | '
+            f'{", ".join(f"{t:.0f}" for t in times["CPU_COMPILER_OPTIONS"])} |', flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
