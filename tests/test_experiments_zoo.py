@@ -344,6 +344,7 @@ HOURGLASS_GROUPS = {
 }
 
 
+@pytest.mark.slow  # a full-size model's train step and decoder compiled
 @pytest.mark.parametrize('row', NON_HOURGLASS_ROWS)
 def test_train_step_and_decode(row, data_root):
   config = _small(_load(row), data_root)
@@ -361,6 +362,7 @@ def _check_pipeline_and_schedule(config):
              for r in rates)
 
 
+@pytest.mark.slow  # an Hourglass-104 train step and decoder compiled
 @pytest.mark.parametrize('group', sorted(HOURGLASS_GROUPS))
 def test_hourglass_rows_train_step_and_decode(group, data_root):
   """Hourglass rows, at input 256 and width 0.25 (both overrides are the test's).

@@ -70,6 +70,7 @@ def _batches(config, n):
   return [next(it) for _ in range(n)]
 
 
+@pytest.mark.slow  # 4 devices and 1: four train steps compiled, two inits
 @pytest.mark.parametrize('fsdp', [1, 2])
 def test_sharded_step_on_4_devices_equals_1_device(data_dir, fsdp):
   """Data parallel over 4 devices (fsdp=1), or 2 x 2 with the state split over fsdp=2."""
@@ -153,6 +154,7 @@ def test_short_training_lowers_the_loss(data_dir):
   assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
 
 
+@pytest.mark.slow  # three trainings
 def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch):
   config = tiny.tiny_config(data_dir)
   config.num_train_steps = 4
@@ -187,6 +189,7 @@ def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch):
   assert json.loads((tmp_path / 'straight' / 'config.json').read_text())['batch_size'] == 8
 
 
+@pytest.mark.slow  # two training processes
 def test_killed_run_resumes_at_its_last_checkpoint(data_dir, tmp_path):
   """A real SIGKILL of a training process, then a restart in the same workdir."""
   config = tiny.tiny_config(data_dir)
@@ -232,6 +235,7 @@ def test_killed_run_resumes_at_its_last_checkpoint(data_dir, tmp_path):
   manager.close()
 
 
+@pytest.mark.slow  # a training
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
   config = tiny.tiny_config(data_dir)
   config.num_train_steps = 8
