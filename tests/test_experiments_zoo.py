@@ -12,7 +12,9 @@ mesh (of the 4 simulated CPU devices of conftest.py); the variables are filled w
 compiling `model.init` (`model_variables.filled_variables`: XLA on CPU takes minutes to
 compile the jitted init of these full-size models, far more than their train step). The
 hourglass rows run at input 256 and width 0.25, and the rows of one hourglass group share
-one compiled step (`test_hourglass_rows_train_step_and_decode` says why).
+one compiled step (`test_hourglass_rows_train_step_and_decode` says why). A box row whose
+network equals a keypoint row's less the keypoint heads is traced, not compiled and run
+(`TRACED_BOX_ROWS` says why nothing is lost).
 """
 
 import math
@@ -333,22 +335,43 @@ def _one_step_and_decode(config, execute=True):
 NON_HOURGLASS_ROWS = sorted(r for r in ROWS if ROWS[r]['backbone'] != 'hourglass')
 # Hourglass rows by head set: within a group the models are identical at the test size, so one
 # row runs the step (the 1024 one: its square crop) and the others' own data pipeline and
-# schedule are checked (`_check_pipeline_and_schedule`). Only the keypoint group compiles and
-# runs its step and decode; the box group traces them (`test_hourglass_rows_train_step_and_decode`
-# says why nothing is lost).
-HOURGLASS_EXECUTED_GROUP = 'keypoints'
+# schedule are checked (`_check_pipeline_and_schedule`).
 HOURGLASS_GROUPS = {
     'boxes': ('centernet_hg104_1024x1024_coco17_tpu-32', 'centernet_hg104_512x512_coco17_tpu-8'),
     'keypoints': ('centernet_hg104_1024x1024_kpts_coco17_tpu-32',
                   'centernet_hg104_512x512_kpts_coco17_tpu-32'),
 }
+# Box rows whose model, losses and targets (at the test size) equal a keypoint row's: the
+# keypoint row's step and decode are compiled and run, the box row's are traced
+# (`_one_step_and_decode(..., execute=False)`; a compile is 40-150 s of this 2-core CPU). The
+# keypoint row's network is the box row's plus the keypoint heads, so the values its executed
+# step checks (finite loss, gradients and parameters) are those of the box network's layers;
+# the box-only step and decoder (no keypoint task) are traced in full here, and compiled and run
+# for the other box rows (ResNet101 V1 FPN, MobileNetV2 FPN: no keypoint twin) and in
+# tests/test_train.py.
+TRACED_BOX_ROWS = {
+    'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8':
+        'centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8',
+    'centernet_resnet50_v2_512x512_coco17_tpu-8': 'centernet_resnet50_v2_512x512_kpts_coco17_tpu-8',
+    'centernet_hg104_1024x1024_coco17_tpu-32': 'centernet_hg104_1024x1024_kpts_coco17_tpu-32',
+}
+
+
+def _step_and_decode_or_trace(row, config, data_root):
+  """`_one_step_and_decode` of `row`'s small `config`, traced for a `TRACED_BOX_ROWS` row after
+  checking that its keypoint twin's network, losses and targets are its own."""
+  twin = TRACED_BOX_ROWS.get(row)
+  if twin is not None:
+    executed = _small(_load(twin), data_root)
+    for section in ('model', 'loss', 'targets'):
+      assert executed[section].to_dict() == config[section].to_dict(), (twin, section)
+  return _one_step_and_decode(config, execute=twin is None)
 
 
 @pytest.mark.slow  # a full-size model's train step and decoder compiled
 @pytest.mark.parametrize('row', NON_HOURGLASS_ROWS)
 def test_train_step_and_decode(row, data_root):
-  config = _small(_load(row), data_root)
-  _one_step_and_decode(config)
+  _step_and_decode_or_trace(row, _small(_load(row), data_root), data_root)
 
 
 def _check_pipeline_and_schedule(config):
@@ -373,13 +396,8 @@ def test_hourglass_rows_train_step_and_decode(group, data_root):
   ~1e3. Width 0.25: a full-width Hourglass-104 step at 256 takes minutes of CPU (the layer
   structure, which is what the step's compilation depends on, is unchanged).
 
-  The box group's step and decode are traced (`jax.eval_shape`), not compiled and run (about
-  150 s of compile on this 2-core CPU): the keypoint group's executed step holds the same
-  backbone and the same box heads, losses and targets (its model is the box model plus the
-  keypoint heads, compared below), so the values it checks (finite loss, gradients and
-  parameters at this input size) are those of the box model's layers; what is box-only (the step
-  and decoder without the keypoint task) is traced here in full and is compiled and run for
-  every other box row (`test_train_step_and_decode`).
+  The box group's step and decode are traced, not compiled and run: its step row is in
+  `TRACED_BOX_ROWS`, which says why nothing is lost.
   """
   rows = [r for r in HOURGLASS_GROUPS[group] if os.path.exists(_path(r))]
   if not rows:
@@ -391,12 +409,6 @@ def test_hourglass_rows_train_step_and_decode(group, data_root):
     assert other.targets.to_dict() == configs[0].targets.to_dict()
     if 'keypoints' in configs[0]:
       assert other.keypoints.to_dict() == configs[0].keypoints.to_dict()
-  if group != HOURGLASS_EXECUTED_GROUP:
-    # The box model is the executed keypoint model without its keypoint heads.
-    executed = _small(_load(HOURGLASS_GROUPS[HOURGLASS_EXECUTED_GROUP][0]), data_root)
-    assert executed.model.to_dict() == configs[0].model.to_dict()
-    assert executed.loss.to_dict() == configs[0].loss.to_dict()
-    assert executed.targets.to_dict() == configs[0].targets.to_dict()
-  _one_step_and_decode(configs[0], execute=group == HOURGLASS_EXECUTED_GROUP)
+  _step_and_decode_or_trace(rows[0], configs[0], data_root)
   for other in configs[1:]:
     _check_pipeline_and_schedule(other)
