@@ -47,6 +47,7 @@ def test_zoo_parameter_counts(depth, trainable_fe, bn_stats):
   assert set(variables['batch_stats']) == {'backbone'}
 
 
+@pytest.mark.slow  # the first op-by-op init and forward of the file compile each op
 @pytest.mark.parametrize('depth', [18, 50])
 def test_output_shapes_and_dtypes(depth):
   num_classes = 3

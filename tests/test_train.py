@@ -122,6 +122,7 @@ def test_sharded_step_on_4_devices_equals_1_device(data_dir, fsdp):
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
 
 
+@pytest.mark.slow  # an init and a train step on 2 devices compiled
 def test_train_step_compiles_once(data_dir):
   config = tiny.tiny_config(data_dir)
   config.mesh.data = 2
@@ -141,6 +142,7 @@ def test_train_step_compiles_once(data_dir):
     state, _ = step(state, sharding.to_global(b, mesh, train.TRAIN_KEYS))
 
 
+@pytest.mark.slow  # an init and a train step compiled
 def test_short_training_lowers_the_loss(data_dir):
   config = tiny.tiny_config(data_dir)
   config.optimizer.learning_rate = 3e-3
