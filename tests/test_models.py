@@ -57,6 +57,7 @@ def test_zoo_parameter_counts(depth, trainable_fe, bn_stats):
   assert set(variables['batch_stats']) == {'backbone'}
 
 
+@pytest.mark.slow  # the file's first inits compiled (depth 18 and 50)
 @pytest.mark.parametrize('depth', [18, 50])
 def test_output_shapes_and_dtypes(depth):
   num_classes = 3
