@@ -21,8 +21,8 @@ def pytest_collection_modifyitems(config, items):
   """Files holding `slow` tests run first (most `slow` tests first; otherwise in collection
   order), so that `make test`'s two xdist workers (`--dist loadfile --no-loadscope-reorder`)
   start with the long files and end on short ones. xdist's default order (most tests first)
-  left the long one-test files (a 180 s multi-process training) for the end, one worker
-  finishing minutes after the other."""
+  hands out the long one-test files (the 2-process training: 183 s cold) last, where one of
+  them can keep a worker busy long after the other has finished."""
   del config
   slow_per_file = {}
   for item in items:
