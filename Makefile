@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml tools/requirements-onnx.txt
 	@touch $(STAMP)
 
 # The whole suite, CPU only, with 4 simulated devices available to tests that ask for them.
+# Whole files per worker, the files holding `slow` tests first (tests/conftest.py orders them;
+# xdist's own reordering, by test count, is off).
 test: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Trains experiments/demo.py on the embedded synthetic set (generated and cached on first use),
 # evaluates it with COCO metrics, and draws detections for a few val images.

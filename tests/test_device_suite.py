@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # the suite script: trainings and benchmarks
 def test_tiny_suite_rows_and_table(tmp_path):
   out = tmp_path / 'suite.md'
   rows = 'train_r50_bf16_b32,infer_mnv2'

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+import pytest
 
 from centernet_jax import detect
 from centernet_jax import evaluate
@@ -19,6 +20,7 @@ from tests import tiny
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # training, evaluation and detection processes
 def test_train_eval_detect(tmp_path, monkeypatch):
   config = tiny.tiny_config(tmp_path / 'data')
   config.num_train_steps = 3

@@ -12,7 +12,9 @@ mesh (of the 4 simulated CPU devices of conftest.py); the variables are filled w
 compiling `model.init` (`model_variables.filled_variables`: XLA on CPU takes minutes to
 compile the jitted init of these full-size models, far more than their train step). The
 hourglass rows run at input 256 and width 0.25, and the rows of one hourglass group share
-one compiled step (`test_hourglass_rows_train_step_and_decode` says why).
+one compiled step (`test_hourglass_rows_train_step_and_decode` says why). A box row whose
+network equals a keypoint row's less the keypoint heads is traced, not compiled and run
+(`TRACED_BOX_ROWS` says why nothing is lost).
 """
 
 import math
@@ -263,9 +265,15 @@ def _small(config, data_root):
   return config
 
 
-def _one_step_and_decode(config):
+def _one_step_and_decode(config, execute=True):
   """As `train.Trainer` + `train_and_evaluate` set them up, with random variables instead of
-  the jitted init: one sharded train step on a pipeline batch, then one decode of a val batch."""
+  the jitted init: one sharded train step on a pipeline batch, then one decode of a val batch.
+
+  `execute=False` traces both programs with `jax.eval_shape` instead of compiling and running
+  them: the model, targets, losses, optimizer update and decoder are all built for the real
+  batch and state structures (a shape or structure error fails), but nothing is compiled, so
+  the outputs' shapes and structures are checked, not their values.
+  """
   assert jax.device_count() >= TEST_DEVICES
   size = int(config.input.size)
   mesh = sharding.make_mesh(config.mesh)
@@ -277,23 +285,29 @@ def _one_step_and_decode(config):
   tx, schedule = optimizer_lib.make_optimizer(config)
   state = model_variables.train_state_from_variables(
       model_variables.filled_variables(model, size), tx)
-  state_sharding = (sharding.state_shardings(mesh, jax.eval_shape(lambda: state))
-                    if hasattr(sharding, 'state_shardings') else replicated)
+  state_sharding = sharding.state_shardings(mesh, jax.eval_shape(lambda: state))
   state = jax.device_put(state, state_sharding)
-  keys = train.train_keys(spec) if hasattr(train, 'train_keys') else train.TRAIN_KEYS
+  keys = train.train_keys(spec)
   batch = next(pipeline.make_train_iterator(config, sources.resolve(config)))
   assert batch['image'].shape == (TEST_DEVICES, size, size, 3)
   global_batch = sharding.to_global(batch, mesh, keys)
   assert len(global_batch['image'].sharding.device_set) == TEST_DEVICES
   step = jax.jit(train.make_train_step(model, tx, schedule, config, num_classes, *kp_args),
-                 donate_argnums=(0,), out_shardings=(state_sharding, replicated)).lower(
-                     state, global_batch).compile(compiler_options=FAST_COMPILE)
-  state, metrics = step(state, global_batch)
-  metrics = jax.device_get(metrics)
-  assert int(state.step) == 1
-  assert all(math.isfinite(float(v)) for v in metrics.values()), metrics
-  assert float(metrics['loss']) > 0
-  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state.params))
+                 donate_argnums=(0,), out_shardings=(state_sharding, replicated))
+  if execute:
+    compiled = step.lower(state, global_batch).compile(compiler_options=FAST_COMPILE)
+    new_state, metrics = compiled(state, global_batch)
+    metrics = jax.device_get(metrics)
+    assert int(new_state.step) == 1
+    assert all(math.isfinite(float(v)) for v in metrics.values()), metrics
+    assert float(metrics['loss']) > 0
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new_state.params))
+  else:
+    new_state, metrics = jax.eval_shape(step, state, global_batch)
+    assert (jax.tree.structure(new_state) == jax.tree.structure(state) and
+            [(x.shape, x.dtype) for x in jax.tree.leaves(new_state)] ==
+            [(x.shape, x.dtype) for x in jax.tree.leaves(state)])
+    assert 'loss' in metrics and all(m.shape == () for m in metrics.values()), metrics
 
   kw = {} if spec is None else {'keypoint_params': evaluate.keypoint_decode_params(spec, config)}
   predict_fn = evaluate.make_predict_fn(model, input_size=size,
@@ -301,15 +315,18 @@ def _one_step_and_decode(config):
   eval_iter, num_batches = pipeline.make_eval_iterator(config, sources.resolve(config))
   assert num_batches >= 1
   local = next(iter(eval_iter))
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  variables = {'params': new_state.params, 'batch_stats': new_state.batch_stats}
   eval_batch = sharding.to_global(local, mesh, evaluate.PREDICT_KEYS)
-  predict = predict_fn.lower(variables, eval_batch).compile(compiler_options=FAST_COMPILE)
-  detections = sharding.to_host(predict(variables, eval_batch))
   k = config.eval.max_detections
+  if execute:
+    predict = predict_fn.lower(variables, eval_batch).compile(compiler_options=FAST_COMPILE)
+    detections = sharding.to_host(predict(variables, eval_batch))
+    assert np.all(np.isfinite(detections['boxes']))
+    assert np.all(detections['classes'] < num_classes)
+  else:
+    detections = jax.eval_shape(predict_fn, variables, eval_batch)
   assert detections['boxes'].shape == (TEST_DEVICES, k, 4)
   assert detections['scores'].shape == (TEST_DEVICES, k)
-  assert np.all(np.isfinite(detections['boxes']))
-  assert np.all(detections['classes'] < num_classes)
   if spec is not None:
     assert detections['keypoints'].shape == (TEST_DEVICES, k, spec.num_keypoints, 2)
   return metrics
@@ -324,12 +341,37 @@ HOURGLASS_GROUPS = {
     'keypoints': ('centernet_hg104_1024x1024_kpts_coco17_tpu-32',
                   'centernet_hg104_512x512_kpts_coco17_tpu-32'),
 }
+# Box rows whose model, losses and targets (at the test size) equal a keypoint row's: the
+# keypoint row's step and decode are compiled and run, the box row's are traced
+# (`_one_step_and_decode(..., execute=False)`; a compile is 40-150 s of this 2-core CPU). The
+# keypoint row's network is the box row's plus the keypoint heads, so the values its executed
+# step checks (finite loss, gradients and parameters) are those of the box network's layers;
+# the box-only step and decoder (no keypoint task) are traced in full here, and compiled and run
+# for the other box rows (ResNet101 V1 FPN, MobileNetV2 FPN: no keypoint twin) and in
+# tests/test_train.py.
+TRACED_BOX_ROWS = {
+    'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8':
+        'centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8',
+    'centernet_resnet50_v2_512x512_coco17_tpu-8': 'centernet_resnet50_v2_512x512_kpts_coco17_tpu-8',
+    'centernet_hg104_1024x1024_coco17_tpu-32': 'centernet_hg104_1024x1024_kpts_coco17_tpu-32',
+}
 
 
+def _step_and_decode_or_trace(row, config, data_root):
+  """`_one_step_and_decode` of `row`'s small `config`, traced for a `TRACED_BOX_ROWS` row after
+  checking that its keypoint twin's network, losses and targets are its own."""
+  twin = TRACED_BOX_ROWS.get(row)
+  if twin is not None:
+    executed = _small(_load(twin), data_root)
+    for section in ('model', 'loss', 'targets'):
+      assert executed[section].to_dict() == config[section].to_dict(), (twin, section)
+  return _one_step_and_decode(config, execute=twin is None)
+
+
+@pytest.mark.slow  # a full-size model's train step and decoder compiled
 @pytest.mark.parametrize('row', NON_HOURGLASS_ROWS)
 def test_train_step_and_decode(row, data_root):
-  config = _small(_load(row), data_root)
-  _one_step_and_decode(config)
+  _step_and_decode_or_trace(row, _small(_load(row), data_root), data_root)
 
 
 def _check_pipeline_and_schedule(config):
@@ -343,6 +385,7 @@ def _check_pipeline_and_schedule(config):
              for r in rates)
 
 
+@pytest.mark.slow  # an Hourglass-104 train step and decoder compiled
 @pytest.mark.parametrize('group', sorted(HOURGLASS_GROUPS))
 def test_hourglass_rows_train_step_and_decode(group, data_root):
   """Hourglass rows, at input 256 and width 0.25 (both overrides are the test's).
@@ -352,6 +395,9 @@ def test_hourglass_rows_train_step_and_decode(group, data_root):
   gradients explode (global norm ~1e13 at width 0.25, inf at full width); at 256 they are
   ~1e3. Width 0.25: a full-width Hourglass-104 step at 256 takes minutes of CPU (the layer
   structure, which is what the step's compilation depends on, is unchanged).
+
+  The box group's step and decode are traced, not compiled and run: its step row is in
+  `TRACED_BOX_ROWS`, which says why nothing is lost.
   """
   rows = [r for r in HOURGLASS_GROUPS[group] if os.path.exists(_path(r))]
   if not rows:
@@ -363,6 +409,6 @@ def test_hourglass_rows_train_step_and_decode(group, data_root):
     assert other.targets.to_dict() == configs[0].targets.to_dict()
     if 'keypoints' in configs[0]:
       assert other.keypoints.to_dict() == configs[0].keypoints.to_dict()
-  _one_step_and_decode(configs[0])
+  _step_and_decode_or_trace(rows[0], configs[0], data_root)
   for other in configs[1:]:
     _check_pipeline_and_schedule(other)

@@ -22,6 +22,8 @@ from centernet_jax.data.sources import record_table
 from tests import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every test reads the module fixture `runs`, which exports two models in three formats.
+pytestmark = pytest.mark.slow
 
 # The OD API inference tutorial's client, run with TensorFlow only: every `inputs` entry is one
 # uint8 [N, H, W, 3] call of `serving_default`. JAX is made unimportable first, as on a machine

@@ -88,6 +88,7 @@ def test_inputs_are_read_lazily(run):
   assert len([first, *results]) == 8
 
 
+@pytest.mark.slow  # a detection process on many images
 def test_detect_on_a_big_folder_keeps_memory_bounded(run, tmp_path):
   """2000 images: read, run and written batch by batch (pictures appear while the folder is
   still being read), with no growth of the resident memory beyond a few MiB."""

@@ -3,6 +3,7 @@
 import json
 
 from PIL import Image
+import pytest
 
 from centernet_jax import detect
 from centernet_jax import train
@@ -10,6 +11,7 @@ from centernet_jax import train
 from tests import tiny
 
 
+@pytest.mark.slow  # training, evaluation and detection processes
 def test_keypoint_train_eval_detect(tmp_path):
   config = tiny.tiny_keypoint_config(tmp_path / 'data')
   config.num_train_steps = 2

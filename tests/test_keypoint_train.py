@@ -3,10 +3,11 @@
 import jax
 import numpy as np
 import optax
+import pytest
 
+from centernet_jax import model_variables
 from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
-from centernet_jax import performance
 from centernet_jax import sharding
 from centernet_jax import train
 from centernet_jax.data import pipeline
@@ -15,6 +16,7 @@ from centernet_jax.data import sources
 from tests import tiny
 
 
+@pytest.mark.slow  # four keypoint train steps compiled
 def test_sharded_keypoint_step_on_4_devices_equals_1_device(tmp_path):
   assert jax.device_count() >= 4, 'tests/conftest.py should give 4 CPU devices'
   config = tiny.tiny_keypoint_config(tmp_path / 'data')
@@ -27,9 +29,11 @@ def test_sharded_keypoint_step_on_4_devices_equals_1_device(tmp_path):
   model = models.build_model(config.model, num_classes, spec)
   _, schedule = optimizer_lib.make_optimizer(config)
   tx = optax.sgd(1.0)
-  # One init (its compile dominates on CPU), placed on each mesh.
-  init = performance.run_init(
-      lambda r: train.create_train_state(r, model, tx, config.input.size), jax.random.key(0))
+  # One initial state, placed on each mesh: variables drawn with numpy, as the model's init
+  # draws them (He-normal kernels, the heatmap bias), without compiling the init (the sharded
+  # init is tests/test_train.py's).
+  init = model_variables.train_state_from_variables(
+      model_variables.filled_variables(model, config.input.size), tx)
   results = []
   for n in (1, 4):
     config.mesh.data = n

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from centernet_jax import models
+from centernet_jax import performance
 from centernet_jax.config_base import base_config
 from centernet_jax.models import heads as heads_lib
 from centernet_jax.models import resnet_v1_fpn
@@ -29,6 +30,15 @@ def _images(batch=2, size=64, seed=0):
   return jax.random.uniform(jax.random.key(seed), (batch, size, size, 3), jnp.float32, 0, 255)
 
 
+def _init(model, images):
+  """`model.init(key 0, images, train=False)` as training runs it: one compiled program
+  (`performance.run_init`). Run op by op, the file's first init compiled every random-number op
+  on its own (51 s against 8 s for the depth-18 model on this 2-core CPU)."""
+  shape = images.shape
+  return performance.run_init(
+      lambda rng: model.init(rng, jnp.zeros(shape, jnp.float32), train=False), jax.random.key(0))
+
+
 @pytest.mark.parametrize('depth,trainable_fe,bn_stats', [
     (50, 24_809_920, 53_632),
     (101, 43_828_160, 105_856),
@@ -47,12 +57,13 @@ def test_zoo_parameter_counts(depth, trainable_fe, bn_stats):
   assert set(variables['batch_stats']) == {'backbone'}
 
 
+@pytest.mark.slow  # the file's first inits compiled (depth 18 and 50)
 @pytest.mark.parametrize('depth', [18, 50])
 def test_output_shapes_and_dtypes(depth):
   num_classes = 3
   model = models.build_model(_model_config(depth, 0.25, 16), num_classes)
   images = _images()
-  variables = model.init(jax.random.key(0), images, train=False)
+  variables = _init(model, images)
   outputs = model.apply(variables, images, train=False)
   assert isinstance(outputs, list) and len(outputs) == 1
   out = outputs[0]
@@ -70,7 +81,7 @@ def test_output_shapes_and_dtypes(depth):
 
 def test_heatmap_bias_init_and_head_init():
   model = models.build_model(_model_config(18, 0.25, 16), 5)
-  params = model.init(jax.random.key(0), _images(1), train=False)['params']
+  params = _init(model, _images(1))['params']
   np.testing.assert_allclose(params['object_center_0']['conv_1x1']['bias'], -2.19 * np.ones(5))
   for name in ('box_scale_0', 'box_offset_0'):
     np.testing.assert_array_equal(params[name]['conv_1x1']['bias'], np.zeros(2))
@@ -96,7 +107,7 @@ def test_heads_not_shared_between_outputs():
   model = models.CenterNet(backbone=_TwoOutputBackbone(), normalize=lambda x: x / 255.0,
                            num_classes=4, head_channels=8)
   images = _images(1, 32)
-  variables = model.init(jax.random.key(0), images, train=False)
+  variables = _init(model, images)
   params = variables['params']
   for key in ('object_center', 'box_scale', 'box_offset'):
     a, b = params[f'{key}_0'], params[f'{key}_1']
@@ -110,7 +121,7 @@ def test_depthwise_heads():
   c = _model_config(18, 0.25, 16)
   c.depthwise_heads = True
   model = models.build_model(c, 3)
-  params = model.init(jax.random.key(0), _images(1), train=False)['params']
+  params = _init(model, _images(1))['params']
   head = params['object_center_0']
   assert set(head) == {'depthwise_3x3', 'pointwise_1x1', 'conv_1x1'}
   assert head['depthwise_3x3']['kernel'].shape == (3, 3, 1, 16)
@@ -123,8 +134,8 @@ def test_bfloat16_mode():
   images = _images()
   f32 = models.build_model(_model_config(18, 0.25, 16, 'float32'), 3)
   bf16 = models.build_model(_model_config(18, 0.25, 16, 'bfloat16'), 3)
-  variables = f32.init(jax.random.key(0), images, train=False)
-  variables_bf16 = bf16.init(jax.random.key(0), images, train=False)
+  variables = _init(f32, images)
+  variables_bf16 = _init(bf16, images)
   for leaf in jax.tree_util.tree_leaves(variables_bf16):
     assert leaf.dtype == jnp.float32  # params and BN stats stay float32
   out32 = f32.apply(variables, images, train=False)[0]
@@ -148,7 +159,7 @@ def _conv_input_dtypes(model, variables, images) -> list[str]:
 def test_head_dtype_float32_under_a_bfloat16_backbone():
   images = _images(batch=1)
   config = _model_config(18, 0.25, 16, 'bfloat16')
-  variables = models.build_model(config, 3).init(jax.random.key(0), images, train=False)
+  variables = _init(models.build_model(config, 3), images)
   all_bf16 = _conv_input_dtypes(models.build_model(config, 3), variables, images)
   config.head_dtype = 'float32'
   mixed = _conv_input_dtypes(models.build_model(config, 3), variables, images)
@@ -161,7 +172,7 @@ def test_head_dtype_float32_under_a_bfloat16_backbone():
 def test_batch_stats_update_only_in_train_mode():
   model = models.build_model(_model_config(18, 0.25, 16), 3)
   images = _images()
-  variables = model.init(jax.random.key(0), images, train=False)
+  variables = _init(model, images)
   stats = variables['batch_stats']
   _, new_vars = model.apply(variables, images, train=True, mutable=['batch_stats'])
   new_stats = new_vars['batch_stats']

@@ -11,6 +11,7 @@ import sys
 
 import chex
 import jax
+import pytest
 
 from centernet_jax import checkpointing
 from centernet_jax import train
@@ -23,6 +24,7 @@ from tests import tiny
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # two training processes, then a training
 def test_two_processes_train_like_one_process(tmp_path):
   config = tiny.tiny_config(tmp_path / 'data')
   config.num_train_steps = 3

@@ -84,6 +84,7 @@ def _scalars(workdir):
   return tags
 
 
+@pytest.mark.slow  # a profiled training
 def test_training_logs_speed_and_mfu_and_writes_the_profile(data_dir, tmp_path):
   config = tiny.tiny_config(data_dir)
   config.num_train_steps = 4

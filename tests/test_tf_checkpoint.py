@@ -319,6 +319,7 @@ def test_detection_init_keeps_fresh_heads(r50_case):
     T.convert_variables(tf_vars, fresh, _model_config(), init_type='detection')
 
 
+@pytest.mark.slow  # a Keras ResNet50 built and saved
 def test_classification_init_from_keras_application_checkpoint(r50_case):
   """`feature_extractor/layer_with_weights-N` (convert_keras_models), with the classifier."""
   values = r50_case['values']
@@ -522,6 +523,7 @@ def test_pipeline_config_parser():
   assert kp.keypoint_tasks == ('human_pose',) and kp.use_depthwise
 
 
+@pytest.mark.slow  # an archive imported and restored
 def test_import_archive_writes_a_restorable_workdir(r50_case, tmp_path):
   from centernet_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from centernet_jax import import_tf_checkpoint as imp  # pylint: disable=g-import-not-at-top

@@ -70,6 +70,7 @@ def _batches(config, n):
   return [next(it) for _ in range(n)]
 
 
+@pytest.mark.slow  # 4 devices and 1: four train steps compiled, two inits
 @pytest.mark.parametrize('fsdp', [1, 2])
 def test_sharded_step_on_4_devices_equals_1_device(data_dir, fsdp):
   """Data parallel over 4 devices (fsdp=1), or 2 x 2 with the state split over fsdp=2."""
@@ -121,6 +122,7 @@ def test_sharded_step_on_4_devices_equals_1_device(data_dir, fsdp):
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
 
 
+@pytest.mark.slow  # an init and a train step on 2 devices compiled
 def test_train_step_compiles_once(data_dir):
   config = tiny.tiny_config(data_dir)
   config.mesh.data = 2
@@ -140,6 +142,7 @@ def test_train_step_compiles_once(data_dir):
     state, _ = step(state, sharding.to_global(b, mesh, train.TRAIN_KEYS))
 
 
+@pytest.mark.slow  # an init and a train step compiled
 def test_short_training_lowers_the_loss(data_dir):
   config = tiny.tiny_config(data_dir)
   config.optimizer.learning_rate = 3e-3
@@ -153,6 +156,7 @@ def test_short_training_lowers_the_loss(data_dir):
   assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
 
 
+@pytest.mark.slow  # three trainings
 def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch):
   config = tiny.tiny_config(data_dir)
   config.num_train_steps = 4
@@ -187,6 +191,7 @@ def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch):
   assert json.loads((tmp_path / 'straight' / 'config.json').read_text())['batch_size'] == 8
 
 
+@pytest.mark.slow  # two training processes
 def test_killed_run_resumes_at_its_last_checkpoint(data_dir, tmp_path):
   """A real SIGKILL of a training process, then a restart in the same workdir."""
   config = tiny.tiny_config(data_dir)
@@ -232,20 +237,23 @@ def test_killed_run_resumes_at_its_last_checkpoint(data_dir, tmp_path):
   manager.close()
 
 
+@pytest.mark.slow  # a training
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+  # tiny_config's 4 steps: the train step compiled for test_resumed_run_equals_uninterrupted_run
+  # (same config, so the same program) is reused instead of compiling one for more steps.
   config = tiny.tiny_config(data_dir)
-  config.num_train_steps = 8
+  assert config.num_train_steps == 4 and config.checkpoint_every_steps == 2
   real = pipeline.make_train_iterator
 
   def poisoned(*args, **kwargs):
     for i, batch in enumerate(real(*args, **kwargs)):
-      if i == 4:  # the 5th step sees NaN boxes (images are uint8: they cannot hold a NaN)
+      if i == 2:  # the 3rd step sees NaN boxes (images are uint8: they cannot hold a NaN)
         batch = dict(batch, boxes=np.full_like(batch['boxes'], np.nan))
       yield batch
 
   monkeypatch.setattr(pipeline, 'make_train_iterator', poisoned)
-  with pytest.raises(train.NonFiniteLossError, match='step 5'):
+  with pytest.raises(train.NonFiniteLossError, match='step 3'):
     train.train_and_evaluate(config, str(tmp_path))
   manager = checkpointing.make_manager(tmp_path, read_only=True)
-  assert manager.latest_step() == 4
+  assert manager.latest_step() == 2
   manager.close()

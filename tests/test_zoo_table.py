@@ -91,6 +91,7 @@ def zoo_dirs(tmp_path_factory):
           'root': root}
 
 
+@pytest.mark.slow  # zoo_table processes
 def test_table_rows_done_failed_missing_and_resumed(zoo_dirs, monkeypatch):
   rows = zoo_table.select_rows(f'{R50},{R101},{HG}')
   runs = str(zoo_dirs['root'] / 'runs')
