@@ -137,3 +137,14 @@ def test_host_pixel_op_after_a_colour_op_is_refused():
   # Which ops run on the device is the ops' registry's word, and the device knows them all.
   device = {name for name, op in augment.OPS.items() if op.kind == 'device'}
   assert device == set(colour_augment.DEVICE_OPS)
+
+
+def test_a_window_showing_none_of_the_image_is_black():
+  """A square crop after a pad can fall in the pad: a black image, no error."""
+  ex = view.start({'image': tf.fill([10, 12, 3], tf.constant(200, tf.uint8))})
+  for window in ((20, 30, 8, 8), (-20, 3, 8, 8), (3, -40, 8, 30)):
+    out = view.flip_left_right(view.window(ex, *window))
+    canvas, _, _ = view.to_canvas(out, 16)
+    assert not np.any(canvas.numpy()) and not np.any(view.materialize(out)['image'].numpy())
+  canvas, _, _ = view.to_canvas(view.window(ex, -2, -2, 20, 20), 16)
+  assert canvas.numpy().max() == 200

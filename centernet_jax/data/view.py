@@ -42,13 +42,6 @@ def start(example: Example) -> Example:
   return example
 
 
-def size(example: Example):
-  """int32 [2]: (h, w) of the augmented image (the view's, or the image's)."""
-  if 'source' in example:
-    return example['view_size']
-  return tf.shape(example['image'])[:2]
-
-
 def window(example: Example, y0, x0, h, w) -> Example:
   """The view of the window [y0, y0 + h) x [x0, x0 + w) of the augmented image (int32
   pixels; a window reaching outside the image is black there, i.e. a pad)."""
@@ -56,8 +49,8 @@ def window(example: Example, y0, x0, h, w) -> Example:
   offset = tf.stack([y0, x0])
   new_size = tf.stack([h, w])
   valid = example['view_valid']
-  lo = tf.maximum(valid[:2] - offset, 0)
-  hi = tf.maximum(tf.minimum(valid[2:] - offset, new_size), lo)
+  lo = tf.clip_by_value(valid[:2] - offset, 0, new_size)
+  hi = tf.clip_by_value(valid[2:] - offset, lo, new_size)
   shift = tf.cast(tf.concat([offset, offset], 0), tf.float32)
   return {**example, 'view_size': new_size, 'view_origin': example['view_origin'] - offset,
           'view_valid': tf.concat([lo, hi], 0),
@@ -98,8 +91,8 @@ def materialize(example: Example) -> Example:
   part, flip = _source_part(example)
   part = tf.cond(flip, lambda: part[:, ::-1], lambda: part)
   h, w = tf.unstack(example['view_size'])
-  valid = example['view_valid']
-  image = tf.image.pad_to_bounding_box(tf.cast(part, tf.float32), valid[0], valid[1], h, w)
+  y0, x0, y1, x1 = tf.unstack(example['view_valid'])
+  image = tf.pad(tf.cast(part, tf.float32), [[y0, h - y1], [x0, w - x1], [0, 0]])
   out = {k: v for k, v in example.items() if k not in VIEW_KEYS}
   out['image'] = image
   return out
@@ -122,6 +115,9 @@ def to_canvas(example: Example, size: int):
   outside view_valid, interpolated with it at its edges). It is one `crop_and_resize` of the
   visible source part with a 1-pixel border (black where the augmented image continues in
   black, a copy of the edge where the augmented image ends), read in uint8.
+
+  A view showing none of the image (a window listed after a pad that falls in the pad) gives
+  a black canvas: the border still makes the part at least 2 x 2 pixels.
 
   Returns:
     (image uint8 [S, S, 3] (rounded), zero padded bottom/right; scale float32 [2], the
