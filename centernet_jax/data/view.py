@@ -116,9 +116,6 @@ def to_canvas(example: Example, size: int):
   visible source part with a 1-pixel border (black where the augmented image continues in
   black, a copy of the edge where the augmented image ends), read in uint8.
 
-  A view showing none of the image (a window listed after a pad that falls in the pad) gives
-  a black canvas: the border still makes the part at least 2 x 2 pixels.
-
   Returns:
     (image uint8 [S, S, 3] (rounded), zero padded bottom/right; scale float32 [2], the
      factor (nh / S, nw / S) that takes coordinates normalized to the augmented image to
@@ -130,11 +127,20 @@ def to_canvas(example: Example, size: int):
   y0, x0, y1, x1 = tf.unstack(example['view_valid'])
   part, flip = _source_part(example)
   # Border sides in the source's orientation: a mirrored view swaps left and right.
-  black = tf.cast(tf.stack([y0 > 0, y1 < h, x0 > 0, x1 < w]), tf.int32)
+  black = tf.stack([y0 > 0, y1 < h, x0 > 0, x1 < w])
   left, right = tf.where(flip, black[3], black[2]), tf.where(flip, black[2], black[3])
-  part = tf.pad(part, [[black[0], black[1]], [left, right], [0, 0]])
-  part = tf.pad(part, [[1 - black[0], 1 - black[1]], [1 - left, 1 - right], [0, 0]],
-                mode='SYMMETRIC')
+  # A view showing none of the image (a window after a pad that falls in the pad) samples a
+  # black 2 x 2 part.
+  empty = (y1 <= y0) | (x1 <= x0)
+  part = tf.cond(empty, lambda: tf.zeros([2, 2, 3], part.dtype), lambda: part)
+
+  def edge(pixels, is_black):
+    return pixels * tf.cast(tf.logical_not(is_black | empty), pixels.dtype)
+
+  # The border as one row / column each side, concatenated (a memory copy; TF's mirror pad
+  # costs several times more on uint8).
+  part = tf.concat([edge(part[:1], black[0]), part, edge(part[-1:], black[1])], 0)
+  part = tf.concat([edge(part[:, :1], left), part, edge(part[:, -1:], right)], 1)
   ph = tf.cast(tf.shape(part)[0] - 1, tf.float32)
   pw = tf.cast(tf.shape(part)[1] - 1, tf.float32)
   hf, wf, nhf, nwf = (tf.cast(v, tf.float32) for v in (h, w, nh, nw))
@@ -147,7 +153,8 @@ def to_canvas(example: Example, size: int):
   resized = tf.image.crop_and_resize(
       part[tf.newaxis], tf.stack([top, first, bottom, last])[tf.newaxis], [0], new,
       method='bilinear', extrapolation_value=0.0)[0]
-  # Rounded before the pad: the pad then moves a quarter of the float32 bytes.
-  image = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+  # Rounded before the pad: the pad then moves a quarter of the float32 bytes. Bilinear
+  # weights keep the values in 0..255: no clipping.
+  image = tf.cast(tf.round(resized), tf.uint8)
   image = tf.image.pad_to_bounding_box(image, 0, 0, size, size)
   return tf.ensure_shape(image, [size, size, 3]), tf.cast(new, tf.float32) / size, new
