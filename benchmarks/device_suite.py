@@ -66,7 +66,7 @@ def run_train(experiment, dtype, batch, args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   # pylint: disable=g-import-not-at-top,g-multiple-import
-  from centernet_jax import model_variables, models, performance, train_step
+  from centernet_jax import colour_augment, model_variables, models, performance, train_step
   from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
 
   config = load_config(experiment, args.tiny)
@@ -89,7 +89,8 @@ def run_train(experiment, dtype, batch, args) -> dict:
   data = jax.device_put({
       'image': rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
       'boxes': boxes, 'classes': classes, 'box_mask': mask,
-      'true_size': np.full((batch, 2), size, np.int32)})
+      'true_size': np.full((batch, 2), size, np.int32),
+      **colour_augment.identity_batch(config.input.augmentations, batch)})
   step = jax.jit(train_step.make_train_step(model, tx, schedule, config, num_classes),
                  donate_argnums=(0,), compiler_options=performance.compiler_options())
   t0 = time.perf_counter()

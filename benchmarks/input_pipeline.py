@@ -13,14 +13,17 @@ before TensorFlow starts, with tf.data's private thread pool of the same size), 
 images/s of cumulative pipelines, each built from the project's own functions:
   read       tf.io.read_file of the image file
   decode     + `record_table.decode_image_file` (uint8 RGB)
-  augment    + the configured ops of `input.augmentations` (`augment.Augmenter`)
-  resize     + keep-aspect resize, pad, uint8 (`pipeline.preprocess`, the whole per-example op)
+  augment    + the configured ops of `input.augmentations` (`augment.Augmenter`: the crop
+             window, pad, flip as a view of the decoded image, the colour ops' parameters)
+  resize     + the one resample of the view onto the keep-aspect, zero-padded canvas, uint8
+             (`pipeline.preprocess`, the whole per-example op)
   batch      the real training dataset (`pipeline.make_train_dataset`: the source's record
              table and shuffled index, preprocess, padding to max_boxes, batching, prefetch)
              as numpy
   hand-over  + `sharding.to_global` onto the JAX device (`make_train_iterator` as training
              consumes it), waited for
 The cost of a stage is the difference of the per-image times of its pipeline and the previous.
+The colour ops run in the train step on the device (colour_augment.py), not here.
 """
 
 from __future__ import annotations
@@ -126,8 +129,8 @@ def measure(args) -> dict:
       example = {'image': image, 'boxes': boxes, 'classes': tf.zeros([7], tf.int32),
                  'image_id': 0}
       if stage == 'augment':
-        return summary(augmenter({**example, 'image': tf.cast(image, tf.float32)},
-                                 seed)['image'])
+        out = augmenter(example, seed)
+        return summary(out['source']) + (out['view_valid'], out['colour_params'])
       return pipeline.preprocess(example, config=config, augmenter=augmenter,
                                  seed=seed)['image']
     return fn

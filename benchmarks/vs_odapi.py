@@ -68,7 +68,7 @@ def our_worker(case: str, max_boxes: int) -> None:
   from centernet_jax import config_base, decoder, evaluate, models, tf_checkpoint, train  # pylint: disable=g-import-not-at-top
   from centernet_jax import import_tf_checkpoint as importer  # pylint: disable=g-import-not-at-top
   from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
-  from centernet_jax import performance  # pylint: disable=g-import-not-at-top
+  from centernet_jax import colour_augment, performance  # pylint: disable=g-import-not-at-top
   from centernet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], 'GPU')
@@ -121,8 +121,10 @@ def our_worker(case: str, max_boxes: int) -> None:
   classes[:, :n] = inputs['train_classes']
   mask = np.zeros((b, max_boxes), np.float32)
   mask[:, :n] = 1.0
+  # The OD API's step gets no augmentation: identity colour parameters (the ops still run).
   train_batch = {'image': inputs['train_images'], 'boxes': boxes, 'classes': classes,
-                 'box_mask': mask, 'true_size': np.full((b, 2), size, np.int32)}
+                 'box_mask': mask, 'true_size': np.full((b, 2), size, np.int32),
+                 **colour_augment.identity_batch(config.input.augmentations, b)}
 
   def train_once():
     holder['state'], metrics = step_fn(holder['state'], train_batch)

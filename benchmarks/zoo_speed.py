@@ -114,7 +114,7 @@ def _train_batch(config, batch: int, size: int, num_classes: int, spec=None):
   """Dummy training batch of the train step's keys (boxes spread over the image; with a
   keypoint spec, every joint labelled inside its box)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from centernet_jax import train  # pylint: disable=g-import-not-at-top
+  from centernet_jax import colour_augment, train  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   m = int(config.dataset.max_boxes)
   n = min(BOXES_PER_IMAGE, m)
@@ -130,6 +130,7 @@ def _train_batch(config, batch: int, size: int, num_classes: int, spec=None):
       'image': rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32),
       'boxes': boxes, 'classes': classes, 'box_mask': box_mask,
       'true_size': np.full((batch, 2), size, np.int32),
+      **colour_augment.identity_batch(config.input.augmentations, batch),
   }
   keys = train.train_keys(spec) if hasattr(train, 'train_keys') else train.TRAIN_KEYS
   if spec is not None:

@@ -67,7 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
   # The training augmentations in order, as ops of data/augment.py (example dict -> example
   # dict, the OD API's semantics): 'op|op(arg, name=value)|...', arguments as Python literals
   # (positional ones in the op's signature order). Op i is seeded from its name and position
-  # i, so the stream stays a pure function of (seed, position). '' for none. The default is
+  # i, so the stream stays a pure function of (seed, position). Geometric ops run on the host
+  # (one resample per image), the colour ops in the train step on device (colour_augment.py;
+  # docs/odapi_reference.md section 8 says what that changes). '' for none. The default is
   # the zoo's 512 recipe (zoo_recipes.crop_pad_augmentation); the ops and their arguments:
   #   random_horizontal_flip(probability=0.5)
   #   random_patch_gaussian(min_patch_size=1, max_patch_size=250, min_gaussian_stddev=0.0,

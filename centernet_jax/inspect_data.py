@@ -295,8 +295,11 @@ def inspect_stream(config, facts, records, class_names, keypoint_spec, num_draw:
   source = kept = emptied = 0
   sizes, min_sides, rows, sheets, warnings = [], [], [], [], []
   out_px = int(config.input.size) // 4
+  image_fn = jax.jit(lambda b: train_step.step_images(b, c))
   for start in range(0, total, chunk):
     batch = next(batches)
+    # The sheets show the images as the model sees them: colour ops applied (on device).
+    batch = {**batch, 'image': np.asarray(image_fn(batch))}
     targets = jax.device_get(target_fn(batch))
     for i in range(chunk):
       g = start + i

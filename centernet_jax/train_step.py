@@ -13,10 +13,12 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from centernet_jax import colour_augment
 from centernet_jax import losses
 from centernet_jax import targets as targets_lib
 
-TRAIN_KEYS = ('image', 'boxes', 'classes', 'box_mask', 'true_size')
+TRAIN_KEYS = ('image', 'boxes', 'classes', 'box_mask', 'true_size', 'colour_params',
+              'colour_windows')
 KEYPOINT_TRAIN_KEYS = ('keypoints', 'keypoint_mask')
 
 
@@ -48,6 +50,15 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
   params = variables['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
+
+
+def step_images(batch: dict[str, jax.Array], config: ml_collections.ConfigDict) -> jax.Array:
+  """The images the train step feeds the model: float32 [B, S, S, 3] raw 0..255, the batch's
+  uint8 canvas with the colour ops of `config.input.augmentations` applied
+  (colour_augment.py). inspect_data shows training images through this function too."""
+  return colour_augment.apply(
+      jnp.asarray(batch['image'], jnp.float32), batch['colour_params'], batch['colour_windows'],
+      colour_augment.device_ops(config.input.augmentations))
 
 
 def step_targets(batch: dict[str, jax.Array], config: ml_collections.ConfigDict,
@@ -84,12 +95,13 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Sch
   kp_config = config.keypoints
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
+    images = step_images(batch, config)
     targets, kp_targets = step_targets(batch, config, num_classes, keypoint_spec)
     valid = targets_lib.valid_output_mask(batch['true_size'], input_size, out_size)
 
     def loss_fn(params):
       outputs, new_vars = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+          {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
           mutable=['batch_stats'])
       total, components = losses.centernet_loss(outputs, targets, config.loss, valid)
       if kp_targets is not None:

@@ -12,6 +12,7 @@ from centernet_jax import config_base
 from centernet_jax.data import augment
 from centernet_jax.data import pipeline
 from centernet_jax.data import sources
+from centernet_jax.data import view
 from centernet_jax.data.sources import record_table
 
 S = 32
@@ -121,10 +122,13 @@ def test_batch_contract(cfg):
       'true_size': (np.int32, (4, 2)),
       'example_mask': (np.float32, (4,)),
   }
+  # Training only: the parameters and windows of the 4 colour ops of the recipe.
+  colour = {'colour_params': (np.float32, (4, 4)), 'colour_windows': (np.float32, (4, 4, 4))}
   train_batches = _take(pipeline.make_train_iterator(cfg, sources.resolve(cfg)), 2)
   for batch in train_batches + list(pipeline.make_eval_iterator(cfg, sources.resolve(cfg))[0]):
-    assert set(batch) == set(expected)
-    for k, (dt, shape) in expected.items():
+    is_train = any(batch is b for b in train_batches)
+    assert set(batch) == set(expected) | (set(colour) if is_train else set())
+    for k, (dt, shape) in {**expected, **(colour if is_train else {})}.items():
       if k == 'image' and not any(batch is b for b in train_batches):
         dt = np.float32
       assert batch[k].dtype == dt, k
@@ -194,9 +198,9 @@ def test_flip_crop_pad_keep_boxes_on_objects(cfg):
   image = tf.constant(img, tf.float32)
   n_cropped = n_dropped = n_flipped = 0
   for s in range(40):
-    ex = augment.Augmenter(FLIP_CROP_PAD.format(pad=30))(
+    ex = view.materialize(augment.Augmenter(FLIP_CROP_PAD.format(pad=30))(
         {'image': image, 'boxes': tf.constant(boxes), 'classes': tf.constant([0, 1])},
-        tf.constant([s, 11]))
+        tf.constant([s, 11])))
     out, b, cls = ex['image'].numpy(), ex['boxes'].numpy(), ex['classes'].numpy()
     oh, ow = out.shape[:2]
     assert out.shape[2] == 3
@@ -216,9 +220,9 @@ def test_flip_crop_pad_keep_boxes_on_objects(cfg):
   # Flip alone: exact mirror, about half of the time.
   flips = 0
   for s in range(20):
-    ex = augment.Augmenter('random_horizontal_flip')(
+    ex = view.materialize(augment.Augmenter('random_horizontal_flip')(
         {'image': image, 'boxes': tf.constant(boxes), 'classes': tf.constant([0, 1])},
-        tf.constant([s, 5]))
+        tf.constant([s, 5])))
     out, b = ex['image'], ex['boxes']
     flipped = not np.array_equal(out.numpy(), img)
     if flipped:

@@ -8,6 +8,7 @@ import tensorflow as tf
 from centernet_jax import config_base
 from centernet_jax.data import augment
 from centernet_jax.data import pipeline
+from centernet_jax.data import view
 
 H, W = 300, 500
 # Solid objects on a black image: (ymin, xmin, ymax, xmax) pixels, colour.
@@ -34,8 +35,8 @@ def _seed(i):
 def _square_crop(image, boxes, seed, **kwargs):
   """(image, boxes, kept) of the op; kept = the input indices of the surviving boxes (the
   example's classes are the box indices, and follow the boxes)."""
-  out = augment.random_square_crop_by_scale(
-      {'image': image, 'boxes': boxes, 'classes': tf.range(tf.shape(boxes)[0])}, seed, **kwargs)
+  out = view.materialize(augment.random_square_crop_by_scale(
+      {'image': image, 'boxes': boxes, 'classes': tf.range(tf.shape(boxes)[0])}, seed, **kwargs))
   return out['image'], out['boxes'], out['classes']
 
 
@@ -212,15 +213,17 @@ def test_augmenter_applies_the_listed_ops_in_order_with_name_and_position_seeds(
   seed = _seed(7)
   # Square crop: square output, classes follow the kept boxes, same as the op itself with
   # the seed of its name and position.
-  out = augment.Augmenter('random_square_crop_by_scale')(example, seed)
+  out = view.materialize(augment.Augmenter('random_square_crop_by_scale')(example, seed))
   assert out['image'].shape[0] == out['image'].shape[1]
-  ref = augment.random_square_crop_by_scale(
-      example, augment.op_seed(seed, 0, 'random_square_crop_by_scale'))
+  ref = view.materialize(augment.random_square_crop_by_scale(
+      example, augment.op_seed(seed, 0, 'random_square_crop_by_scale')))
   for key in ('image', 'boxes', 'classes'):
     np.testing.assert_array_equal(out[key], ref[key])
-  assert set(out) == {'image', 'boxes', 'classes'}  # no keypoints in, none out
+  # No keypoints in, none out (no colour op: no parameters).
+  assert set(out) == {'image', 'boxes', 'classes', 'colour_params', 'colour_windows'}
+  assert out['colour_params'].shape == (0,)
   # Patch gaussian: boxes unchanged, image changed.
-  out = augment.Augmenter('random_patch_gaussian')(example, seed)
+  out = view.materialize(augment.Augmenter('random_patch_gaussian')(example, seed))
   np.testing.assert_array_equal(out['boxes'], boxes)
   np.testing.assert_array_equal(out['classes'], classes)
   assert out['image'].shape == image.shape
@@ -237,9 +240,9 @@ def test_augmenter_applies_the_listed_ops_in_order_with_name_and_position_seeds(
            for i in range(4)}
   assert len(crops) > 1
   # Arguments: positional in signature order, or by name; the same op either way.
-  a = augment.Augmenter('random_absolute_pad_image(7, 3)')(example, seed)
-  b = augment.Augmenter('random_absolute_pad_image(max_width_padding=3, '
-                        'max_height_padding=7)')(example, seed)
+  a = view.materialize(augment.Augmenter('random_absolute_pad_image(7, 3)')(example, seed))
+  b = view.materialize(augment.Augmenter('random_absolute_pad_image(max_width_padding=3, '
+                                         'max_height_padding=7)')(example, seed))
   np.testing.assert_array_equal(a['image'], b['image'])
   assert a['image'].shape[0] <= H + 7 and a['image'].shape[1] <= W + 3
 

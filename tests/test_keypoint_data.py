@@ -17,6 +17,7 @@ from centernet_jax.data import pipeline
 from centernet_jax.data import sources
 from centernet_jax.data import synthetic_keypoints
 from centernet_jax.data import tfds_coco
+from centernet_jax.data import view
 
 
 # ---- the spec ---------------------------------------------------------------------------------
@@ -82,9 +83,9 @@ def test_crop_unlabels_joints_outside_and_moves_the_rest():
   mask = tf.ones([1, 4])
   seen_outside = False
   for s in range(12):
-    out = augment.random_crop_image(
+    out = view.materialize(augment.random_crop_image(
         {'image': image, 'boxes': boxes, 'classes': tf.constant([0]), 'keypoints': keypoints,
-         'keypoint_mask': mask}, tf.constant([s, 7]), random_coef=0.0)
+         'keypoint_mask': mask}, tf.constant([s, 7]), random_coef=0.0))
     img, b, kept, k, m = (out[key].numpy() for key in ('image', 'boxes', 'classes',
                                                         'keypoints', 'keypoint_mask'))
     assert list(kept) == [0]
@@ -109,9 +110,9 @@ def test_pad_moves_joints_like_boxes():
   image = tf.zeros([10, 20, 3])
   boxes = tf.constant([[0.2, 0.2, 0.6, 0.5]])
   keypoints = tf.constant([[[0.2, 0.2], [0.6, 0.5]]])
-  out = augment.random_absolute_pad_image(
+  out = view.materialize(augment.random_absolute_pad_image(
       {'image': image, 'boxes': boxes, 'keypoints': keypoints, 'keypoint_mask': tf.ones([1, 2])},
-      tf.constant([3, 4]), 10, 10)
+      tf.constant([3, 4]), 10, 10))
   img, b, k = out['image'], out['boxes'], out['keypoints']
   np.testing.assert_allclose(k.numpy()[0].reshape(-1), b.numpy()[0], atol=1e-6)
   assert img.shape[0] >= 10 and img.shape[1] >= 20

@@ -1,8 +1,11 @@
 """Training augmentations as TF graph ops on one example dict, TF2 OD API semantics.
 
 An example is a dict of tensors:
-  image    float32 [H, W, 3] raw 0..255 (the decoded image, before the resizer);
-  boxes    float32 [N, 4] y-first, normalized to the current image (N dynamic);
+  image    uint8 or float32 [H, W, 3] raw 0..255 (the decoded image, before the resizer), or,
+    once a geometric op has run, the view of it (view.py: the untouched `source` plus how the
+    ops cropped, padded and mirrored it; `view.materialize` gives the pixels, `view.to_canvas`
+    the resized input canvas in one resampling);
+  boxes    float32 [N, 4] y-first, normalized to the current (augmented) image (N dynamic);
   classes  int32 [N], and any other key of PER_BOX_KEYS present, follows the boxes;
   keypoints float32 [N, J, 2] (y, x) normalized like the boxes, and keypoint_mask float32
     [N, J] (1 labelled): present only for keypoint tasks; the geometric ops move them and a
@@ -10,13 +13,23 @@ An example is a dict of tensors:
 Every op is `op(example, seed, **arguments) -> example`: the keys present decide what it
 touches (no keypoints, no keypoint work), other keys pass through unchanged.
 
+Where an op runs is a property of the op (`OPS[name].kind`):
+  'geometric'  on the host, on the view only (no pixel is touched until the resample);
+  'pixel'      on the host, on the materialized float32 pixels (random_patch_gaussian);
+  'device'     the colour ops: the host only draws the op's parameter (the same random number
+               the op always drew) and records the part of the augmented image it applies to;
+               the jitted train step applies it (colour_augment.py) after the resample, on the
+               float image, in the order of the list. Pointwise colour ops commute with the
+               geometry (docs/odapi_reference.md, section 8, says what differs), but not with
+               a host pixel op, so a 'pixel' op after a 'device' op is refused.
+
 Every op is stateless: `seed` is a shape-[2] int seed and the op derives its own sub-seeds with
 `stateless_fold_in`, so a given (seed, example) always produces the same output.
 
 The experiment lists the ops in order in `config.input.augmentations`, a spec string such as
   'random_horizontal_flip|random_crop_image(random_coef=0.25)|random_adjust_hue(0.02)'
-(`|` separates ops; arguments are Python literals, positional ones in the order of the op's
-signature after `example, seed`). Op i of the list gets the seed
+(augment_spec.py: `|` separates ops; arguments are Python literals, positional ones in the
+order of the op's signature after `example, seed`). Op i of the list gets the seed
 `fold_in(fold_in(example_seed, i), crc32(name))`, so the stream is a pure function of
 (config.seed, stream position) and the spec. The zoo's order (docs/odapi_reference.md, section 8):
   flip -> patch gaussian -> crop -> hue -> contrast -> saturation -> brightness
@@ -27,13 +40,15 @@ pad).
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import inspect
 import zlib
 from typing import Any, Callable, Sequence
 
 import tensorflow as tf
+
+from centernet_jax.data import augment_spec
+from centernet_jax.data import view
 
 # Per-box keys: an op that drops or reorders boxes gathers all of those present.
 PER_BOX_KEYS = ('boxes', 'classes', 'keypoints', 'keypoint_mask')
@@ -83,9 +98,11 @@ def random_horizontal_flip(example: Example, seed, probability=0.5, *,
     raise ValueError('random_horizontal_flip: an example with keypoints needs a '
                      'flip_permutation')
 
+  example = view.start(example)
+
   def flip():
     ymin, xmin, ymax, xmax = tf.unstack(example['boxes'], axis=1)
-    out = {**example, 'image': example['image'][:, ::-1, :],
+    out = {**view.flip_left_right(example),
            'boxes': tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=1)}
     if with_kps:
       perm = tf.constant(list(flip_permutation), tf.int32)
@@ -111,11 +128,12 @@ def random_crop_image(example: Example, seed, *, min_object_covered=1.0,
   per-box entries), and the rest are moved to the window's frame and clipped to it; joints
   outside the window are unlabelled.
   """
-  image, boxes = example['image'], example['boxes']
+  example = view.start(example)
+  boxes = example['boxes']
   keep_original = _uniform(_sub_seed(seed, 0)) < random_coef
 
   def crop():
-    shape = tf.shape(image)
+    shape = tf.concat([example['view_size'], [3]], 0)
     h = tf.cast(shape[0], tf.float32)
     w = tf.cast(shape[1], tf.float32)
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -137,10 +155,9 @@ def random_crop_image(example: Example, seed, *, min_object_covered=1.0,
     area = (ymax - ymin) * (xmax - xmin)
     ioa = tf.math.divide_no_nan(ih * iw, area)
     kept = tf.cast(tf.reshape(tf.where(ioa >= overlap_thresh), [-1]), tf.int32)
-    out = _keep_boxes(example, kept)
+    out = _keep_boxes(view.window(example, begin[0], begin[1], size[0], size[1]), kept)
     b = (out['boxes'] - tf.stack([wy0, wx0, wy0, wx0])) / tf.stack([wh, ww, wh, ww])
     out['boxes'] = tf.clip_by_value(b, 0.0, 1.0) if clip_boxes else b
-    out['image'] = tf.slice(image, begin, size)
     return _keypoints_to_window(out, (wy0, wx0, wh, ww))
 
   return tf.cond(keep_original, lambda: dict(example), crop)
@@ -153,9 +170,8 @@ def random_absolute_pad_image(example: Example, seed, max_height_padding=200,
   The new size is a uniform integer in [H, H + max_height_padding] x [W, W + max_width_padding]
   and the image is placed at a uniform random integer offset; boxes and joints move with it.
   """
-  image = example['image']
-  shape = tf.shape(image)
-  h, w = shape[0], shape[1]
+  example = view.start(example)
+  h, w = tf.unstack(example['view_size'])
   th = h + tf.random.stateless_uniform([], _sub_seed(seed, 0), 0, max_height_padding + 1,
                                        dtype=tf.int32)
   tw = w + tf.random.stateless_uniform([], _sub_seed(seed, 1), 0, max_width_padding + 1,
@@ -165,37 +181,40 @@ def random_absolute_pad_image(example: Example, seed, max_height_padding=200,
   hf, wf, thf, twf, oyf, oxf = (tf.cast(v, tf.float32) for v in (h, w, th, tw, oy, ox))
   scale = tf.stack([hf / thf, wf / twf, hf / thf, wf / twf])
   offset = tf.stack([oyf / thf, oxf / twf, oyf / thf, oxf / twf])
-  out = {**example, 'image': tf.image.pad_to_bounding_box(image, oy, ox, th, tw),
-         'boxes': example['boxes'] * scale + offset}
+  out = {**view.window(example, -oy, -ox, th, tw), 'boxes': example['boxes'] * scale + offset}
   if 'keypoints' in example:
     out['keypoints'] = example['keypoints'] * scale[:2] + offset[:2]
   return out
 
 
-def _on_unit_range(example: Example, fn) -> Example:
-  """Applies `fn` to image/255, clips to [0, 1] and scales back to 0..255 (zoo colour ops)."""
-  image = tf.clip_by_value(fn(example['image'] / 255.0), 0.0, 1.0) * 255.0
-  return {**example, 'image': image}
+def _colour_op(example: Example, value) -> Example:
+  """Records a device colour op: its drawn parameter and the whole current image as the part
+  it applies to (as the OD API's op, which sees the current image, black pads included)."""
+  example = view.start(example)
+  h, w = tf.unstack(tf.cast(example['view_size'], tf.float32))
+  return {**example,
+          'colour_params': tf.concat([example['colour_params'], [value]], 0),
+          'colour_windows': tf.concat([example['colour_windows'], [[0.0, 0.0, h, w]]], 0)}
 
 
 def random_adjust_hue(example: Example, seed, max_delta=0.02) -> Example:
-  delta = _uniform(seed, -max_delta, max_delta)
-  return _on_unit_range(example, lambda x: tf.image.adjust_hue(x, delta))
+  """Parameter: the hue shift, uniform in [-max_delta, max_delta] (turns)."""
+  return _colour_op(example, _uniform(seed, -max_delta, max_delta))
 
 
 def random_adjust_contrast(example: Example, seed, min_delta=0.8, max_delta=1.25) -> Example:
-  factor = _uniform(seed, min_delta, max_delta)
-  return _on_unit_range(example, lambda x: tf.image.adjust_contrast(x, factor))
+  """Parameter: the contrast factor, uniform in [min_delta, max_delta]."""
+  return _colour_op(example, _uniform(seed, min_delta, max_delta))
 
 
 def random_adjust_saturation(example: Example, seed, min_delta=0.8, max_delta=1.25) -> Example:
-  factor = _uniform(seed, min_delta, max_delta)
-  return _on_unit_range(example, lambda x: tf.image.adjust_saturation(x, factor))
+  """Parameter: the saturation factor, uniform in [min_delta, max_delta]."""
+  return _colour_op(example, _uniform(seed, min_delta, max_delta))
 
 
 def random_adjust_brightness(example: Example, seed, max_delta=0.2) -> Example:
-  delta = _uniform(seed, -max_delta, max_delta)
-  return _on_unit_range(example, lambda x: tf.image.adjust_brightness(x, delta))
+  """Parameter: the brightness delta on the 0..1 scale, uniform in [-max_delta, max_delta]."""
+  return _colour_op(example, _uniform(seed, -max_delta, max_delta))
 
 
 def _crop_center_border(max_border, size):
@@ -227,9 +246,8 @@ def random_square_crop_by_scale(example: Example, seed, *, scale_min=0.6, scale_
   pixels are not reproduced: here the pixels agree exactly with the box frame.)
   The output image is [side, side, 3].
   """
-  image = example['image']
-  shape = tf.shape(image)
-  h, w = shape[0], shape[1]
+  example = view.start(example)
+  h, w = tf.unstack(example['view_size'])
   scales = tf.linspace(float(scale_min), float(scale_max), int(num_scales))
   index = tf.random.stateless_uniform([], _sub_seed(seed, 0), 0, int(num_scales),
                                       dtype=tf.int32)
@@ -244,11 +262,6 @@ def random_square_crop_by_scale(example: Example, seed, *, scale_min=0.6, scale_
 
   y0 = center(h, 1) - side // 2
   x0 = center(w, 2) - side // 2
-  vy0, vx0 = tf.maximum(y0, 0), tf.maximum(x0, 0)
-  vy1, vx1 = tf.minimum(y0 + side, h), tf.minimum(x0 + side, w)
-  visible = image[vy0:vy1, vx0:vx1]
-  cropped = tf.image.pad_to_bounding_box(visible, vy0 - y0, vx0 - x0, side, side)
-
   hf, wf, sf = (tf.cast(v, tf.float32) for v in (h, w, side))
   wy0, wx0 = tf.cast(y0, tf.float32) / hf, tf.cast(x0, tf.float32) / wf
   wh, ww = sf / hf, sf / wf
@@ -256,9 +269,8 @@ def random_square_crop_by_scale(example: Example, seed, *, scale_min=0.6, scale_
   ymin, xmin, ymax, xmax = tf.unstack(b, axis=1)
   inside = (ymin < 1.0) & (ymax > 0.0) & (xmin < 1.0) & (xmax > 0.0)
   kept = tf.cast(tf.reshape(tf.where(inside), [-1]), tf.int32)
-  out = _keep_boxes({**example, 'boxes': b}, kept)
+  out = _keep_boxes({**view.window(example, y0, x0, side, side), 'boxes': b}, kept)
   out['boxes'] = tf.clip_by_value(out['boxes'], 0.0, 1.0)
-  out['image'] = cropped
   return _keypoints_to_window(out, (wy0, wx0, wh, ww))
 
 
@@ -272,8 +284,11 @@ def random_patch_gaussian(example: Example, seed, *, min_patch_size=1, max_patch
   uniform in [min_gaussian_stddev, max_gaussian_stddev), the patch centre is a uniform pixel,
   and the patch `[c - side // 2, c - side // 2 + side)` (cut at the image edges) gets
   `clip(x / 255 + N(0, sigma), 0, 1) * 255`; pixels outside it are unchanged. Geometry (and so
-  the boxes) does not change.
+  the boxes) does not change. The pixels are materialized (float32) for it; geometric ops
+  after it view those.
   """
+  colour = {k: example[k] for k in ('colour_params', 'colour_windows') if k in example}
+  example = view.materialize(example)
   image = example['image']
   apply_patch = _uniform(_sub_seed(seed, 0)) >= random_coef
 
@@ -293,14 +308,26 @@ def random_patch_gaussian(example: Example, seed, *, min_patch_size=1, max_patch
     noisy = tf.clip_by_value(image / 255.0 + noise, 0.0, 1.0) * 255.0
     return tf.where(mask[:, :, tf.newaxis], noisy, image)
 
-  return {**example, 'image': tf.cond(apply_patch, patch, lambda: image)}
+  return {**example, **colour, 'image': tf.cond(apply_patch, patch, lambda: image)}
 
 
-OPS: dict[str, Callable[..., Example]] = {
-    fn.__name__: fn for fn in (
-        random_horizontal_flip, random_patch_gaussian, random_crop_image, random_adjust_hue,
-        random_adjust_contrast, random_adjust_saturation, random_adjust_brightness,
-        random_square_crop_by_scale, random_absolute_pad_image)}
+@dataclasses.dataclass(frozen=True)
+class Op:
+  """A registered op: its function and where it runs ('geometric', 'pixel' or 'device', see
+  the module docstring)."""
+  fn: Callable[..., Example]
+  kind: str
+
+
+OPS: dict[str, Op] = {
+    **{fn.__name__: Op(fn, 'geometric') for fn in (
+        random_horizontal_flip, random_crop_image, random_square_crop_by_scale,
+        random_absolute_pad_image)},
+    random_patch_gaussian.__name__: Op(random_patch_gaussian, 'pixel'),
+    **{fn.__name__: Op(fn, 'device') for fn in (
+        random_adjust_hue, random_adjust_contrast, random_adjust_saturation,
+        random_adjust_brightness)},
+}
 
 # Arguments the pipeline supplies from the dataset, never written in the spec.
 _SUPPLIED = ('flip_permutation',)
@@ -322,30 +349,11 @@ def parse_spec(spec: str, field: str = 'input.augmentations') -> list[OpSpec]:
   Arguments are bound to the op's signature here, so a wrong name or count fails at start-up.
   """
   ops = []
-  for i, part in enumerate(p.strip() for p in str(spec).split('|')):
-    if not part:
-      if str(spec).strip():
-        raise ValueError(f'{field}={spec!r}: op {i} is empty (two "|" in a row?)')
-      continue
-    where = f'{field}: op {i} {part!r}'
-    try:
-      node = ast.parse(part, mode='eval').body
-    except SyntaxError as e:
-      raise ValueError(f'{where}: not `name` or `name(arguments)` ({e.msg})') from None
-    if isinstance(node, ast.Name):
-      name, args, kwargs = node.id, [], {}
-    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-      name = node.func.id
-      try:
-        args = [ast.literal_eval(a) for a in node.args]
-        kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-      except ValueError:
-        raise ValueError(f'{where}: arguments must be Python literals') from None
-    else:
-      raise ValueError(f'{where}: not `name` or `name(arguments)`')
+  for raw in augment_spec.split_spec(spec, field):
+    name, args, kwargs, where = raw.name, raw.args, raw.kwargs, raw.where
     if name not in OPS:
       raise ValueError(f'{where}: unknown op; the ops are {sorted(OPS)}')
-    params = [p for p in inspect.signature(OPS[name]).parameters.values()][2:]
+    params = [p for p in inspect.signature(OPS[name].fn).parameters.values()][2:]
     params = [p for p in params if p.name not in _SUPPLIED]
     positional = [p.name for p in params]
     if len(args) > len(positional):
@@ -364,7 +372,7 @@ def parse_spec(spec: str, field: str = 'input.augmentations') -> list[OpSpec]:
 
 def _arguments(op: OpSpec) -> dict[str, Any]:
   """The op's arguments with its defaults filled in."""
-  params = list(inspect.signature(OPS[op.name]).parameters.values())[2:]
+  params = list(inspect.signature(OPS[op.name].fn).parameters.values())[2:]
   out = {p.name: p.default for p in params if p.name not in _SUPPLIED}
   out.update(op.kwargs)
   return out
@@ -419,6 +427,15 @@ def spec_problems(spec: str, field: str = 'input.augmentations') -> list[str]:
       if lo in a and number(a[lo]) and number(a[hi]) and a[lo] > a[hi]:
         problems.append(f'{where}: {lo}={a[lo]!r} > {hi}={a[hi]!r}: the minimum must not '
                         'exceed the maximum')
+  # The device ops run after every host op: a host pixel op listed after one would move
+  # before it (geometric ops commute with the pointwise colour ops, pixel ops do not).
+  first_device = next((i for i, op in enumerate(ops) if OPS[op.name].kind == 'device'), None)
+  for i, op in enumerate(ops):
+    if first_device is not None and i > first_device and OPS[op.name].kind == 'pixel':
+      problems.append(
+          f'{field}: op {i} {op.name}: comes after the colour op {first_device} '
+          f'{ops[first_device].name}, which runs on the device after every host op; list '
+          f'it before the colour ops')
   return problems
 
 
@@ -438,15 +455,25 @@ class Augmenter:
     self._flip_permutation = (tuple(int(j) for j in flip_permutation)
                               if flip_permutation is not None else None)
 
+  @property
+  def num_device_ops(self) -> int:
+    """K: the colour ops the train step applies (`colour_params` [K], `colour_windows` [K, 4])."""
+    return sum(OPS[op.name].kind == 'device' for op in self.ops)
+
   def __call__(self, example: Example, seed) -> Example:
-    """seed: shape-[2] per-example seed (from the stream position)."""
+    """The augmented example as a view (view.py) of its `image` (uint8 or float32, kept as
+    it is), with `colour_params` / `colour_windows` of the device ops.
+
+    seed: shape-[2] per-example seed (from the stream position).
+    """
     example = dict(example)
-    for key in ('image', 'boxes', 'keypoints', 'keypoint_mask'):
+    for key in ('boxes', 'keypoints', 'keypoint_mask'):
       if key in example:
         example[key] = tf.cast(example[key], tf.float32)
+    example = view.start(example)
     for i, op in enumerate(self.ops):
       kwargs = dict(op.kwargs)
       if op.name == 'random_horizontal_flip':
         kwargs['flip_permutation'] = self._flip_permutation
-      example = OPS[op.name](example, op_seed(seed, i, op.name), **kwargs)
+      example = view.start(OPS[op.name].fn(example, op_seed(seed, i, op.name), **kwargs))
     return example

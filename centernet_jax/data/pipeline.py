@@ -1,12 +1,15 @@
 """tf.data input pipeline producing the host batch of docs/conventions.md.
 
-The source (data/sources/) yields decoded examples; per example this module then applies the
-training augmentations (`config.input.augmentations`, augment.py, on raw 0..255 floats)
-seeded by the stream position -> resize keeping the aspect ratio so the longer side is
-S = config.input.size, with the legacy bilinear kernel WITHOUT half-pixel centers
-(`ResizeBilinear(half_pixel_centers=False)`, as the TF2 OD API) -> zero pad bottom/right to
-S x S -> boxes re-normalized to the padded canvas, padded to `max_boxes` with `box_mask`,
-and batches.
+The source (data/sources/) yields decoded examples. Evaluation: resize keeping the aspect
+ratio so the longer side is S = config.input.size, with the legacy bilinear kernel WITHOUT
+half-pixel centers (`ResizeBilinear(half_pixel_centers=False)`, as the TF2 OD API) -> zero pad
+bottom/right to S x S -> boxes re-normalized to the padded canvas, padded to `max_boxes` with
+`box_mask`, and batches. Training: the augmentations (`config.input.augmentations`,
+augment.py) seeded by the stream position move a view of the decoded uint8 image, which
+`view.to_canvas` resamples once onto the same keep-aspect, zero-padded canvas (the same
+kernel, so the same pixels up to float rounding as cropping, padding and resizing in turn);
+the colour ops' parameters travel in the batch and the train step applies them on device
+(colour_augment.py).
 
 Batch (numpy, one per process):
   image uint8 [B,S,S,3] (training) or float32 (evaluation), raw 0..255 RGB; boxes float32
@@ -14,7 +17,9 @@ Batch (numpy, one per process):
   original_size int32 [B,2]; true_size int32 [B,2]; example_mask float32 [B];
   with a keypoint spec also keypoints float32 [B,M,J,2] (y, x) normalized to the padded
   canvas like the boxes, and keypoint_mask float32 [B,M,J] (1 labelled; 0 unlabelled,
-  outside an augmentation crop, or padding).
+  outside an augmentation crop, or padding). Training batches also hold colour_params
+  float32 [B,K] and colour_windows float32 [B,K,4] (colour_augment.py; K = the colour ops of
+  input.augmentations, 0 without any).
 `original_size` is the decoded image's (h, w) before any augmentation. Eval padding examples
 have image_id -1, example_mask 0, zero image/boxes and original_size = true_size = (S, S).
 
@@ -37,6 +42,7 @@ from centernet_jax.data import augment
 from centernet_jax.data import coco_json
 from centernet_jax.data import sources
 from centernet_jax.data import stream
+from centernet_jax.data import view
 
 _GPUS_HIDDEN = False
 
@@ -107,13 +113,17 @@ def preprocess(example, *, config, augmenter: augment.Augmenter | None = None, s
       (then 'keypoints' [M, J, 2] and 'keypoint_mask' [M, J] are in the output too).
     config: the full config.
     augmenter: the training augmentations, applied with `seed` (shape [2]); None with
-      seed None: none (evaluation).
+      seed None: none (evaluation). Training outputs also hold 'colour_params' [K] and
+      'colour_windows' [K, 4] (colour_augment.py) and a uint8 image.
   """
   size = int(config.input.size)
   max_boxes = int(config.dataset.max_boxes)
   shape = tf.shape(example['image'])
   original_size = tf.stack([shape[0], shape[1]])
-  ex = {'image': tf.cast(example['image'], tf.float32),
+  # Training keeps the decoded uint8: the augmentations only view it and `view.to_canvas`
+  # reads it once.
+  image = example['image']
+  ex = {'image': image if seed is not None else tf.cast(image, tf.float32),
         'boxes': tf.reshape(tf.cast(example['boxes'], tf.float32), [-1, 4]),
         'classes': tf.reshape(tf.cast(example['classes'], tf.int32), [-1])}
   with_kps = 'keypoints' in example
@@ -122,21 +132,29 @@ def preprocess(example, *, config, augmenter: augment.Augmenter | None = None, s
     ex['keypoints'] = tf.reshape(tf.cast(example['keypoints'], tf.float32), [-1, num_joints, 2])
     ex['keypoint_mask'] = tf.reshape(tf.cast(example['keypoint_mask'], tf.float32),
                                      [-1, num_joints])
+  extra = {}
   if seed is not None:
+    # Training: the augmented view is resampled once onto the canvas, and crosses to the
+    # device as uint8, a quarter of the float32 bytes (rounding moves a pixel by at most half
+    # a grey level); the colour ops follow on device. Evaluation keeps float32, so its
+    # preprocessing stays equal to the OD API's resizer (docs/parity.md).
     ex = augmenter(ex, seed)
-  image, boxes, true_size = resize_and_pad(ex['image'], ex['boxes'], size)
-  if seed is not None:
-    # Training images cross to the device as uint8, a quarter of the float32 bytes; the model
-    # casts them back (rounding moves a pixel by at most half a grey level). Evaluation keeps
-    # float32, so its preprocessing stays equal to the OD API's resizer (docs/parity.md).
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+    image, scale, true_size = view.to_canvas(ex, size)
+    boxes = ex['boxes'] * tf.concat([scale, scale], 0)
+    k = augmenter.num_device_ops
+    windows = ex['colour_windows'] / tf.cast(tf.concat([ex['view_size'], ex['view_size']], 0),
+                                             tf.float32) * tf.concat([scale, scale], 0)
+    extra = {'colour_params': tf.ensure_shape(ex['colour_params'], [k]),
+             'colour_windows': tf.ensure_shape(
+                 tf.clip_by_value(windows, 0.0, tf.concat([scale, scale], 0)), [k, 4])}
+  else:
+    image, boxes, true_size = resize_and_pad(ex['image'], ex['boxes'], size)
   boxes = boxes[:max_boxes]
   classes = ex['classes'][:max_boxes]
   n = tf.shape(boxes)[0]
   boxes = tf.pad(boxes, [[0, max_boxes - n], [0, 0]])
   classes = tf.pad(classes, [[0, max_boxes - n]])
   box_mask = tf.cast(tf.range(max_boxes) < n, tf.float32)
-  extra = {}
   if with_kps:
     # The same rescale as the boxes: normalized to the image -> to the padded canvas.
     scale = tf.cast(true_size, tf.float32) / float(size)
@@ -145,8 +163,8 @@ def preprocess(example, *, config, augmenter: augment.Augmenter | None = None, s
     keypoints = tf.where(kp_mask[:, :, tf.newaxis] > 0, keypoints, 0.0)
     keypoints = tf.pad(keypoints, [[0, max_boxes - n], [0, 0], [0, 0]])
     kp_mask = tf.pad(kp_mask, [[0, max_boxes - n], [0, 0]])
-    extra = {'keypoints': tf.ensure_shape(keypoints, [max_boxes, num_joints, 2]),
-             'keypoint_mask': tf.ensure_shape(kp_mask, [max_boxes, num_joints])}
+    extra.update(keypoints=tf.ensure_shape(keypoints, [max_boxes, num_joints, 2]),
+                 keypoint_mask=tf.ensure_shape(kp_mask, [max_boxes, num_joints]))
   return {
       **extra,
       'image': image,
