@@ -9,10 +9,13 @@ Recipe (2026-12-02, for the slower 2-core CPUs): the narrow ResNet-18 FPN of
 1500 steps at a peak learning rate of 4e-3 (cosine, 200 warmup steps), one evaluation at the
 end, checkpoints every 500 steps. Expected: COCO box AP about 0.63 on the 200 val images.
 Measured on a 2-core Intel Xeon whose AVX-512 does not make it faster than the slower kind
-(it trains the 2026-11 recipe, 128 px, batch 16, at the slower kind's 1.6-1.7 steps/s), the
-set already generated: AP 0.630 at step 1500, `main` 6 min from start to end. The same 1500
-steps at 2e-3 / 3e-3 gave 0.581 / 0.614; the previous recipe (2e-3, 2000 steps, evaluation
-at 1000 and 2000) 0.630 in 8 min 45 s (docs/benchmarks.md, "Demo recipe").
+(it trained the 2026-11 recipe, 128 px, batch 16, at the slower kind's 1.6-1.7 steps/s):
+`make demo` in a fresh clone 8 min 33 s wall (2 min 14 s creating .venv, `main` 6 min 0 s,
+`detect` 18 s), AP 0.626 at step 1500 (AP50 0.924, AP75 0.729), training at 5.1-5.8 steps/s.
+With the colour ops still on the host (before 2026-12-02's device colour ops) the same
+recipe gave 0.630, and 1500 steps at 2e-3 / 3e-3 gave 0.581 / 0.614; the previous recipe
+(2e-3, 2000 steps, evaluations at 1000 and 2000) 0.630 with `main` in 8 min 45 s
+(docs/benchmarks.md, "Demo recipe").
 """
 
 from centernet_jax import config_base
