@@ -103,8 +103,10 @@ def our_worker(case: str, max_boxes: int) -> None:
 
   heads = jax.jit(lambda v, x: model.apply(v, x, train=False)[-1])(
       variables, jnp.asarray(inputs['train_images'][:1]))
+  # Compiled with the options the predict function compiles the decoder with.
   decode = jax.jit(functools.partial(decoder.decode_detections, input_size=size,
-                                     max_detections=config.eval.max_detections))
+                                     max_detections=config.eval.max_detections),
+                   compiler_options=performance.compiler_options())
   sizes = jnp.asarray([[size, size]], jnp.int32)
 
   tx, schedule = optimizer_lib.make_optimizer(config)

@@ -197,3 +197,23 @@ def test_max_pool_equals_reduce_window():
   x = x.at[0, 3, 4, 1].set(jnp.inf).at[1, 0, 0, 0].set(-jnp.inf)
   ref = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), 'SAME')
   np.testing.assert_array_equal(D.max_pool_same(x), ref)
+
+
+@pytest.mark.parametrize('shape,k', [((2, 64, 7), 25), ((1, 5, 4), 20), ((1, 3, 4), 7),
+                                     ((3, 300, 5), 100)])
+def test_two_stage_top_k_equals_flat_top_k_with_ties(shape, k):
+  rng = np.random.default_rng(sum(shape) + k)
+  b, p, c = shape
+  # Few distinct values and many zeros (suppressed non-peaks): ties everywhere, including at
+  # the k-th place, where the lower flat index must win as in `lax.top_k`.
+  scores = rng.integers(0, 4, size=shape).astype(np.float32) / 4
+  scores[rng.random(shape) < 0.6] = 0.0
+  ref_values, ref_idx = jax.lax.top_k(jnp.asarray(scores).reshape(b, p * c), k)
+  values, idx = D.top_k_pixels_classes(jnp.asarray(scores), k)
+  np.testing.assert_array_equal(values, ref_values)
+  np.testing.assert_array_equal(idx, ref_idx)
+  assert idx.dtype == jnp.int32
+  # Continuous scores: no ties.
+  smooth = jnp.asarray(rng.random(shape), jnp.float32)
+  np.testing.assert_array_equal(D.top_k_pixels_classes(smooth, k)[1],
+                                jax.lax.top_k(smooth.reshape(b, p * c), k)[1])
