@@ -54,7 +54,7 @@ def pool_h_then_w(x):
 def top_k_flat(scores, k):
   b, p, c = scores.shape
   values, idx = jax.lax.top_k(scores.reshape(b, p * c), k)
-  return values, idx.astype(jnp.int32)
+  return values, (idx // c).astype(jnp.int32), (idx % c).astype(jnp.int32)
 
 
 @contextlib.contextmanager

@@ -107,7 +107,8 @@ def top_k_pixels_classes(scores, k: int):
     k: static, at most `P * C`.
 
   Returns:
-    (values `[B, k]` descending, flat indices int32 `[B, k]` = pixel * C + class).
+    (values `[B, k]` descending, pixels int32 `[B, k]`, classes int32 `[B, k]`; the flat
+     index is pixel * C + class).
   """
   batch, num_pixels, num_classes = scores.shape
   kp = min(int(k), num_pixels)
@@ -115,8 +116,11 @@ def top_k_pixels_classes(scores, k: int):
   pixels = jnp.sort(pixels, axis=-1)
   candidates = jnp.take_along_axis(scores, pixels[..., None], axis=1)
   values, idx = jax.lax.top_k(candidates.reshape(batch, kp * num_classes), k)
-  flat = jnp.take_along_axis(pixels, idx // num_classes, axis=1) * num_classes
-  return values, (flat + idx % num_classes).astype(jnp.int32)
+  # Pixel and class straight from `idx`: a flat index rebuilt as `pixel * C + class` and then
+  # divided again would be an integer (a + b) / 2 when C = 2, which jax2onnx 0.17 turns into
+  # an ONNX Mean, invalid on integers (the ONNX export replays this code).
+  pixel = jnp.take_along_axis(pixels, idx // num_classes, axis=1)
+  return values, pixel.astype(jnp.int32), (idx % num_classes).astype(jnp.int32)
 
 
 def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, original_size,
@@ -157,9 +161,8 @@ def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, origi
 
   center_prob = jax.nn.sigmoid(logits)
   prob = center_prob * peak_mask(center_prob)
-  scores, flat_idx = top_k_pixels_classes(prob.reshape(batch, out_h * out_w, num_classes), k)
-  classes = (flat_idx % num_classes).astype(jnp.int32)
-  pixel = flat_idx // num_classes
+  scores, pixel, classes = top_k_pixels_classes(
+      prob.reshape(batch, out_h * out_w, num_classes), k)
   y = (pixel // out_w).astype(jnp.float32)
   x = (pixel % out_w).astype(jnp.float32)
 

@@ -5,6 +5,7 @@ Test-time augmentation (`config.eval.tta`, tta.py, docs/tta.md) lives behind
 gets it. Only jax and the model/decoder code are needed here (no pycocotools or TensorFlow).
 """
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -50,10 +51,35 @@ def tta_params(config, keypoint_spec=None) -> tta_lib.TTAParams | None:
       soft_nms_sigma=float(config.eval.tta_soft_nms_sigma), **keypoints)
 
 
+def images_in_turn(fn: Callable[[Any, dict], Any]) -> Callable[[Any, dict], Any]:
+  """`fn(variables, batch)` (outputs per image along axis 0) run as a loop over the images,
+  one image per device at a time.
+
+  Inference treats every image on its own (batch norm uses its moving statistics), so this
+  gives the same values as one call on the whole batch. On XLA:CPU it is faster for networks
+  whose activations are large next to their FLOPs: one image's activations stay in the CPU's
+  caches, eight do not (MobileNetV2 FPN 512 at batch 8: 1.25x; ResNet50 V1 FPN: no change;
+  docs/benchmarks.md, "Hot paths"). A batch of B images sharded over D devices is laid out as
+  `[B / D, D]` so that each step takes one image from every device's share: no image moves.
+  """
+
+  def looped(variables, batch):
+    b = batch['image'].shape[0]
+    # A symbolic batch (the exports' dynamic batch) cannot be split over devices: one image
+    # per step.
+    d = math.gcd(b, jax.device_count()) if isinstance(b, int) else 1
+    steps = jax.tree.map(lambda a: jnp.swapaxes(a.reshape((d, b // d) + a.shape[1:]), 0, 1),
+                         batch)
+    out = jax.lax.map(lambda one: fn(variables, one), steps)
+    return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1).reshape((b,) + a.shape[2:]), out)
+
+  return looped
+
+
 def make_predict_fn(model, *, input_size: int, max_detections: int,
                     keypoint_params=None, multiclass_scores: bool = False,
-                    tta: tta_lib.TTAParams | None = None, top_level: bool = True
-                    ) -> Callable[..., Any]:
+                    tta: tta_lib.TTAParams | None = None, top_level: bool = True,
+                    images_in_turn_on_cpu: bool = True) -> Callable[..., Any]:
   """A jitted (variables, batch) -> detections function for the last feature output.
 
   The batch needs `image` [B, S, S, 3] raw RGB, `true_size` and `original_size` [B, 2];
@@ -64,7 +90,8 @@ def make_predict_fn(model, *, input_size: int, max_detections: int,
   None: none) adds flip and/or multi-scale test-time augmentation with the same inputs and
   outputs (tta.py). `top_level=False` for a function traced inside another program (the
   exports): it then leaves the backend's compiler options (`performance.compiler_options`) to
-  that program, since JAX takes them only on a top-level jit.
+  that program, since JAX takes them only on a top-level jit. On CPU the images run one at a
+  time (`images_in_turn`) unless `images_in_turn_on_cpu=False` (benchmarks/predict_loop.py).
   """
 
   if tta is not None:
@@ -107,7 +134,15 @@ def make_predict_fn(model, *, input_size: int, max_detections: int,
                               batch['original_size'], side))
     return tta_lib.merge_detections(per_scale, max_detections=max_detections, params=tta)
 
-  return jax.jit(predict, compiler_options=performance.compiler_options() if top_level else None)
+  def predict_any_backend(variables, batch):
+    # The images one at a time on CPU (`images_in_turn`), the whole batch at once elsewhere.
+    if not images_in_turn_on_cpu:
+      return predict(variables, batch)
+    return jax.lax.platform_dependent(variables, batch, cpu=images_in_turn(predict),
+                                      default=predict)
+
+  return jax.jit(predict_any_backend,
+                 compiler_options=performance.compiler_options() if top_level else None)
 
 
 PREDICT_KEYS = ('image', 'true_size', 'original_size')

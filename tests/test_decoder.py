@@ -209,11 +209,11 @@ def test_two_stage_top_k_equals_flat_top_k_with_ties(shape, k):
   scores = rng.integers(0, 4, size=shape).astype(np.float32) / 4
   scores[rng.random(shape) < 0.6] = 0.0
   ref_values, ref_idx = jax.lax.top_k(jnp.asarray(scores).reshape(b, p * c), k)
-  values, idx = D.top_k_pixels_classes(jnp.asarray(scores), k)
+  values, pixel, cls = D.top_k_pixels_classes(jnp.asarray(scores), k)
   np.testing.assert_array_equal(values, ref_values)
-  np.testing.assert_array_equal(idx, ref_idx)
-  assert idx.dtype == jnp.int32
+  np.testing.assert_array_equal(pixel * c + cls, ref_idx)
+  assert pixel.dtype == jnp.int32 and cls.dtype == jnp.int32
   # Continuous scores: no ties.
   smooth = jnp.asarray(rng.random(shape), jnp.float32)
-  np.testing.assert_array_equal(D.top_k_pixels_classes(smooth, k)[1],
-                                jax.lax.top_k(smooth.reshape(b, p * c), k)[1])
+  _, pixel, cls = D.top_k_pixels_classes(smooth, k)
+  np.testing.assert_array_equal(pixel * c + cls, jax.lax.top_k(smooth.reshape(b, p * c), k)[1])

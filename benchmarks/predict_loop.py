@@ -1,0 +1,81 @@
+r"""The predict function on XLA:CPU: the whole batch in one pass vs the images one at a time.
+
+  python benchmarks/predict_loop.py [--rows r50v1fpn,mnv2fpn] [--batch 8] [--repeats 5]
+
+`predict.make_predict_fn` runs the images of a batch one at a time on CPU
+(`predict.images_in_turn`, a `lax.map` inside the one jitted program). This times that against
+`images_in_turn_on_cpu=False` (the batched network + decoder, as on GPU/TPU): each row's zoo
+experiment at full size (90 classes, 100 detections, random weights), both compiled with the
+predict function's compiler options, outputs checked equal, then timed round after round in
+turn (A B A B); medians in ms per batch.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+# pylint: disable=wrong-import-position
+from centernet_jax import experiments
+from centernet_jax import model_variables
+from centernet_jax import models
+from centernet_jax import predict
+from machine import machine_kind
+
+ROWS = {
+    'r50v1fpn': 'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8',
+    'r50v2': 'centernet_resnet50_v2_512x512_coco17_tpu-8',
+    'mnv2fpn': 'centernet_mobilenetv2fpn_512x512_coco17_od',
+    'hg104': 'centernet_hg104_512x512_coco17_tpu-8',
+}
+NUM_CLASSES = 90
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--rows', default='r50v1fpn,mnv2fpn')
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--repeats', type=int, default=5)
+  args = parser.parse_args()
+  print(f'Machine: {machine_kind()}; JAX {jax.__version__} on {jax.default_backend()}; batch '
+        f'{args.batch}; {args.repeats} interleaved rounds\n')
+  print('| row | batched ms | images in turn ms | batched / in turn | batched all (ms) '
+        '| in turn all (ms) |')
+  print('|---|---|---|---|---|---|')
+  for row in args.rows.split(','):
+    config = experiments.load_config(os.path.join(REPO, 'experiments', ROWS[row] + '.py'))
+    size = int(config.input.size)
+    model = models.build_model(config.model, NUM_CLASSES)
+    variables = model_variables.filled_variables(model, size)
+    images = np.random.default_rng(0).integers(0, 256, (args.batch, size, size, 3))
+    inputs = {'image': jnp.asarray(images, jnp.float32),
+              'true_size': jnp.full((args.batch, 2), size, jnp.int32),
+              'original_size': jnp.full((args.batch, 2), size, jnp.int32)}
+    fns = {name: predict.make_predict_fn(model, input_size=size, max_detections=100,
+                                         images_in_turn_on_cpu=in_turn)
+           for name, in_turn in (('batched', False), ('in turn', True))}
+    outs = [jax.device_get(f(variables, inputs)) for f in fns.values()]
+    for key in ('boxes', 'scores'):
+      np.testing.assert_allclose(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-4, err_msg=key)
+    times = {k: [] for k in fns}
+    for _ in range(args.repeats):
+      for k, f in fns.items():
+        start = time.perf_counter()
+        jax.block_until_ready(f(variables, inputs))
+        times[k].append(1000 * (time.perf_counter() - start))
+    b, t = (statistics.median(v) for v in times.values())
+    print(f'| {row} | {b:.0f} | {t:.0f} | {b / t:.2f}x | '
+          f'{", ".join(f"{x:.0f}" for x in times["batched"])} | '
+          f'{", ".join(f"{x:.0f}" for x in times["in turn"])} |', flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
