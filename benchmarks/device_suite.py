@@ -92,7 +92,7 @@ def run_train(experiment, dtype, batch, args) -> dict:
       'true_size': np.full((batch, 2), size, np.int32),
       **colour_augment.identity_batch(config.input.augmentations, batch)})
   step = jax.jit(train_step.make_train_step(model, tx, schedule, config, num_classes),
-                 donate_argnums=(0,), compiler_options=performance.compiler_options())
+                 donate_argnums=(0,), compiler_options=performance.train_compiler_options())
   t0 = time.perf_counter()
   compiled = step.lower(state, data).compile()
   compile_s = time.perf_counter() - t0

@@ -111,7 +111,7 @@ def our_worker(case: str, max_boxes: int) -> None:
 
   tx, schedule = optimizer_lib.make_optimizer(config)
   step_fn = jax.jit(train.make_train_step(model, tx, schedule, config, num_classes),
-                    donate_argnums=(0,), compiler_options=performance.compiler_options())
+                    donate_argnums=(0,), compiler_options=performance.train_compiler_options())
   own = jax.tree.map(jnp.copy, variables)  # the step donates its state: not the shared weights
   holder = {'state': train.TrainState(
       step=jnp.zeros((), jnp.int32), params=own['params'], batch_stats=own['batch_stats'],

@@ -28,19 +28,30 @@ PEAK_TFLOPS = {
     'NVIDIA L4': {'bfloat16': 121.0, 'float32': 60.0},
 }
 
-# XLA:CPU compiles the training step and the inference programs without YNNPACK's
-# individual-dot fusions: the weight gradients of the 3x3 convolutions, rewritten to dots, ran
-# 1.2-1.4x faster through XLA's own kernels (ResNet50 V1 FPN 512, batch 2), and the forward
-# network + decoder 1.2x faster at batch 1 and 8 (ResNet50 V1 FPN 512; MobileNetV2 FPN the same
-# either way); same process, interleaved (docs/benchmarks.md, "Hot paths").
+# XLA:CPU compiles the inference programs without YNNPACK's individual-dot fusions: the
+# forward network + decoder ran 1.2x faster at batch 1 and 8 (ResNet50 V1 FPN 512; MobileNetV2
+# FPN the same either way); same process, interleaved (docs/benchmarks.md, "Hot paths").
 CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+
+# The training step keeps XLA's defaults (YNNPACK's dots on). Those dots were slow only for the
+# library convolutions' weight gradients (XLA rewrites them to dots YNNPACK ran at ~6-9
+# GFLOP/s), which `models.layers.conv_general_dilated` now computes as k*k plain matrix
+# products on CPU; YNNPACK runs those, and the library forward and input-gradient
+# convolutions, faster than XLA's own kernels: ResNet50 V1 FPN 512 train step 1.27x
+# (docs/benchmarks.md, "Hot paths").
+CPU_TRAIN_COMPILER_OPTIONS: dict[str, Any] = {}
 
 
 def compiler_options(backend: str | None = None) -> dict[str, Any] | None:
-  """The compiler options of the jitted training step and predict function on `backend`
-  (default: JAX's)."""
+  """The compiler options of the jitted predict function on `backend` (default: JAX's)."""
   backend = backend or jax.default_backend()
   return dict(CPU_COMPILER_OPTIONS) if backend == 'cpu' else None
+
+
+def train_compiler_options(backend: str | None = None) -> dict[str, Any] | None:
+  """The compiler options of the jitted training step on `backend` (default: JAX's)."""
+  backend = backend or jax.default_backend()
+  return dict(CPU_TRAIN_COMPILER_OPTIONS) if backend == 'cpu' else None
 
 
 # Initialisation runs once, but its program is almost all threefry random-number generation,

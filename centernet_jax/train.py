@@ -148,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       make_train_step(trainer.model, trainer.tx, trainer.schedule, config,
                       trainer.num_classes, trainer.keypoint_spec),
       donate_argnums=(0,), out_shardings=(trainer.state_shardings, trainer.replicated),
-      compiler_options=performance.compiler_options())
+      compiler_options=performance.train_compiler_options())
   train_iter = startup.TrainBatches(
       config, trainer.facts, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count(), dataset=trainer.datasets.get('train'),

@@ -48,3 +48,88 @@ def test_bfloat16_accumulates_in_float32():
       {'params': {'kernel': kernel}}, x)
   assert out.dtype == jnp.bfloat16
   assert float(out[0, 1, 1, 0]) == pytest.approx(9.0, abs=0.05)
+
+
+# Dense convolutions as the models use them: (input HxW, kernel, stride, padding).
+DENSE_CASES = [((9, 12), 3, 1, 'SAME'), ((16, 16), 3, 2, 'SAME'), ((15, 10), 3, 2, 'VALID'),
+               ((11, 11), 1, 1, 'VALID'), ((12, 9), 1, 2, 'VALID'), ((10, 10), 1, 1, 'SAME'),
+               ((21, 20), 7, 2, 'VALID'), ((9, 9), 3, 1, ((1, 1), (1, 1)))]
+
+
+def _dense_conv_pair(k, stride, padding):
+  kwargs = dict(features=6, kernel_size=(k, k), strides=(stride, stride), padding=padding)
+  return (nn.Conv(**kwargs, conv_general_dilated=layers.conv_general_dilated),
+          nn.Conv(**kwargs))
+
+
+@pytest.mark.parametrize('hw,k,stride,padding', DENSE_CASES)
+def test_dense_conv_equals_library_values_and_gradients(hw, k, stride, padding):
+  """`nn.Conv(conv_general_dilated=layers.conv_general_dilated)`: same parameters, outputs and
+  gradients (input, kernel, bias) as the plain `nn.Conv`, float32."""
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2,) + hw + (5,)), jnp.float32)
+  ours, ref = _dense_conv_pair(k, stride, padding)
+  variables = ref.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(
+      jnp.shape, variables)
+  np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), rtol=1e-5,
+                             atol=1e-5)
+
+  def loss(module):
+    return lambda v, a: jnp.sum(jnp.sin(module.apply(v, a)) * jnp.arange(6.0))
+  g_ours = jax.jit(jax.grad(loss(ours), argnums=(0, 1)))(variables, x)
+  g_ref = jax.jit(jax.grad(loss(ref), argnums=(0, 1)))(variables, x)
+  assert jax.tree.structure(g_ours) == jax.tree.structure(g_ref)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
+
+
+def test_dense_conv_weight_grad_dots_can_fail():
+  """The weight-gradient formulation itself against the library's transposed convolution
+  (the custom VJP must not hide a wrong tap order: a transposed kernel is caught)."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, 8, 7, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+  pads = ((1, 1), (1, 1))
+  conv = lambda b: jax.lax.conv_general_dilated(x, b, (1, 1), pads,
+                                                dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  g = jnp.asarray(rng.normal(size=conv(w).shape), jnp.float32)
+  (ref,) = jax.linear_transpose(conv, w)(g)
+  ours = layers.conv_weight_grad_dots(x, g, (3, 3), (1, 1), pads)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-4)
+  assert np.max(np.abs(np.asarray(ours).transpose(1, 0, 2, 3) - ref)) > 1e-2
+
+
+@pytest.mark.parametrize('hw,k,stride,padding', [((9, 12), 3, 1, 'SAME'),
+                                                 ((16, 16), 3, 2, 'SAME'),
+                                                 ((12, 9), 1, 2, 'VALID')])
+def test_dense_conv_bfloat16(hw, k, stride, padding):
+  """bfloat16 compute: output and gradients in bfloat16, the weight gradient accumulated in
+  float32, within bfloat16 round-off of the library's."""
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(2,) + hw + (16,)), jnp.float32)
+  kwargs = dict(features=8, kernel_size=(k, k), strides=(stride, stride), padding=padding,
+                dtype=jnp.bfloat16)
+  ours = nn.Conv(**kwargs, conv_general_dilated=layers.conv_general_dilated)
+  ref = nn.Conv(**kwargs)
+  variables = ref.init(jax.random.key(0), x)
+  out = ours.apply(variables, x)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out, np.float32),
+                             np.asarray(ref.apply(variables, x), np.float32), rtol=2e-2,
+                             atol=2e-2)
+  loss = lambda m: (lambda v, a: jnp.sum(m.apply(v, a).astype(jnp.float32) ** 2))
+  g_ours = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    assert a.dtype == b.dtype
+    scale = float(np.max(np.abs(np.asarray(b, np.float32))))
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               rtol=3e-2, atol=3e-2 * scale)
+
+
+def test_dense_conv_falls_back_to_the_library_for_groups_and_dilation():
+  x = jnp.asarray(np.random.default_rng(5).normal(size=(1, 9, 9, 4)), jnp.float32)
+  for kwargs in (dict(feature_group_count=2), dict(kernel_dilation=(2, 2))):
+    ours = nn.Conv(4, (3, 3), conv_general_dilated=layers.conv_general_dilated, **kwargs)
+    ref = nn.Conv(4, (3, 3), **kwargs)
+    variables = ref.init(jax.random.key(0), x)
+    np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), rtol=1e-6)

@@ -10,9 +10,11 @@ from centernet_jax import models
 from centernet_jax import performance
 from centernet_jax.config_base import base_config
 from centernet_jax.models import heads as heads_lib
+from centernet_jax.models import layers
 from centernet_jax.models import resnet_v1_fpn
 
 from tests import helpers
+from tests import tiny
 
 
 
@@ -150,10 +152,17 @@ def test_bfloat16_mode():
 
 
 def _conv_input_dtypes(model, variables, images) -> list[str]:
-  """The input dtype of every convolution the forward pass runs, in program order."""
-  jaxpr = jax.make_jaxpr(lambda v: model.apply(v, images, train=False))(variables)
-  return [str(e.invars[0].aval.dtype) for e in jaxpr.jaxpr.eqns
-          if e.primitive.name == 'conv_general_dilated']
+  """The input dtype of every convolution the forward pass runs, in program order (of a
+  per-platform choice, `lax.platform_dependent`, the default branch: the library call)."""
+  def convs(jaxpr):
+    for e in jaxpr.eqns:
+      if e.primitive.name == 'conv_general_dilated':
+        yield str(e.invars[0].aval.dtype)
+      elif e.primitive.name == 'cond' and 'branches_platforms' in e.params:
+        default = e.params['branches_platforms'].index(None)
+        yield from convs(e.params['branches'][default].jaxpr)
+  return list(convs(jax.make_jaxpr(lambda v: model.apply(v, images, train=False))(
+      variables).jaxpr))
 
 
 def test_head_dtype_float32_under_a_bfloat16_backbone():
@@ -216,3 +225,33 @@ def test_registry_errors():
   with pytest.raises(ValueError, match='num_classes'):
     models.build_model(_model_config(), 0)
   assert 'resnet_v1_fpn' in models.BACKBONES
+
+
+@pytest.mark.parametrize('backbone,depth,width', [('resnet_v1_fpn', 18, 0.25),
+                                                  ('mobilenet_v2_fpn', 18, 0.35),
+                                                  ('resnet_v2', 50, 0.125)])
+def test_dense_convs_as_matrix_products_keep_outputs_and_gradients(backbone, depth, width,
+                                                                   monkeypatch):
+  """The models' `nn.Conv`s go through `layers.conv_general_dilated` (CPU weight gradients as
+  matrix products): outputs and every parameter gradient of a training forward pass equal
+  those of the library convolution everywhere."""
+  c = _model_config(depth, width, 16)
+  c.backbone = backbone
+  model = models.build_model(c, 3)
+  images = _images(2, 64)
+  variables = tiny.random_variables(model, 64)
+
+  def loss(params):
+    outs, _ = model.apply({**variables, 'params': params}, images, train=True,
+                          mutable=['batch_stats'])
+    return sum(jnp.sum(jnp.tanh(v)) for out in outs for v in out.values()), outs
+
+  (l_ours, o_ours), g_ours = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+      variables['params'])
+  monkeypatch.setattr(layers, 'conv_general_dilated', jax.lax.conv_general_dilated)
+  (l_ref, o_ref), g_ref = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables['params'])
+  np.testing.assert_allclose(l_ours, l_ref, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(o_ours), jax.tree.leaves(o_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(np.max(np.abs(b))) + 1e-7)

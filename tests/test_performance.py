@@ -117,11 +117,14 @@ def test_run_init_gives_the_default_compile_values():
 
 
 def test_cpu_compiler_options_reach_the_train_step_and_predict_function():
-  """Both programs are compiled with `performance.compiler_options()` on CPU (YNNPACK's dot
-  fusions off); a predict function traced inside another program (the exports) carries none,
-  since JAX refuses compiler options on a nested jit."""
+  """The predict function is compiled with `performance.compiler_options()` on CPU (YNNPACK's
+  dot fusions off), the training step with `train_compiler_options()` (XLA's defaults); a
+  predict function traced inside another program (the exports) carries none, since JAX
+  refuses compiler options on a nested jit."""
   assert performance.compiler_options('cpu') == performance.CPU_COMPILER_OPTIONS
   assert performance.compiler_options('gpu') is None
+  assert performance.train_compiler_options('cpu') == performance.CPU_TRAIN_COMPILER_OPTIONS
+  assert performance.train_compiler_options('gpu') is None
   batch = {'image': jnp.zeros((1, 4, 4, 3)), 'true_size': jnp.full((1, 2), 4),
            'original_size': jnp.full((1, 2), 4)}
   heads = lambda v, x, train: [{'object_center': jnp.zeros((x.shape[0], 1, 1, 2)),

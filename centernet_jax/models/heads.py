@@ -46,12 +46,14 @@ class PredictionHead(nn.Module):
                                name='depthwise_3x3')(x)
       x = nn.Conv(self.head_channels, (1, 1), use_bias=True, kernel_init=glorot,
                   bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=jnp.float32,
-                  name='pointwise_1x1')(x)
+                  conv_general_dilated=layers.conv_general_dilated, name='pointwise_1x1')(x)
     else:
       x = nn.Conv(self.head_channels, (3, 3), padding='SAME', use_bias=True,
                   kernel_init=glorot, bias_init=nn.initializers.zeros, dtype=self.dtype,
-                  param_dtype=jnp.float32, name='conv_3x3')(x)
+                  param_dtype=jnp.float32, conv_general_dilated=layers.conv_general_dilated,
+                  name='conv_3x3')(x)
     x = nn.relu(x)
     return nn.Conv(self.out_channels, (1, 1), use_bias=True, kernel_init=glorot,
                    bias_init=nn.initializers.constant(self.bias_init_value),
-                   dtype=self.dtype, param_dtype=jnp.float32, name='conv_1x1')(x)
+                   dtype=self.dtype, param_dtype=jnp.float32,
+                   conv_general_dilated=layers.conv_general_dilated, name='conv_1x1')(x)

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from centernet_jax.models import layers
 from centernet_jax.models import tf_checkpoint_paths as tfp
 
 # The zoo config's `channel_means` / `channel_stds` (BGR order, `bgr_ordering: true`).
@@ -93,7 +94,8 @@ def _bn(train: bool, dtype: Any, momentum: float, name: str) -> nn.BatchNorm:
 def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding='VALID',
                  use_bias=False, kernel_init=nn.initializers.glorot_uniform(), dtype=dtype,
-                 param_dtype=jnp.float32, name=name)
+                 param_dtype=jnp.float32, conv_general_dilated=layers.conv_general_dilated,
+                 name=name)
 
 
 def _pad(x: jnp.ndarray, p: int) -> jnp.ndarray:

@@ -6,9 +6,17 @@ there a grouped `conv_general_dilated` with one channel per group runs ~20x slow
 at MobileNetV2 shapes). On GPU and TPU the library convolution is the fast one. The choice is
 made per platform when the computation is lowered (`jax.lax.platform_dependent`), so one model
 definition serves every backend and exports carry both.
+
+`conv_general_dilated` (given to `nn.Conv`) does the same for dense convolutions' weight
+gradient: XLA:CPU computes it as a backward convolution at ~6-25 GFLOP/s, while the same sums
+written as k*k matrix products `x_ij^T @ g` ran 1.2-13x faster at the ResNet50 V1 FPN shapes
+(`benchmarks/conv_cpu.py`; docs/benchmarks.md, "Hot paths"). The forward pass and the input
+gradient stay the library's (faster there). Parameters are untouched: it is `nn.Conv`'s own
+kernel `[k, k, Cin, Cout]`.
 """
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -85,3 +93,105 @@ class DepthwiseConv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (k, k, 1, x.shape[-1]), jnp.float32)
     x = jnp.asarray(x, self.dtype)
     return depthwise_conv(x, kernel.astype(self.dtype), self.strides)
+
+
+# Flax's `nn.Conv` dimension numbers for a 2-D convolution: NHWC input, HWIO kernel.
+_NHWC_HWIO = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
+                                          out_spec=(0, 3, 1, 2))
+
+
+def conv_windows(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, int],
+                 pads: Sequence[tuple[int, int]]) -> list[jax.Array]:
+  """The k*k strided windows of the zero-padded input, row-major over the kernel taps.
+
+  Args:
+    x: `[B, H, W, C]`.
+    kernel_hw: (kh, kw).
+    strides: (sh, sw).
+    pads: ((top, bottom), (left, right)) zero padding in pixels.
+  Returns:
+    kh * kw arrays `[B, Ho, Wo, C]`: window (i, j) holds the pixels kernel tap (i, j) multiplies.
+  """
+  (kh, kw), (sh, sw) = kernel_hw, strides
+  xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+  b, hp, wp, c = xp.shape
+  oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+  return [jax.lax.slice(xp, (0, i, j, 0), (b, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c),
+                        (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
+
+
+def conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int],
+                          strides: tuple[int, int],
+                          pads: Sequence[tuple[int, int]]) -> jax.Array:
+  """The weight gradient of a dense NHWC/HWIO convolution as k*k matrix products.
+
+  Args:
+    x: the convolution's input `[B, H, W, Cin]`.
+    g: the output's cotangent `[B, Ho, Wo, Cout]`.
+    kernel_hw, strides, pads: as in `conv_windows`.
+  Returns:
+    `[kh, kw, Cin, Cout]`: tap (i, j) is `window_ij^T @ g` over the B*Ho*Wo pixels, accumulated
+    in float32 and returned in the dtype of `x`.
+  """
+  cin, cout = x.shape[-1], g.shape[-1]
+  g2 = g.reshape(-1, cout)
+  taps = [jax.lax.dot_general(win.reshape(-1, cin), g2, (((0,), (0,)), ((), ())),
+                              preferred_element_type=jnp.float32)
+          for win in conv_windows(x, kernel_hw, strides, pads)]
+  return jnp.stack(taps).reshape(kernel_hw + (cin, cout)).astype(x.dtype)
+
+
+def _conv_library(x, kernel, strides, pads):
+  return jax.lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_NHWC_HWIO)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_dots_weight_grad(x, kernel, strides, pads):
+  return _conv_library(x, kernel, strides, pads)
+
+
+def _conv_dots_weight_grad_fwd(x, kernel, strides, pads):
+  return _conv_library(x, kernel, strides, pads), (x, kernel)
+
+
+def _conv_dots_weight_grad_bwd(strides, pads, residuals, g):
+  x, kernel = residuals
+  # The input gradient is linear in g: XLA's transposed convolution, as autodiff would emit it.
+  (dx,) = jax.linear_transpose(lambda a: _conv_library(a, kernel, strides, pads), x)(g)
+  dw = conv_weight_grad_dots(x, g, kernel.shape[:2], strides, pads)
+  return dx, dw.astype(kernel.dtype)
+
+
+_conv_dots_weight_grad.defvjp(_conv_dots_weight_grad_fwd, _conv_dots_weight_grad_bwd)
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                         padding: str | Sequence[tuple[int, int]], lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                         precision=None, **kwargs) -> jax.Array:
+  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: on CPU, a 2-D
+  NHWC/HWIO convolution without dilation or groups gets its weight gradient from
+  `conv_weight_grad_dots` (same forward and input gradient); anything else, and every other
+  platform, is the library call unchanged."""
+  library = functools.partial(
+      jax.lax.conv_general_dilated, window_strides=window_strides, padding=padding,
+      lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+      precision=precision, **kwargs)
+  plain = (lhs.ndim == 4 and feature_group_count == 1 and not kwargs and precision is None
+           and all(d == 1 for d in (lhs_dilation or (1,))) and
+           all(d == 1 for d in (rhs_dilation or (1,))) and
+           jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+           == _NHWC_HWIO)
+  if not plain:
+    return library(lhs, rhs)
+  strides = tuple(int(s) for s in window_strides)
+  if isinstance(padding, str):
+    pads = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
+  else:
+    pads = padding
+  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  return jax.lax.platform_dependent(
+      lhs, rhs, cpu=lambda a, b: _conv_dots_weight_grad(a, b, strides, pads),
+      default=library)

@@ -134,7 +134,8 @@ class MobileNetV2(nn.Module):
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding='SAME',
                    use_bias=False,
                    kernel_init=nn.initializers.truncated_normal(BACKBONE_KERNEL_STDDEV),
-                   dtype=self.dtype, param_dtype=jnp.float32, name=name)
+                   dtype=self.dtype, param_dtype=jnp.float32,
+                   conv_general_dilated=layers.conv_general_dilated, name=name)
 
   def _depthwise(self, stride: int, name: str) -> layers.DepthwiseConv:
     return layers.DepthwiseConv(
@@ -185,7 +186,8 @@ class SeparableConv(nn.Module):
     x = layers.DepthwiseConv(self.kernel, 1, kernel_init=glorot, dtype=self.dtype,
                              name='depthwise')(x)
     return nn.Conv(self.features, (1, 1), use_bias=True, kernel_init=glorot,
-                   dtype=self.dtype, param_dtype=jnp.float32, name='pointwise')(x)
+                   dtype=self.dtype, param_dtype=jnp.float32,
+                   conv_general_dilated=layers.conv_general_dilated, name='pointwise')(x)
 
 
 def upsample_nearest_2x(x: jnp.ndarray) -> jnp.ndarray:
@@ -210,7 +212,8 @@ class MobileNetV2FPN(nn.Module):
   def _conv1x1(self, features: int, name: str) -> nn.Conv:
     return nn.Conv(features, (1, 1), use_bias=True,
                    kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype,
-                   param_dtype=jnp.float32, name=name)
+                   param_dtype=jnp.float32, conv_general_dilated=layers.conv_general_dilated,
+                   name=name)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> List[jnp.ndarray]:
@@ -227,7 +230,8 @@ class MobileNetV2FPN(nn.Module):
       else:
         t = nn.Conv(out_ch, (3, 3), padding='SAME', use_bias=True,
                     kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype,
-                    param_dtype=jnp.float32, name=f'fpn_c{level}_conv')(t)
+                    param_dtype=jnp.float32, conv_general_dilated=layers.conv_general_dilated,
+                    name=f'fpn_c{level}_conv')(t)
       t = nn.BatchNorm(use_running_average=not train, momentum=self.fpn_bn_momentum,
                        epsilon=FPN_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
                        use_fast_variance=False, name=f'fpn_c{level}_bn')(t)

@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from centernet_jax.models import layers
 from centernet_jax.models import tf_checkpoint_paths as tfp
 
 # Keras 'caffe' preprocess_input means, in BGR order.
@@ -138,7 +139,8 @@ class ResNetV1(nn.Module):
 
   def _conv(self, features: int, kernel: int, stride: int, padding, name: str) -> nn.Conv:
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
-                   use_bias=True, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+                   use_bias=True, dtype=self.dtype, param_dtype=jnp.float32,
+                   conv_general_dilated=layers.conv_general_dilated, name=name)
 
   def _bn(self, train: bool, name: str) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
@@ -221,7 +223,7 @@ class ResNetV1FPN(nn.Module):
   def _conv(self, features: int, kernel: int, name: str) -> nn.Conv:
     return nn.Conv(scaled_channels(features, self.width_multiplier), (kernel, kernel),
                    padding='SAME', use_bias=True, dtype=self.dtype, param_dtype=jnp.float32,
-                   name=name)
+                   conv_general_dilated=layers.conv_general_dilated, name=name)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> List[jnp.ndarray]:

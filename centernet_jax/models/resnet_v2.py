@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from centernet_jax.models import layers
 from centernet_jax.models import tf_checkpoint_paths as tfp
 
 BACKBONE_BN_EPSILON = 1.001e-5
@@ -119,7 +120,8 @@ class ResNetV2(nn.Module):
     return nn.Conv(scaled_channels(features, self.width_multiplier), (kernel, kernel),
                    strides=(stride, stride), padding='VALID', use_bias=use_bias,
                    kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype,
-                   param_dtype=jnp.float32, name=name)
+                   param_dtype=jnp.float32, conv_general_dilated=layers.conv_general_dilated,
+                   name=name)
 
   def _bn(self, train: bool, name: str) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
@@ -189,7 +191,8 @@ class ResNetV2Upsample(nn.Module):
     for i, filters in enumerate(UPSAMPLE_FILTERS, start=1):
       f = scaled_channels(filters, self.width_multiplier)
       x = nn.Conv(f, (3, 3), padding='SAME', use_bias=True, kernel_init=glorot,
-                  dtype=self.dtype, param_dtype=jnp.float32, name=f'upsample{i}_conv')(x)
+                  dtype=self.dtype, param_dtype=jnp.float32,
+                  conv_general_dilated=layers.conv_general_dilated, name=f'upsample{i}_conv')(x)
       x = nn.relu(self._bn(train, f'upsample{i}_conv_bn')(x))
       # Keras Conv2DTranspose: kernel (kh, kw, out, in); see the module docstring.
       x = nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding='SAME', use_bias=True,

@@ -1,0 +1,136 @@
+r"""Whole models with the library convolution against `layers.conv_general_dilated` (weight
+gradients as matrix products on CPU), each with or without `performance.CPU_COMPILER_OPTIONS`;
+same process, interleaved.
+
+  python benchmarks/conv_models.py --row r50v1fpn --measure train \
+      [--variants library+ours,dots+ours,dots+default] [--batch 2] [--repeats 3]
+  python benchmarks/conv_models.py --row mnv2fpn --measure predict --batch 8
+
+A variant is `<conv>+<options>`: conv `library` (`lax.conv_general_dilated` in every `nn.Conv`,
+the code before this change) or `dots` (the models as they are); options `ours`
+(`performance.CPU_COMPILER_OPTIONS`, YNNPACK's dot fusions off) or `default` (XLA's).
+`train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
+weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
+`predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
+(their results must agree), then each round times one call of each; medians and every round.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+# pylint: disable=wrong-import-position
+from centernet_jax import colour_augment
+from centernet_jax import experiments
+from centernet_jax import model_variables
+from centernet_jax import models
+from centernet_jax import optimizer as optimizer_lib
+from centernet_jax import performance
+from centernet_jax import predict
+from centernet_jax import train
+from centernet_jax.models import layers
+from machine import machine_kind
+
+ROWS = {
+    'r50v1fpn': 'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8',
+    'mnv2fpn': 'centernet_mobilenetv2fpn_512x512_coco17_od',
+    'r50v2': 'centernet_resnet50_v2_512x512_coco17_tpu-8',
+}
+NUM_CLASSES = 90
+MAX_BOXES = 100
+DOTS_CONV = layers.conv_general_dilated
+
+
+def lower(fn, args, conv):
+  """Lowers `fn(*args)` with every `nn.Conv` of the models calling `conv` (read when traced)."""
+  layers.conv_general_dilated = conv
+  try:
+    return fn.lower(*args)
+  finally:
+    layers.conv_general_dilated = DOTS_CONV
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--row', default='r50v1fpn', choices=sorted(ROWS))
+  parser.add_argument('--measure', default='train', choices=('train', 'predict'))
+  parser.add_argument('--variants', default='library+ours,dots+ours,dots+default')
+  parser.add_argument('--batch', type=int, default=2)
+  parser.add_argument('--repeats', type=int, default=3)
+  args = parser.parse_args()
+  config = experiments.load_config(os.path.join(REPO, 'experiments', ROWS[args.row] + '.py'))
+  config.dataset.max_boxes = MAX_BOXES
+  size, b = int(config.input.size), args.batch
+  model = models.build_model(config.model, NUM_CLASSES)
+  variables = model_variables.filled_variables(model, size)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (b, size, size, 3))
+  if args.measure == 'train':
+    tx, schedule = optimizer_lib.make_optimizer(config)
+    # A new function per variant: jit caches its trace per function, and the conv is read then.
+    make_fn = lambda: jax.jit(train.make_train_step(model, tx, schedule, config, NUM_CLASSES))
+    boxes = np.zeros((b, MAX_BOXES, 4), np.float32)
+    boxes[:, :3] = [[0.1, 0.1, 0.5, 0.4], [0.3, 0.5, 0.9, 0.9], [0.6, 0.2, 0.8, 0.35]]
+    classes = np.zeros((b, MAX_BOXES), np.int32)
+    classes[:, :3] = [0, 17, 61]
+    mask = np.zeros((b, MAX_BOXES), np.float32)
+    mask[:, :3] = 1.0
+    batch = {'image': images.astype(np.uint8), 'boxes': boxes, 'classes': classes,
+             'box_mask': mask, 'true_size': np.full((b, 2), size, np.int32),
+             **colour_augment.identity_batch(config.input.augmentations, b)}
+    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                             batch_stats=variables['batch_stats'],
+                             opt_state=tx.init(variables['params']))
+    call_args = (state, batch)
+  else:
+    make_fn = lambda: predict.make_predict_fn(model, input_size=size, max_detections=100,
+                                              top_level=False)
+    call_args = (variables, {'image': jnp.asarray(images, jnp.float32),
+                             'true_size': jnp.full((b, 2), size, jnp.int32),
+                             'original_size': jnp.full((b, 2), size, jnp.int32)})
+  print(f'Machine: {machine_kind()}; JAX {jax.__version__} on {jax.default_backend()}; '
+        f'{args.row} {args.measure} batch {b}; {args.repeats} interleaved rounds\n', flush=True)
+  compiled = {}
+  for variant in args.variants.split(','):
+    conv, options = variant.split('+')
+    start = time.perf_counter()
+    lowered = lower(make_fn(), call_args,
+                    DOTS_CONV if conv == 'dots' else jax.lax.conv_general_dilated)
+    compiled[variant] = lowered.compile(
+        compiler_options=dict(performance.CPU_COMPILER_OPTIONS) if options == 'ours' else {})
+    print(f'{variant}: compiled in {time.perf_counter() - start:.0f} s', flush=True)
+  outs = {k: jax.device_get(f(*call_args)) for k, f in compiled.items()}
+  ref = next(iter(outs.values()))
+  for k, out in outs.items():
+    if args.measure == 'train':  # (state, metrics): the loss and the updated parameters
+      pairs = [(out[1]['loss'], ref[1]['loss'])] + list(
+          zip(jax.tree.leaves(out[0].params), jax.tree.leaves(ref[0].params)))
+    else:
+      pairs = [(out['boxes'], ref['boxes']), (out['scores'], ref['scores'])]
+    for a, r in pairs:
+      np.testing.assert_allclose(a, r, rtol=1e-3, atol=1e-3, err_msg=k)
+  times = {k: [] for k in compiled}
+  for _ in range(args.repeats):
+    for k, f in compiled.items():
+      start = time.perf_counter()
+      jax.block_until_ready(f(*call_args))
+      times[k].append(1000 * (time.perf_counter() - start))
+  first = next(iter(times))
+  base = statistics.median(times[first])
+  print(f'\n| variant | median ms | {first} / variant | every round (ms) |\n|---|---|---|---|')
+  for k, t in times.items():
+    med = statistics.median(t)
+    print(f'| {k} | {med:.0f} | {base / med:.2f}x | {", ".join(f"{x:.0f}" for x in t)} |')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
