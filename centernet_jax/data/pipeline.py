@@ -7,7 +7,7 @@ bottom/right to S x S -> boxes re-normalized to the padded canvas, padded to `ma
 `box_mask`, and batches. Training: the augmentations (`config.input.augmentations`,
 augment.py) seeded by the stream position move a view of the decoded uint8 image, which
 `view.to_canvas` resamples once onto the same keep-aspect, zero-padded canvas (the same
-kernel, so the same pixels up to float rounding as cropping, padding and resizing in turn);
+kernel on the same pixels, so exactly cropping, padding and resizing in turn, then rounded);
 the colour ops' parameters travel in the batch and the train step applies them on device
 (colour_augment.py).
 

@@ -2,9 +2,9 @@
 
 The geometric training ops (flip, crops, pads: augment.py) only translate and mirror pixels,
 so instead of cutting, padding and flipping the full image one after the other, they update a
-view of the untouched decoded image, and the view is resampled once, straight onto the
-`S x S` input canvas (`to_canvas`): the cost is the canvas' pixels, not several passes over
-the decoded image in float32.
+view of the untouched decoded image, and the view is resampled once onto the `S x S` input
+canvas (`to_canvas`): one uint8 copy of the augmented image and the canvas' pixels, not
+several passes over the decoded image in float32.
 
 A view lives in the example dict under these keys (all pixels, y-first, integer):
   source       uint8 or float32 [Hs, Ws, 3]: the decoded image, never modified;
@@ -83,18 +83,28 @@ def _source_part(example: Example):
   return example['source'][y0 - oy:y1 - oy, sx0:sx0 + (x1 - x0)], flip
 
 
+def _pixels(example: Example):
+  """The view's image [h, w, 3] in the source's dtype (the source part, mirrored when the
+  view is, placed in black). Built with concats of black blocks: a memory copy, several
+  times cheaper on uint8 than `tf.pad`."""
+  part, flip = _source_part(example)
+  part = tf.cond(flip, lambda: tf.reverse(part, [1]), lambda: part)
+  h, w = tf.unstack(example['view_size'])
+  y0, x0, y1, x1 = tf.unstack(example['view_valid'])
+  dtype = part.dtype
+  part = tf.concat([tf.zeros(tf.stack([y1 - y0, x0, 3]), dtype), part,
+                    tf.zeros(tf.stack([y1 - y0, w - x1, 3]), dtype)], 1)
+  return tf.concat([tf.zeros(tf.stack([y0, w, 3]), dtype), part,
+                    tf.zeros(tf.stack([h - y1, w, 3]), dtype)], 0)
+
+
 def materialize(example: Example) -> Example:
   """The example with the view's image as `image` float32 [h, w, 3] (exact: the view only
   translates and mirrors pixels). Host pixel ops and tests use it; training does not."""
   if 'source' not in example:
     return example
-  part, flip = _source_part(example)
-  part = tf.cond(flip, lambda: part[:, ::-1], lambda: part)
-  h, w = tf.unstack(example['view_size'])
-  y0, x0, y1, x1 = tf.unstack(example['view_valid'])
-  image = tf.pad(tf.cast(part, tf.float32), [[y0, h - y1], [x0, w - x1], [0, 0]])
   out = {k: v for k, v in example.items() if k not in VIEW_KEYS}
-  out['image'] = image
+  out['image'] = tf.cast(_pixels(example), tf.float32)
   return out
 
 
@@ -109,50 +119,26 @@ def canvas_size(image_size, size: int):
 def to_canvas(example: Example, size: int):
   """The view resampled once onto the S x S canvas: keep-aspect resize + zero pad.
 
-  Equals, up to float rounding of the sampling positions, `materialize` followed by
-  `pipeline.resize_and_pad` (legacy bilinear without half-pixel centers: output row i samples
-  row i * h / nh of the augmented image, the last row repeating past the bottom; black
-  outside view_valid, interpolated with it at its edges). It is one `crop_and_resize` of the
-  visible source part with a 1-pixel border (black where the augmented image continues in
-  black, a copy of the edge where the augmented image ends), read in uint8.
+  Equals `materialize` followed by `pipeline.resize_and_pad` (legacy bilinear without
+  half-pixel centers: output row i samples row i * h / nh of the augmented image, the last
+  row repeating past the bottom; black outside view_valid, interpolated with it at its edges)
+  and rounding: it is the same `ResizeBilinear` of the same pixels, read in the source's
+  dtype (uint8 in training; the kernel reads it as float32, so the values are the same).
+  The augmented image is materialized first (a uint8 copy, about the source's bytes): its
+  black border cannot be left out, since the kernel's sampling grid starts at the input's
+  row 0 with step h / nh, and a flip cannot move after the resize (mirrored, the grid
+  samples other positions). TF's generic `crop_and_resize`, which could sample the visible
+  part alone, costs more than twice `ResizeBilinear` per output pixel.
 
   Returns:
     (image uint8 [S, S, 3] (rounded), zero padded bottom/right; scale float32 [2], the
      factor (nh / S, nw / S) that takes coordinates normalized to the augmented image to
      the canvas; true_size int32 [2] = (nh, nw)).
   """
-  h, w = tf.unstack(example['view_size'])
   new = canvas_size(example['view_size'], size)
-  nh, nw = tf.unstack(new)
-  y0, x0, y1, x1 = tf.unstack(example['view_valid'])
-  part, flip = _source_part(example)
-  # Border sides in the source's orientation: a mirrored view swaps left and right.
-  black = tf.stack([y0 > 0, y1 < h, x0 > 0, x1 < w])
-  left, right = tf.where(flip, black[3], black[2]), tf.where(flip, black[2], black[3])
-  # A view showing none of the image (a window after a pad that falls in the pad) samples a
-  # black 2 x 2 part.
-  empty = (y1 <= y0) | (x1 <= x0)
-  part = tf.cond(empty, lambda: tf.zeros([2, 2, 3], part.dtype), lambda: part)
-
-  def edge(pixels, is_black):
-    return pixels * tf.cast(tf.logical_not(is_black | empty), pixels.dtype)
-
-  # The border as one row / column each side, concatenated (a memory copy; TF's mirror pad
-  # costs several times more on uint8).
-  part = tf.concat([edge(part[:1], black[0]), part, edge(part[-1:], black[1])], 0)
-  part = tf.concat([edge(part[:, :1], left), part, edge(part[:, -1:], right)], 1)
-  ph = tf.cast(tf.shape(part)[0] - 1, tf.float32)
-  pw = tf.cast(tf.shape(part)[1] - 1, tf.float32)
-  hf, wf, nhf, nwf = (tf.cast(v, tf.float32) for v in (h, w, nh, nw))
-  # Border-padded part row of augmented-image row y: y - y0 + 1 (columns alike).
-  top = (1.0 - tf.cast(y0, tf.float32)) / ph
-  bottom = ((nhf - 1.0) * (hf / nhf) + 1.0 - tf.cast(y0, tf.float32)) / ph
-  first = (1.0 - tf.cast(x0, tf.float32)) / pw
-  last = ((nwf - 1.0) * (wf / nwf) + 1.0 - tf.cast(x0, tf.float32)) / pw
-  first, last = tf.where(flip, 1.0 - first, first), tf.where(flip, 1.0 - last, last)
-  resized = tf.image.crop_and_resize(
-      part[tf.newaxis], tf.stack([top, first, bottom, last])[tf.newaxis], [0], new,
-      method='bilinear', extrapolation_value=0.0)[0]
+  resized = tf.raw_ops.ResizeBilinear(
+      images=_pixels(example)[tf.newaxis], size=new, align_corners=False,
+      half_pixel_centers=False)[0]
   # Rounded before the pad: the pad then moves a quarter of the float32 bytes. Bilinear
   # weights keep the values in 0..255: no clipping.
   image = tf.cast(tf.round(resized), tf.uint8)
