@@ -5,6 +5,7 @@ same process, interleaved.
   python benchmarks/conv_models.py --row r50v1fpn --measure train \
       [--variants library+ours,dots+ours,dots+default] [--batch 2] [--repeats 3]
   python benchmarks/conv_models.py --row mnv2fpn --measure predict --batch 8
+  python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
 A variant is `<conv>+<options>`: conv `library` (`lax.conv_general_dilated` in every `nn.Conv`,
 the code before this change) or `dots` (the models as they are); options `ours`
@@ -43,6 +44,7 @@ ROWS = {
     'r50v1fpn': 'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8',
     'mnv2fpn': 'centernet_mobilenetv2fpn_512x512_coco17_od',
     'r50v2': 'centernet_resnet50_v2_512x512_coco17_tpu-8',
+    'demo': 'demo',  # `make demo`'s narrow ResNet-18 FPN at 96 px (use --batch 8)
 }
 NUM_CLASSES = 90
 MAX_BOXES = 100

@@ -9,6 +9,12 @@ import pytest
 from centernet_jax.models import layers
 
 
+@pytest.fixture(autouse=True)
+def _dots_at_every_size(monkeypatch):
+  """These tests' maps are small: let the matrix-product weight gradient cover them."""
+  monkeypatch.setattr(layers, 'DOTS_MIN_OUTPUT_PIXELS', 0)
+
+
 @pytest.mark.parametrize('hw,stride,k', [((9, 12), 1, 3), ((16, 16), 2, 3), ((15, 10), 2, 3),
                                          ((7, 7), 1, 5)])
 def test_shift_add_equals_library(hw, stride, k):
@@ -133,3 +139,15 @@ def test_dense_conv_falls_back_to_the_library_for_groups_and_dilation():
     ref = nn.Conv(4, (3, 3), **kwargs)
     variables = ref.init(jax.random.key(0), x)
     np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), rtol=1e-6)
+
+
+def test_dense_conv_small_maps_keep_the_library_weight_gradient(monkeypatch):
+  x = jnp.ones((1, 8, 8, 3), jnp.float32)
+  conv = nn.Conv(4, (3, 3), conv_general_dilated=layers.conv_general_dilated)
+  variables = conv.init(jax.random.key(0), x)
+  # A new function per trace: JAX reuses the trace of one it has seen.
+  grad = lambda: lambda v: jax.grad(lambda v: jnp.sum(conv.apply(v, x)))(v)
+  products = str(jax.make_jaxpr(grad())(variables))
+  monkeypatch.setattr(layers, 'DOTS_MIN_OUTPUT_PIXELS', 8 * 8 + 1)
+  library = str(jax.make_jaxpr(grad())(variables))
+  assert 'dot_general' in products and 'dot_general' not in library
