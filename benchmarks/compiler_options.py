@@ -12,9 +12,7 @@ Detections must agree to 1e-3 (the options change kernels, so round-off, not res
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -28,12 +26,9 @@ from centernet_jax import model_variables
 from centernet_jax import models
 from centernet_jax import performance
 from centernet_jax import predict
+from interleaved import ROWS, every_round, medians, time_in_turn
 from machine import machine_kind
 
-ROWS = {
-    'r50v1fpn': 'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8',
-    'mnv2fpn': 'centernet_mobilenetv2fpn_512x512_coco17_od',
-}
 NUM_CLASSES = 90
 
 
@@ -57,7 +52,7 @@ def programs(row: str, batch: int):
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--rows', default=','.join(ROWS))
+  parser.add_argument('--rows', default='r50v1fpn,mnv2fpn')
   parser.add_argument('--batches', default='1,8')
   parser.add_argument('--repeats', type=int, default=5)
   args = parser.parse_args()
@@ -73,16 +68,11 @@ def main() -> int:
       a, b = outs.values()
       for key in ('boxes', 'scores'):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-3, atol=1e-3, err_msg=key)
-      times = {k: [] for k in compiled}
-      for _ in range(args.repeats):
-        for k, f in compiled.items():
-          start = time.perf_counter()
-          jax.block_until_ready(f(variables, inputs))
-          times[k].append(1000 * (time.perf_counter() - start))
-      d, o = (statistics.median(v) for v in times.values())
+      times = time_in_turn(compiled, (variables, inputs), args.repeats)
+      d, o = medians(times).values()
       print(f'| {row} | {batch} | {d:.1f} | {o:.1f} | {d / o:.2f}x | '
-            f'{", ".join(f"{t:.0f}" for t in times["default"])} | '
-            f'{", ".join(f"{t:.0f}" for t in times["CPU_COMPILER_OPTIONS"])} |', flush=True)
+            f'{every_round(times["default"])} | '
+            f'{every_round(times["CPU_COMPILER_OPTIONS"])} |', flush=True)
   return 0
 
 

@@ -38,14 +38,11 @@ from centernet_jax import performance
 from centernet_jax import predict
 from centernet_jax import train
 from centernet_jax.models import layers
+import interleaved
 from machine import machine_kind
 
-ROWS = {
-    'r50v1fpn': 'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8',
-    'mnv2fpn': 'centernet_mobilenetv2fpn_512x512_coco17_od',
-    'r50v2': 'centernet_resnet50_v2_512x512_coco17_tpu-8',
-    'demo': 'demo',  # `make demo`'s narrow ResNet-18 FPN at 96 px (use --batch 8)
-}
+ROWS = {**interleaved.ROWS,
+        'demo': 'demo'}  # `make demo`'s narrow ResNet-18 FPN at 96 px (use --batch 8)
 NUM_CLASSES = 90
 MAX_BOXES = 100
 DOTS_CONV = layers.conv_general_dilated
@@ -119,12 +116,7 @@ def main() -> int:
       pairs = [(out['boxes'], ref['boxes']), (out['scores'], ref['scores'])]
     for a, r in pairs:
       np.testing.assert_allclose(a, r, rtol=1e-3, atol=1e-3, err_msg=k)
-  times = {k: [] for k in compiled}
-  for _ in range(args.repeats):
-    for k, f in compiled.items():
-      start = time.perf_counter()
-      jax.block_until_ready(f(*call_args))
-      times[k].append(1000 * (time.perf_counter() - start))
+  times = interleaved.time_in_turn(compiled, call_args, args.repeats)
   first = next(iter(times))
   base = statistics.median(times[first])
   print(f'\n| variant | median ms | {first} / variant | every round (ms) |\n|---|---|---|---|')

@@ -12,9 +12,7 @@ turn (A B A B); medians in ms per batch.
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,14 +25,9 @@ from centernet_jax import experiments
 from centernet_jax import model_variables
 from centernet_jax import models
 from centernet_jax import predict
+from interleaved import ROWS, every_round, medians, time_in_turn
 from machine import machine_kind
 
-ROWS = {
-    'r50v1fpn': 'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8',
-    'r50v2': 'centernet_resnet50_v2_512x512_coco17_tpu-8',
-    'mnv2fpn': 'centernet_mobilenetv2fpn_512x512_coco17_od',
-    'hg104': 'centernet_hg104_512x512_coco17_tpu-8',
-}
 NUM_CLASSES = 90
 
 
@@ -64,16 +57,10 @@ def main() -> int:
     outs = [jax.device_get(f(variables, inputs)) for f in fns.values()]
     for key in ('boxes', 'scores'):
       np.testing.assert_allclose(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-4, err_msg=key)
-    times = {k: [] for k in fns}
-    for _ in range(args.repeats):
-      for k, f in fns.items():
-        start = time.perf_counter()
-        jax.block_until_ready(f(variables, inputs))
-        times[k].append(1000 * (time.perf_counter() - start))
-    b, t = (statistics.median(v) for v in times.values())
-    print(f'| {row} | {b:.0f} | {t:.0f} | {b / t:.2f}x | '
-          f'{", ".join(f"{x:.0f}" for x in times["batched"])} | '
-          f'{", ".join(f"{x:.0f}" for x in times["in turn"])} |', flush=True)
+    times = time_in_turn(fns, (variables, inputs), args.repeats)
+    b, t = medians(times).values()
+    print(f'| {row} | {b:.0f} | {t:.0f} | {b / t:.2f}x | {every_round(times["batched"])} | '
+          f'{every_round(times["in turn"])} |', flush=True)
   return 0
 
 
