@@ -37,21 +37,25 @@ CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 # library convolutions' weight gradients (XLA rewrites them to dots YNNPACK ran at ~6-9
 # GFLOP/s), which `models.layers.conv_general_dilated` now computes as k*k plain matrix
 # products on CPU; YNNPACK runs those, and the library forward and input-gradient
-# convolutions, faster than XLA's own kernels: ResNet50 V1 FPN 512 train step 1.27x
-# (docs/benchmarks.md, "Hot paths").
+# convolutions, faster than XLA's own kernels: ResNet50 V1 FPN 512 train step 1.27x, measured
+# with the products at every map size (now maps of >= 64 x 64 pixels; docs/benchmarks.md,
+# "Hot paths").
 CPU_TRAIN_COMPILER_OPTIONS: dict[str, Any] = {}
+
+
+def _on_cpu(options: dict[str, Any], backend: str | None) -> dict[str, Any] | None:
+  """A copy of `options` when `backend` (default: JAX's) is the CPU; None elsewhere."""
+  return dict(options) if (backend or jax.default_backend()) == 'cpu' else None
 
 
 def compiler_options(backend: str | None = None) -> dict[str, Any] | None:
   """The compiler options of the jitted predict function on `backend` (default: JAX's)."""
-  backend = backend or jax.default_backend()
-  return dict(CPU_COMPILER_OPTIONS) if backend == 'cpu' else None
+  return _on_cpu(CPU_COMPILER_OPTIONS, backend)
 
 
 def train_compiler_options(backend: str | None = None) -> dict[str, Any] | None:
   """The compiler options of the jitted training step on `backend` (default: JAX's)."""
-  backend = backend or jax.default_backend()
-  return dict(CPU_TRAIN_COMPILER_OPTIONS) if backend == 'cpu' else None
+  return _on_cpu(CPU_TRAIN_COMPILER_OPTIONS, backend)
 
 
 # Initialisation runs once, but its program is almost all threefry random-number generation,
@@ -64,8 +68,7 @@ CPU_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 1}
 
 def init_compiler_options(backend: str | None = None) -> dict[str, Any] | None:
   """The compiler options of one-shot initialisation programs on `backend` (default: JAX's)."""
-  backend = backend or jax.default_backend()
-  return dict(CPU_INIT_COMPILER_OPTIONS) if backend == 'cpu' else None
+  return _on_cpu(CPU_INIT_COMPILER_OPTIONS, backend)
 
 
 def run_init(init_fn: Callable[[jax.Array], Any], rng: jax.Array, out_shardings: Any = None):

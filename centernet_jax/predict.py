@@ -59,8 +59,9 @@ def images_in_turn(fn: Callable[[Any, dict], Any]) -> Callable[[Any, dict], Any]
   gives the same values as one call on the whole batch. On XLA:CPU it is faster for networks
   whose activations are large next to their FLOPs: one image's activations stay in the CPU's
   caches, eight do not (MobileNetV2 FPN 512 at batch 8: 1.27x; ResNet50 V1 FPN 1.07x,
-  inside its spread; benchmarks/predict_loop.py, docs/benchmarks.md "Hot paths"). A batch of B images sharded over D devices is laid out as
-  `[B / D, D]` so that each step takes one image from every device's share: no image moves.
+  inside its spread; benchmarks/predict_loop.py, docs/benchmarks.md "Hot paths"). A batch of
+  B images sharded over D devices is laid out as `[B / D, D]` so that each step takes one
+  image from every device's share: no image moves.
   """
 
   def looped(variables, batch):
