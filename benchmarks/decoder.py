@@ -1,15 +1,18 @@
 r"""The box decoder's parts on this machine: the plain formulation against the project's.
 
-  python benchmarks/decoder.py [--size 128] [--classes 90] [--batch 1] [--repeats 20]
+  python benchmarks/decoder.py [--size 128] [--classes 90] [--batch 1] [--repeats 20] [--broad]
 
 One process, random heads of one image at the given output size (128 x 128 x 90 is a 512
-input's COCO map), every function jitted once, then timed round after round in turn (A B A B);
+input's COCO map: i.i.d. logits, or with --broad one broad maximum per class, whose slopes
+fill the top scores, so `top_k_peaks` falls back to the whole map), every function jitted once, then timed round after round in turn (A B A B);
 medians in ms. Rows:
   peak pool   the 3x3 SAME max-pool: `lax.reduce_window` | shifted slices, H then W (the
               decoder before 2026-12-02) | shifted slices, W then H (`decoder.max_pool_same`)
   top-k       one `lax.top_k` over the flattened H*W*C map | `decoder.top_k_pixels_classes`
+  peaks top-k sigmoid, peak test of the whole map, then `top_k_pixels_classes` (the
+              definition) | `decoder.top_k_peaks` (the peak test of the top candidates)
   decode      `decoder.decode_detections` with the plain parts (reduce_window pool, one flat
-              top-k) | with the project's parts
+              top-k, the whole map peak-tested) | with the project's parts
 Everything is compiled with the options the predict function uses
 (`performance.compiler_options()`). Each pair is checked for equal outputs before it is
 timed. The table goes to stdout and
@@ -57,15 +60,22 @@ def top_k_flat(scores, k):
   return values, (idx // c).astype(jnp.int32), (idx % c).astype(jnp.int32)
 
 
+def peaks_of_whole_map(logits, k):
+  b, h, w, c = logits.shape
+  prob = jax.nn.sigmoid(logits)
+  return decoder.top_k_pixels_classes((prob * decoder.peak_mask(prob)).reshape(b, h * w, c), k)
+
+
 @contextlib.contextmanager
 def plain_parts():
   """decode_detections with the plain pool and top-k while traced inside this block."""
-  saved = decoder.max_pool_same, decoder.top_k_pixels_classes
+  saved = decoder.max_pool_same, decoder.top_k_pixels_classes, decoder.top_k_peaks
   decoder.max_pool_same, decoder.top_k_pixels_classes = pool_reduce_window, top_k_flat
+  decoder.top_k_peaks = peaks_of_whole_map
   try:
     yield
   finally:
-    decoder.max_pool_same, decoder.top_k_pixels_classes = saved
+    decoder.max_pool_same, decoder.top_k_pixels_classes, decoder.top_k_peaks = saved
 
 
 def main() -> None:
@@ -75,12 +85,21 @@ def main() -> None:
   parser.add_argument('--batch', type=int, default=1)
   parser.add_argument('--max_detections', type=int, default=100)
   parser.add_argument('--repeats', type=int, default=20)
+  parser.add_argument('--broad', action='store_true',
+                      help='one broad maximum per class: the top_k_peaks fallback')
   parser.add_argument('--out', default='')
   args = parser.parse_args()
 
   rng = np.random.default_rng(0)
   b, s, c, k = args.batch, args.size, args.classes, args.max_detections
-  heads = {'object_center': jnp.asarray(rng.normal(-4.0, 2.0, (b, s, s, c)), jnp.float32),
+  logits = rng.normal(-4.0, 2.0, (b, s, s, c))
+  if args.broad:
+    yy, xx = np.mgrid[0:s, 0:s]
+    centers = rng.uniform(0, s, (b, c, 2))
+    logits = -6.0 + 10 * np.exp(-((yy[None, :, :, None] - centers[:, None, None, :, 0]) ** 2 +
+                                  (xx[None, :, :, None] - centers[:, None, None, :, 1]) ** 2)
+                                / (2 * (s / 10) ** 2))
+  heads = {'object_center': jnp.asarray(logits, jnp.float32),
            'box/scale': jnp.asarray(rng.uniform(1, 20, (b, s, s, 2)), jnp.float32),
            'box/offset': jnp.asarray(rng.uniform(0, 1, (b, s, s, 2)), jnp.float32)}
   sizes = jnp.asarray([[4 * s, 4 * s]] * b, jnp.int32)
@@ -103,11 +122,14 @@ def main() -> None:
       ('top-k', [('one flat lax.top_k', jit(top_k_flat, static_argnums=1)),
                  ('two stages (ours)', jit(decoder.top_k_pixels_classes,
                                                static_argnums=1))], masked),
+      ('peaks top-k', [('whole map peak-tested', jit(peaks_of_whole_map, static_argnums=1)),
+                       ('top candidates peak-tested (ours)',
+                        jit(decoder.top_k_peaks, static_argnums=1))], heads['object_center']),
       ('decode_detections', [('plain parts', decode_plain),
                              ('project parts (ours)', decode_project)], heads),
   ]
   for name, variants, arg in rows:
-    call_args = (arg, k) if name == 'top-k' else (arg,)
+    call_args = (arg, k) if name in ('top-k', 'peaks top-k') else (arg,)
     outs = [jax.device_get(fn(*call_args)) for _, fn in variants]
     for (label, _), out in zip(variants[1:], outs[1:]):
       for a, o in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(out)):
@@ -116,7 +138,7 @@ def main() -> None:
   times = {(name, label): [] for name, variants, _ in rows for label, _ in variants}
   for _ in range(args.repeats):
     for name, variants, arg in rows:
-      call_args = (arg, k) if name == 'top-k' else (arg,)
+      call_args = (arg, k) if name in ('top-k', 'peaks top-k') else (arg,)
       for label, fn in variants:
         start = time.perf_counter()
         jax.block_until_ready(fn(*call_args))
@@ -124,7 +146,9 @@ def main() -> None:
 
   lines = [f'# Decoder parts, {machine_kind()}',
            f'`python benchmarks/decoder.py --size {s} --classes {c} --batch {b} '
-           f'--repeats {args.repeats}`: {s}x{s}x{c} map, top {k}, medians of interleaved rounds.',
+           f'--repeats {args.repeats}{" --broad" if args.broad else ""}`: {s}x{s}x{c} map '
+           f'({"broad maxima" if args.broad else "i.i.d. logits"}), top {k}, medians of '
+           'interleaved rounds.',
            '', '| part | formulation | median ms | first / this |', '|---|---|---|---|']
   for name, variants, _ in rows:
     base = float(np.median(times[(name, variants[0][0])]))

@@ -5,7 +5,8 @@
    with -inf), the others are zeroed. Plateaus of equal values all survive.
 3. Top-k over the flattened `H * W * C` map of each image (not per class; no score threshold;
    no NMS): class = flat index % C, pixel = flat index // C. Computed exactly in two stages
-   (pixels first, then their classes: `top_k_pixels_classes`).
+   (pixels first, then their classes: `top_k_pixels_classes`), and, when it suffices, on the
+   peak test of the top candidates alone (`top_k_peaks`) instead of the whole map.
 4. Box in output pixels: `(y + oy -/+ h/2, x + ox -/+ w/2)` with `(h, w) = max(scale, 0)` and
    `(oy, ox)` the offset, both read at the peak; clipped to `[0, H_out] x [0, W_out]`.
 5. To original image pixels: times the stride (`input_size / output_size`) gives pixels of the
@@ -45,6 +46,9 @@ import jax.numpy as jnp
 
 PEAK_TOLERANCE = 1e-6
 PEAK_POOL_SIZE = 3
+# How many of the map's highest scores `top_k_peaks` peak-tests before it falls back to the
+# whole map (at least 2.5 x the detections asked for). Speed only: the result is the same.
+PEAK_CANDIDATES = 256
 INVALID_CANDIDATE_DISTANCE = 1e5
 
 
@@ -123,6 +127,75 @@ def top_k_pixels_classes(scores, k: int):
   return values, pixel.astype(jnp.int32), (idx % num_classes).astype(jnp.int32)
 
 
+def _top_k_peaks_full_map(logits, k: int):
+  """`top_k_peaks` by the definition: the peak test over the whole map, then the top-k."""
+  batch, h, w, c = logits.shape
+  prob = jax.nn.sigmoid(logits)
+  return top_k_pixels_classes((prob * peak_mask(prob)).reshape(batch, h * w, c), k)
+
+
+def _top_k_peaks_of_candidates(logits, k: int, num_candidates: int):
+  """The top-k peaks found among the `num_candidates` highest scores of each image.
+
+  Returns ((values, pixels, classes) as `top_k_peaks`, found `[B]` bool: whether the
+  candidates held at least k peaks with a score > 0; only there are the values exact).
+  """
+  batch, h, w, c = logits.shape
+  flat = logits.reshape(batch, h * w * c)
+  # The candidates in the map's own (value descending, flat index ascending) order: sigmoid of
+  # the gathered logits gives the very values the full map's sigmoid gives.
+  values, pixels, classes = top_k_pixels_classes(
+      jax.nn.sigmoid(logits.reshape(batch, h * w, c)), num_candidates)
+  y = pixels // w
+  x = pixels % w
+  r = PEAK_POOL_SIZE // 2
+  pooled = values
+  for dy in range(-r, r + 1):
+    for dx in range(-r, r + 1):
+      ny, nx = y + dy, x + dx
+      inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+      index = (jnp.clip(ny, 0, h - 1) * w + jnp.clip(nx, 0, w - 1)) * c + classes
+      neighbour = jax.nn.sigmoid(jnp.take_along_axis(flat, index, axis=1))
+      pooled = jnp.maximum(pooled, jnp.where(inside, neighbour, -jnp.inf))
+  is_peak = jnp.abs(values - pooled) < PEAK_TOLERANCE
+  found = jnp.sum(is_peak & (values > 0), axis=1) >= k
+  # Non-peaks score 0, as in the full map; ties go to the earlier candidate, which is the
+  # lower flat index, so the order is the full map's.
+  top, position = jax.lax.top_k(jnp.where(is_peak, values, 0.0), k)
+  return (top, jnp.take_along_axis(pixels, position, axis=1),
+          jnp.take_along_axis(classes, position, axis=1)), found
+
+
+def top_k_peaks(logits, k: int, num_candidates: int = PEAK_CANDIDATES):
+  """The top `k` of each image's peak-tested scores (steps 1-3 of the module docstring):
+  `top_k_pixels_classes` of `sigmoid(logits) * peak_mask(sigmoid(logits))`, same values,
+  pixels, classes and order, without the peak test of the whole map when it can be avoided.
+
+  The top `m` = max(num_candidates, 2.5 k) scores of the map come first (exact, two stages),
+  then the 3x3 peak test of just those m elements from their neighbours' logits. Every element
+  left out comes after all m in the (value descending, flat index ascending) order, so if the
+  m hold k peaks with a score > 0, the first k of them, in their order, are the answer. Else
+  (a map whose highest scores are mostly slopes of broad maxima) the whole map is peak-tested
+  (`lax.cond` on the batch). On XLA:CPU at 128 x 128 x 90, k = 100, the candidate path takes
+  less than half the time of the full map's pool (docs/benchmarks.md, "Decoder").
+
+  Args:
+    logits: float32 `[B, H, W, C]` object-center logits.
+    k: static, at most `H * W * C`.
+    num_candidates: static; speed only.
+
+  Returns:
+    (scores float32 `[B, k]` descending, pixels int32 `[B, k]` (y * W + x, output pixels),
+     classes int32 `[B, k]`).
+  """
+  _, h, w, c = logits.shape
+  m = min(h * w * c, max(int(num_candidates), (5 * int(k) + 1) // 2))
+  if m <= k:
+    return _top_k_peaks_full_map(logits, k)
+  fast, found = _top_k_peaks_of_candidates(logits, k, m)
+  return jax.lax.cond(jnp.all(found), lambda: fast, lambda: _top_k_peaks_full_map(logits, k))
+
+
 def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, original_size,
                       input_size: Union[int, Sequence[int]], max_detections: int = 100,
                       keypoint_params: KeypointDecodeParams | None = None,
@@ -159,10 +232,7 @@ def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, origi
   if k > out_h * out_w * num_classes:
     raise ValueError(f'max_detections={k} exceeds H*W*C={out_h * out_w * num_classes}')
 
-  center_prob = jax.nn.sigmoid(logits)
-  prob = center_prob * peak_mask(center_prob)
-  scores, pixel, classes = top_k_pixels_classes(
-      prob.reshape(batch, out_h * out_w, num_classes), k)
+  scores, pixel, classes = top_k_peaks(logits, k)
   y = (pixel // out_w).astype(jnp.float32)
   x = (pixel % out_w).astype(jnp.float32)
 
@@ -198,7 +268,7 @@ def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, origi
   ], axis=-1)
   out = {'boxes': boxes, 'scores': scores, 'classes': classes}
   if multiclass_scores:
-    out['multiclass_scores'] = gather(center_prob)
+    out['multiclass_scores'] = jax.nn.sigmoid(gather(logits))
   if keypoint_params is not None:
     strided_boxes = jnp.stack([ymin, xmin, ymax, xmax], axis=-1)
     kps, kp_scores = decode_keypoints(head_outputs, y=y, x=x, pixel=pixel,

@@ -49,14 +49,15 @@ add a dependency without changing what is exported.
 Why jax2onnx for ONNX: it converts JAX's own primitives (convolutions, top_k, gathers) to ONNX
 operators, so the same network + decoder function becomes one ONNX graph that onnxruntime runs
 without JAX or TF; tf2onnx cannot (it needs plain TF ops, and the SavedModel holds an
-XlaCallModule). Four things make jax2onnx 0.17 work with JAX 0.12 and these models: the function
+XlaCallModule). Five things make jax2onnx 0.17 work with JAX 0.12 and these models: the function
 is traced to a jaxpr here, with jit inlined (jax2onnx's jit lowering reads
 `jax._src.core.ClosedJaxpr`, gone in JAX 0.12); jax2onnx converts that jaxpr's primitives
 (`_replay`) rather than tracing the flax model itself; the stem's max pool over NHWC is
 computed on a rank-3 view (`_max_pool_as_rank_3`), since onnxruntime pools at most 3 axes; and
 `platform_dependent` (MobileNetV2's depthwise convolutions) takes its default branch, the
-library convolution (an ONNX grouped Conv; jax2onnx cannot lower `platform_index`).
-Multi-scale TTA is refused (`ONNX_TTA_MODES`). jax2onnx is installed with `--no-deps`
+library convolution (an ONNX grouped Conv; jax2onnx cannot lower `platform_index`); and the
+decoder's data-dependent `cond` (`decoder.top_k_peaks`) runs both branches and selects
+(`_cond_as_select`: jax2onnx's ONNX If is refused by onnxruntime). Multi-scale TTA is refused (`ONNX_TTA_MODES`). jax2onnx is installed with `--no-deps`
 (tools/requirements-onnx.txt, the Makefile): its metadata pins an orbax-checkpoint older than
 ours, which it never imports.
 """
@@ -222,11 +223,25 @@ def _max_pool_as_rank_3(x: jax.Array, params) -> jax.Array | None:
   return jax.lax.transpose(y, tuple(int(i) for i in np.argsort(kept + pooled)))
 
 
+def _cond_as_select(index: jax.Array, branches, operands) -> list[jax.Array]:
+  """A `cond` on a traced index as every branch evaluated, then the chosen one's outputs
+  selected: jax2onnx 0.17 turns a `cond` into an ONNX If whose branches use outer values in an
+  order onnxruntime refuses ("Nodes in a graph must be topologically sorted"). The decoder's
+  only such `cond` picks between two computations of the same detections
+  (`decoder.top_k_peaks`), so the ONNX graph runs both and gives the same outputs."""
+  outs = [_replay(branch, *operands) for branch in branches]
+  chosen = outs[0]
+  for i, branch_outs in enumerate(outs[1:], start=1):
+    chosen = [jnp.where(index == i, b, a) for a, b in zip(chosen, branch_outs)]
+  return chosen
+
+
 def _replay(closed: jax_core.ClosedJaxpr, *args) -> list[jax.Array]:
-  """Evaluates a traced jaxpr's primitives one by one on `args`, with two substitutions for
-  ONNX: `_max_pool_as_rank_3`, and `jax.lax.platform_dependent` (`platform_index` + `cond`)
+  """Evaluates a traced jaxpr's primitives one by one on `args`, with three substitutions
+  for ONNX: `_max_pool_as_rank_3`; `jax.lax.platform_dependent` (`platform_index` + `cond`)
   resolved to its default branch, inlined (`models/layers.depthwise_conv`: the library
-  convolution, an ONNX grouped Conv; the shift-add branch exists for XLA:CPU's speed)."""
+  convolution, an ONNX grouped Conv; the shift-add branch exists for XLA:CPU's speed); and a
+  `cond` on a traced index as `_cond_as_select`."""
   env = {}
   read = lambda v: v.val if isinstance(v, jax_core.Literal) else env[v]
   env.update(zip(closed.jaxpr.constvars, closed.consts))
@@ -243,6 +258,8 @@ def _replay(closed: jax_core.ClosedJaxpr, *args) -> list[jax.Array]:
       out = np.int32(eqn.params['platforms'].index(None))
     elif name == 'cond' and isinstance(invals[0], np.generic):
       out = _replay(eqn.params['branches'][int(invals[0])], *invals[1:])
+    elif name == 'cond':
+      out = _cond_as_select(invals[0], eqn.params['branches'], invals[1:])
     if out is None:
       out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
     env.update(zip(eqn.outvars, out if eqn.primitive.multiple_results else [out]))

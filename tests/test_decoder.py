@@ -217,3 +217,52 @@ def test_two_stage_top_k_equals_flat_top_k_with_ties(shape, k):
   smooth = jnp.asarray(rng.random(shape), jnp.float32)
   _, pixel, cls = D.top_k_pixels_classes(smooth, k)
   np.testing.assert_array_equal(pixel * c + cls, jax.lax.top_k(smooth.reshape(b, p * c), k)[1])
+
+
+def _full_map_top_k(logits, k):
+  b, h, w, c = logits.shape
+  prob = jax.nn.sigmoid(logits)
+  return D.top_k_pixels_classes((prob * D.peak_mask(prob)).reshape(b, h * w, c), k)
+
+
+def _broad_maxima(b, h, w, c, seed):
+  """Smooth logits, one broad maximum per class: the highest scores are its slopes."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:h, 0:w]
+  logits = np.full((b, h, w, c), -6.0, np.float32)
+  for i in range(b):
+    for j in range(c):
+      cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+      logits[i, :, :, j] += 10 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 12.0 ** 2))
+  return logits
+
+
+@pytest.mark.parametrize('case', ['noise', 'broad_maxima', 'plateaus', 'one_broad_image'])
+def test_top_k_peaks_equals_the_full_map_peak_test(case):
+  rng = np.random.default_rng(7)
+  b, h, w, c, k = 2, 32, 40, 6, 30
+  if case == 'noise':
+    logits = rng.normal(-4.0, 2.0, (b, h, w, c)).astype(np.float32)
+  elif case == 'broad_maxima':
+    logits = _broad_maxima(b, h, w, c, seed=1)
+  elif case == 'plateaus':
+    # Few distinct values: plateaus of equal peaks and ties at the k-th place.
+    logits = rng.integers(-3, 1, (b, h, w, c)).astype(np.float32)
+  else:  # one image of broad maxima beside one of noise: the batch falls back together
+    logits = rng.normal(-4.0, 2.0, (b, h, w, c)).astype(np.float32)
+    logits[1] = _broad_maxima(1, h, w, c, seed=2)[0]
+  logits = jnp.asarray(logits)
+  m = max(D.PEAK_CANDIDATES, 3 * k)
+  _, found = D._top_k_peaks_of_candidates(logits, k, m)  # pylint: disable=protected-access
+  # Both paths of the cond are exercised: the candidates suffice for noise and plateaus (each
+  # top score a peak or on a plateau), not for maps whose top scores are slopes.
+  expected_found = {'noise': [True, True], 'broad_maxima': [False, False],
+                    'plateaus': [True, True], 'one_broad_image': [True, False]}[case]
+  np.testing.assert_array_equal(found, expected_found)
+  for fn in (D.top_k_peaks, jax.jit(D.top_k_peaks, static_argnums=1)):
+    values, pixels, classes = fn(logits, k)
+    ref_values, ref_pixels, ref_classes = _full_map_top_k(logits, k)
+    np.testing.assert_array_equal(values, ref_values)
+    np.testing.assert_array_equal(pixels, ref_pixels)
+    np.testing.assert_array_equal(classes, ref_classes)
+    assert pixels.dtype == jnp.int32 and classes.dtype == jnp.int32
