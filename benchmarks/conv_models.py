@@ -8,7 +8,9 @@ same process, interleaved.
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
 A variant is `<conv>+<options>`: conv `library` (`lax.conv_general_dilated` in every `nn.Conv`,
-the code before this change) or `dots` (the models as they are); options `ours`
+the code before this change), `dots` (the models as they are) or `dots64` (products only at maps
+of 64 x 64 pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before
+2026-12-02 evening); options `ours`
 (`performance.CPU_COMPILER_OPTIONS`, YNNPACK's dot fusions off) or `default` (XLA's).
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
@@ -48,13 +50,17 @@ MAX_BOXES = 100
 DOTS_CONV = layers.conv_general_dilated
 
 
-def lower(fn, args, conv):
-  """Lowers `fn(*args)` with every `nn.Conv` of the models calling `conv` (read when traced)."""
+def lower(fn, args, conv, min_weight_grad_flops=layers.DOTS_MIN_WEIGHT_GRAD_FLOPS):
+  """Lowers `fn(*args)` with every `nn.Conv` of the models calling `conv` (read when traced)
+  and `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` set to `min_weight_grad_flops`."""
+  saved = layers.DOTS_MIN_WEIGHT_GRAD_FLOPS
   layers.conv_general_dilated = conv
+  layers.DOTS_MIN_WEIGHT_GRAD_FLOPS = min_weight_grad_flops
   try:
     return fn.lower(*args)
   finally:
     layers.conv_general_dilated = DOTS_CONV
+    layers.DOTS_MIN_WEIGHT_GRAD_FLOPS = saved
 
 
 def main() -> int:
@@ -101,8 +107,11 @@ def main() -> int:
   for variant in args.variants.split(','):
     conv, options = variant.split('+')
     start = time.perf_counter()
+    if conv not in ('library', 'dots', 'dots64'):
+      raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
     lowered = lower(make_fn(), call_args,
-                    DOTS_CONV if conv == 'dots' else jax.lax.conv_general_dilated)
+                    jax.lax.conv_general_dilated if conv == 'library' else DOTS_CONV,
+                    float('inf') if conv == 'dots64' else layers.DOTS_MIN_WEIGHT_GRAD_FLOPS)
     compiled[variant] = lowered.compile(
         compiler_options=dict(performance.CPU_COMPILER_OPTIONS) if options == 'ours' else {})
     print(f'{variant}: compiled in {time.perf_counter() - start:.0f} s', flush=True)

@@ -9,6 +9,7 @@ import jax
 # Short names of the zoo experiments (experiments/<name>.py) the benchmarks build at full size.
 ROWS = {
     'r50v1fpn': 'centernet_resnet50_v1_fpn_512x512_coco17_tpu-8',
+    'r101v1fpn': 'centernet_resnet101_v1_fpn_512x512_coco17_tpu-8',
     'r50v2': 'centernet_resnet50_v2_512x512_coco17_tpu-8',
     'mnv2fpn': 'centernet_mobilenetv2fpn_512x512_coco17_od',
     'hg104': 'centernet_hg104_512x512_coco17_tpu-8',

@@ -151,3 +151,18 @@ def test_dense_conv_small_maps_keep_the_library_weight_gradient(monkeypatch):
   monkeypatch.setattr(layers, 'DOTS_MIN_OUTPUT_PIXELS', 8 * 8 + 1)
   library = str(jax.make_jaxpr(grad())(variables))
   assert 'dot_general' in products and 'dot_general' not in library
+
+
+def test_dense_conv_small_map_with_a_big_weight_gradient_gets_the_products(monkeypatch):
+  monkeypatch.setattr(layers, 'DOTS_MIN_OUTPUT_PIXELS', 64 * 64)
+  # An 8 x 8 map: below the pixel bound. 3x3, 256 -> 256 channels: 2 * 64 * 9 * 256 * 256 =
+  # 75 MFLOP of weight gradient per image.
+  x = jax.ShapeDtypeStruct((1, 8, 8, 256), jnp.float32)
+  conv = nn.Conv(256, (3, 3), conv_general_dilated=layers.conv_general_dilated)
+  variables = jax.eval_shape(conv.init, jax.random.key(0), x)
+  grad = lambda: lambda v, x: jax.grad(lambda v: jnp.sum(conv.apply(v, x)))(v)
+  monkeypatch.setattr(layers, 'DOTS_MIN_WEIGHT_GRAD_FLOPS', 76e6)
+  library = str(jax.make_jaxpr(grad())(variables, x))
+  monkeypatch.setattr(layers, 'DOTS_MIN_WEIGHT_GRAD_FLOPS', 75e6)
+  products = str(jax.make_jaxpr(grad())(variables, x))
+  assert 'dot_general' in products and 'dot_general' not in library

@@ -16,6 +16,7 @@ kernel `[k, k, Cin, Cout]`.
 """
 
 import functools
+import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -100,6 +101,11 @@ class DepthwiseConv(nn.Module):
 # against 4.5 with the library (`make demo` runs, 2026-12-02, AMD EPYC, AVX2 only), while the
 # ResNet50 V1 FPN 512 step gains most at its 128 x 128 and 64 x 64 maps (benchmarks/conv_cpu.py).
 DOTS_MIN_OUTPUT_PIXELS = 64 * 64
+# ... unless the weight gradient is this big (2 x pixels x k*k x Cin x Cout per image): the
+# products won 2.1-2.7x at ResNet conv4/conv5 shapes (32 x 32 and 16 x 16 maps, 256-2048
+# channels, 0.3-1.2 GFLOP per image; benchmarks/conv_cpu.py), while every demo convolution is
+# under 0.05 GFLOP (docs/benchmarks.md, "Hot paths").
+DOTS_MIN_WEIGHT_GRAD_FLOPS = 2e8
 
 # Flax's `nn.Conv` dimension numbers for a 2-D convolution: NHWC input, HWIO kernel.
 _NHWC_HWIO = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
@@ -178,8 +184,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          precision=None, **kwargs) -> jax.Array:
   """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: on CPU, a 2-D
   NHWC/HWIO convolution without dilation or groups, with at least `DOTS_MIN_OUTPUT_PIXELS`
-  output pixels per image (approximately, by ceil(H / stride) * ceil(W / stride)), gets its
-  weight gradient from
+  output pixels per image (approximately, by ceil(H / stride) * ceil(W / stride)) or a weight
+  gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image, gets its weight gradient from
   `conv_weight_grad_dots` (same forward and input gradient); anything else, and every other
   platform, is the library call unchanged."""
   library = functools.partial(
@@ -194,7 +200,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
            == _NHWC_HWIO)
   strides = tuple(int(s) for s in window_strides)
   out_pixels = -(-lhs.shape[1] // strides[0]) * -(-lhs.shape[2] // strides[1])
-  if not plain or out_pixels < DOTS_MIN_OUTPUT_PIXELS:
+  weight_grad_flops = 2.0 * out_pixels * math.prod(rhs.shape)
+  if not plain or (out_pixels < DOTS_MIN_OUTPUT_PIXELS and
+                   weight_grad_flops < DOTS_MIN_WEIGHT_GRAD_FLOPS):
     return library(lhs, rhs)
   if isinstance(padding, str):
     pads = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
