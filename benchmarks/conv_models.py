@@ -50,7 +50,7 @@ MAX_BOXES = 100
 DOTS_CONV = layers.conv_general_dilated
 
 
-def lower(fn, args, conv, min_weight_grad_flops=layers.DOTS_MIN_WEIGHT_GRAD_FLOPS):
+def lower(fn, args, conv, min_weight_grad_flops):
   """Lowers `fn(*args)` with every `nn.Conv` of the models calling `conv` (read when traced)
   and `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` set to `min_weight_grad_flops`."""
   saved = layers.DOTS_MIN_WEIGHT_GRAD_FLOPS

@@ -4,7 +4,8 @@ r"""The box decoder's parts on this machine: the plain formulation against the p
 
 One process, random heads of one image at the given output size (128 x 128 x 90 is a 512
 input's COCO map: i.i.d. logits, or with --broad one broad maximum per class, whose slopes
-fill the top scores, so `top_k_peaks` falls back to the whole map), every function jitted once, then timed round after round in turn (A B A B);
+fill the top scores, so `top_k_peaks` falls back to the whole map), every function jitted
+once, then timed round after round in turn (A B A B);
 medians in ms. Rows:
   peak pool   the 3x3 SAME max-pool: `lax.reduce_window` | shifted slices, H then W (the
               decoder before 2026-12-02) | shifted slices, W then H (`decoder.max_pool_same`)
@@ -60,18 +61,12 @@ def top_k_flat(scores, k):
   return values, (idx // c).astype(jnp.int32), (idx % c).astype(jnp.int32)
 
 
-def peaks_of_whole_map(logits, k):
-  b, h, w, c = logits.shape
-  prob = jax.nn.sigmoid(logits)
-  return decoder.top_k_pixels_classes((prob * decoder.peak_mask(prob)).reshape(b, h * w, c), k)
-
-
 @contextlib.contextmanager
 def plain_parts():
   """decode_detections with the plain pool and top-k while traced inside this block."""
   saved = decoder.max_pool_same, decoder.top_k_pixels_classes, decoder.top_k_peaks
   decoder.max_pool_same, decoder.top_k_pixels_classes = pool_reduce_window, top_k_flat
-  decoder.top_k_peaks = peaks_of_whole_map
+  decoder.top_k_peaks = decoder.top_k_peaks_whole_map
   try:
     yield
   finally:
@@ -118,18 +113,19 @@ def main() -> None:
   rows = [
       ('peak pool', [('reduce_window', jit(pool_reduce_window)),
                      ('shifted, H then W', jit(pool_h_then_w)),
-                     ('shifted, W then H (ours)', jit(decoder.max_pool_same))], prob),
+                     ('shifted, W then H (ours)', jit(decoder.max_pool_same))], (prob,)),
       ('top-k', [('one flat lax.top_k', jit(top_k_flat, static_argnums=1)),
                  ('two stages (ours)', jit(decoder.top_k_pixels_classes,
-                                               static_argnums=1))], masked),
-      ('peaks top-k', [('whole map peak-tested', jit(peaks_of_whole_map, static_argnums=1)),
+                                               static_argnums=1))], (masked, k)),
+      ('peaks top-k', [('whole map peak-tested',
+                        jit(decoder.top_k_peaks_whole_map, static_argnums=1)),
                        ('top candidates peak-tested (ours)',
-                        jit(decoder.top_k_peaks, static_argnums=1))], heads['object_center']),
+                        jit(decoder.top_k_peaks, static_argnums=1))],
+       (heads['object_center'], k)),
       ('decode_detections', [('plain parts', decode_plain),
-                             ('project parts (ours)', decode_project)], heads),
+                             ('project parts (ours)', decode_project)], (heads,)),
   ]
-  for name, variants, arg in rows:
-    call_args = (arg, k) if name in ('top-k', 'peaks top-k') else (arg,)
+  for name, variants, call_args in rows:
     outs = [jax.device_get(fn(*call_args)) for _, fn in variants]
     for (label, _), out in zip(variants[1:], outs[1:]):
       for a, o in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(out)):
@@ -137,8 +133,7 @@ def main() -> None:
           raise SystemExit(f'{name}: {label} differs from {variants[0][0]}')
   times = {(name, label): [] for name, variants, _ in rows for label, _ in variants}
   for _ in range(args.repeats):
-    for name, variants, arg in rows:
-      call_args = (arg, k) if name in ('top-k', 'peaks top-k') else (arg,)
+    for name, variants, call_args in rows:
       for label, fn in variants:
         start = time.perf_counter()
         jax.block_until_ready(fn(*call_args))

@@ -129,8 +129,9 @@ def top_k_pixels_classes(scores, k: int):
   return values, pixel.astype(jnp.int32), (idx % num_classes).astype(jnp.int32)
 
 
-def _top_k_peaks_full_map(logits, k: int):
-  """`top_k_peaks` by the definition: the peak test over the whole map, then the top-k."""
+def top_k_peaks_whole_map(logits, k: int):
+  """`top_k_peaks` by the definition: the peak test over the whole map, then the top-k
+  (its fallback, and the reference the tests and benchmarks compare it with)."""
   batch, h, w, c = logits.shape
   prob = jax.nn.sigmoid(logits)
   return top_k_pixels_classes((prob * peak_mask(prob)).reshape(batch, h * w, c), k)
@@ -194,9 +195,9 @@ def top_k_peaks(logits, k: int, num_candidates: int = PEAK_CANDIDATES):
   _, h, w, c = logits.shape
   m = min(h * w * c, max(int(num_candidates), (5 * int(k) + 1) // 2))
   if m <= k:
-    return _top_k_peaks_full_map(logits, k)
+    return top_k_peaks_whole_map(logits, k)
   fast, found = _top_k_peaks_of_candidates(logits, k, m)
-  return jax.lax.cond(jnp.all(found), lambda: fast, lambda: _top_k_peaks_full_map(logits, k))
+  return jax.lax.cond(jnp.all(found), lambda: fast, lambda: top_k_peaks_whole_map(logits, k))
 
 
 def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, original_size,

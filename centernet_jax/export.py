@@ -57,7 +57,8 @@ computed on a rank-3 view (`_max_pool_as_rank_3`), since onnxruntime pools at mo
 `platform_dependent` (MobileNetV2's depthwise convolutions) takes its default branch, the
 library convolution (an ONNX grouped Conv; jax2onnx cannot lower `platform_index`); and the
 decoder's data-dependent `cond` (`decoder.top_k_peaks`) runs both branches and selects
-(`_cond_as_select`: jax2onnx's ONNX If is refused by onnxruntime). Multi-scale TTA is refused (`ONNX_TTA_MODES`). jax2onnx is installed with `--no-deps`
+(`_cond_as_select`: jax2onnx's ONNX If is refused by onnxruntime). Multi-scale TTA is refused
+(`ONNX_TTA_MODES`). jax2onnx is installed with `--no-deps`
 (tools/requirements-onnx.txt, the Makefile): its metadata pins an orbax-checkpoint older than
 ours, which it never imports.
 """

@@ -38,7 +38,8 @@ CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 # GFLOP/s), which `models.layers.conv_general_dilated` now computes as k*k plain matrix
 # products on CPU; YNNPACK runs those, and the library forward and input-gradient
 # convolutions, faster than XLA's own kernels: ResNet50 V1 FPN 512 train step 1.27x, measured
-# with the products at every map size (now maps of >= 64 x 64 pixels; docs/benchmarks.md,
+# with the products at every map size (now maps of >= 64 x 64 pixels or >= 0.2 GFLOP of
+# weight gradient per image, `layers.conv_general_dilated`; docs/benchmarks.md,
 # "Hot paths").
 CPU_TRAIN_COMPILER_OPTIONS: dict[str, Any] = {}
 

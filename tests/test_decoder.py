@@ -219,12 +219,6 @@ def test_two_stage_top_k_equals_flat_top_k_with_ties(shape, k):
   np.testing.assert_array_equal(pixel * c + cls, jax.lax.top_k(smooth.reshape(b, p * c), k)[1])
 
 
-def _full_map_top_k(logits, k):
-  b, h, w, c = logits.shape
-  prob = jax.nn.sigmoid(logits)
-  return D.top_k_pixels_classes((prob * D.peak_mask(prob)).reshape(b, h * w, c), k)
-
-
 def _broad_maxima(b, h, w, c, seed):
   """Smooth logits, one broad maximum per class: the highest scores are its slopes."""
   rng = np.random.default_rng(seed)
@@ -261,7 +255,7 @@ def test_top_k_peaks_equals_the_full_map_peak_test(case):
   np.testing.assert_array_equal(found, expected_found)
   for fn in (D.top_k_peaks, jax.jit(D.top_k_peaks, static_argnums=1)):
     values, pixels, classes = fn(logits, k)
-    ref_values, ref_pixels, ref_classes = _full_map_top_k(logits, k)
+    ref_values, ref_pixels, ref_classes = D.top_k_peaks_whole_map(logits, k)
     np.testing.assert_array_equal(values, ref_values)
     np.testing.assert_array_equal(pixels, ref_pixels)
     np.testing.assert_array_equal(classes, ref_classes)
