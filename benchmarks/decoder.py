@@ -9,6 +9,8 @@ once, then timed round after round in turn (A B A B);
 medians in ms. Rows:
   peak pool   the 3x3 SAME max-pool: `lax.reduce_window` | shifted slices, H then W (the
               decoder before 2026-12-02) | shifted slices, W then H (`decoder.max_pool_same`)
+  class max   the max over the C classes of each pixel: `jnp.max(x, -1)` |
+              `decoder.max_over_classes` (maxima of 16-wide slices)
   top-k       one `lax.top_k` over the flattened H*W*C map | `decoder.top_k_pixels_classes`
   peaks top-k sigmoid, peak test of the whole map, then `top_k_pixels_classes` (the
               definition) | `decoder.top_k_peaks` (the peak test of the top candidates)
@@ -114,6 +116,8 @@ def main() -> None:
       ('peak pool', [('reduce_window', jit(pool_reduce_window)),
                      ('shifted, H then W', jit(pool_h_then_w)),
                      ('shifted, W then H (ours)', jit(decoder.max_pool_same))], (prob,)),
+      ('class max', [('jnp.max', jit(lambda x: jnp.max(x, axis=-1))),
+                     ('16-wide slices (ours)', jit(decoder.max_over_classes))], (masked,)),
       ('top-k', [('one flat lax.top_k', jit(top_k_flat, static_argnums=1)),
                  ('two stages (ours)', jit(decoder.top_k_pixels_classes,
                                                static_argnums=1))], (masked, k)),

@@ -231,7 +231,8 @@ def _broad_maxima(b, h, w, c, seed):
   return logits
 
 
-@pytest.mark.parametrize('case', ['noise', 'broad_maxima', 'plateaus', 'one_broad_image'])
+@pytest.mark.parametrize('case', ['noise', 'broad_maxima', 'plateaus', 'one_broad_image',
+                                  'saturated', 'saturated_few'])
 def test_top_k_peaks_equals_the_full_map_peak_test(case):
   rng = np.random.default_rng(7)
   b, h, w, c, k = 2, 32, 40, 6, 30
@@ -242,6 +243,15 @@ def test_top_k_peaks_equals_the_full_map_peak_test(case):
   elif case == 'plateaus':
     # Few distinct values: plateaus of equal peaks and ties at the k-th place.
     logits = rng.integers(-3, 1, (b, h, w, c)).astype(np.float32)
+  elif case in ('saturated', 'saturated_few'):
+    # Distinct logits whose sigmoid rounds to 1.0: more pixels of them than candidates (their
+    # logit order is not the score order's ties: fall back), or fewer (the candidates hold).
+    logits = rng.normal(-4.0, 2.0, (b, h, w, c)).astype(np.float32)
+    n = 700 if case == 'saturated' else 200
+    flat = logits.reshape(b, h * w, c)
+    for i in range(b):
+      where = rng.choice(h * w, n, replace=False)
+      flat[i, where, rng.integers(0, c, n)] = rng.uniform(20.0, 40.0, n)
   else:  # one image of broad maxima beside one of noise: the batch falls back together
     logits = rng.normal(-4.0, 2.0, (b, h, w, c)).astype(np.float32)
     logits[1] = _broad_maxima(1, h, w, c, seed=2)[0]
@@ -251,7 +261,8 @@ def test_top_k_peaks_equals_the_full_map_peak_test(case):
   # Both paths of the cond are exercised: the candidates suffice for noise and plateaus (each
   # top score a peak or on a plateau), not for maps whose top scores are slopes.
   expected_found = {'noise': [True, True], 'broad_maxima': [False, False],
-                    'plateaus': [True, True], 'one_broad_image': [True, False]}[case]
+                    'plateaus': [True, True], 'one_broad_image': [True, False],
+                    'saturated': [False, False], 'saturated_few': [True, True]}[case]
   np.testing.assert_array_equal(found, expected_found)
   for fn in (D.top_k_peaks, jax.jit(D.top_k_peaks, static_argnums=1)):
     values, pixels, classes = fn(logits, k)
@@ -260,3 +271,11 @@ def test_top_k_peaks_equals_the_full_map_peak_test(case):
     np.testing.assert_array_equal(pixels, ref_pixels)
     np.testing.assert_array_equal(classes, ref_classes)
     assert pixels.dtype == jnp.int32 and classes.dtype == jnp.int32
+
+
+@pytest.mark.parametrize('num_classes', [1, 16, 17, 90])
+def test_max_over_classes_equals_jnp_max(num_classes):
+  x = np.random.default_rng(num_classes).normal(size=(2, 5, 7, num_classes)).astype(np.float32)
+  x[0, 0, 0, -1] = np.inf
+  x[1, 2, 3, 0] = -np.inf
+  np.testing.assert_array_equal(D.max_over_classes(jnp.asarray(x)), np.max(x, axis=-1))
