@@ -47,6 +47,7 @@ sys.path.insert(0, REPO)
 VARIANTS = ('r50v1fpn', 'r101v1fpn', 'r50v2', 'mnv2fpn')
 HOURGLASS = 'hg104'
 MEASURES = ('e2e1', 'e2e8', 'decode', 'train')
+SETTLE_S = 0.5  # idle seconds before every timed call
 PER_IMAGE = {'train': 2}  # reported per image: the step's batch
 LABELS = {'e2e1': 'inference end to end, batch 1 (ms)',
           'e2e8': 'inference end to end, batch 8 (ms per batch)',
@@ -218,8 +219,13 @@ def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: li
     times = {m: {'ours': [], 'odapi': []} for m in measures}
     for r in range(repeats):
       for m in measures:
-        # A B A B ...: each round runs both sides back to back.
+        # A B A B ...: each round runs both sides back to back, each after a pause: TF's
+        # thread pools spin for a while after a call, which took the cores from the decoder
+        # timed next in the other process (9.7 ms for ours after the OD API's batch of 8,
+        # 2.3 ms after a pause; docs/benchmarks.md).
+        time.sleep(SETTLE_S)
         times[m]['ours'].append(ours.measure(m) / PER_IMAGE.get(m, 1))
+        time.sleep(SETTLE_S)
         times[m]['odapi'].append(theirs.measure(m) / PER_IMAGE.get(m, 1))
       print(f'[{variant}] round {r + 1}/{repeats}: ' + ', '.join(
           f'{m} {times[m]["ours"][-1]:.0f}/{times[m]["odapi"][-1]:.0f} ms' for m in measures),

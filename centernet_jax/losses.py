@@ -20,6 +20,16 @@ _PROB_MIN = 1e-4
 _PROB_MAX = 1.0 - 1e-4
 
 
+def _power(x, exponent: float):
+  """`x ** exponent`, as repeated multiplication when the exponent is a whole number (the
+  focal exponents 2 and 4): a float exponent makes XLA compute exp(exponent * log x) and its
+  gradient through another power, the slowest part of the loss on CPU (docs/benchmarks.md,
+  "Hot paths")."""
+  if float(exponent).is_integer():
+    return jax.lax.integer_pow(x, int(exponent))
+  return x ** exponent
+
+
 def penalty_reduced_focal_loss(logits, target_heatmap, *, alpha: float = 2.0,
                                beta: float = 4.0, valid_mask=None):
   """CornerNet's penalty-reduced focal loss on logits; returns the SUM (caller normalizes).
@@ -30,7 +40,7 @@ def penalty_reduced_focal_loss(logits, target_heatmap, *, alpha: float = 2.0,
 
   `log p` and `log(1 - p)` come from `log_sigmoid(+-logit)` clipped to the logs of the clip
   bounds (the same values and, like `clip`, zero gradient outside the bounds), so nothing
-  overflows or cancels for large logits; `1 - p` is computed as `sigmoid(-logit)`.
+  overflows or cancels for large logits; `1 - p` is computed as `sigmoid(-logit)`, clipped.
 
   Args:
     logits: `[B, H, W, C]` (any float dtype).
@@ -45,13 +55,20 @@ def penalty_reduced_focal_loss(logits, target_heatmap, *, alpha: float = 2.0,
   x = jnp.asarray(logits, jnp.float32)
   y = jnp.asarray(target_heatmap, jnp.float32)
   log_lo, log_hi = jnp.log(jnp.float32(_PROB_MIN)), jnp.log1p(jnp.float32(-1e-4))
-  log_p = jnp.clip(jax.nn.log_sigmoid(x), log_lo, log_hi)
-  log_1mp = jnp.clip(jax.nn.log_sigmoid(-x), log_lo, log_hi)
-  p = jnp.exp(log_p)
-  one_minus_p = jnp.exp(log_1mp)
+  # One exp and one log1p per element serve both signs (log_sigmoid(+-x) =
+  # min(+-x, 0) - log1p(exp(-|x|)), as `jax.nn.log_sigmoid` computes each), and sigmoid(+-x)
+  # is 1 / (1 + e) or e / (1 + e): XLA:CPU's transcendentals were most of the loss' time.
+  e = jnp.exp(-jnp.abs(x))
+  softplus_tail = jnp.log1p(e)
+  log_p = jnp.clip(jnp.minimum(x, 0.0) - softplus_tail, log_lo, log_hi)
+  log_1mp = jnp.clip(jnp.minimum(-x, 0.0) - softplus_tail, log_lo, log_hi)
+  r = 1.0 / (1.0 + e)
+  nonneg = x >= 0
+  p = jnp.clip(jnp.where(nonneg, r, e * r), _PROB_MIN, 1.0 - _PROB_MIN)
+  one_minus_p = jnp.clip(jnp.where(nonneg, e * r, r), _PROB_MIN, 1.0 - _PROB_MIN)
   positive = y == 1.0
-  pos_loss = -(one_minus_p ** alpha) * log_p
-  neg_loss = -((1.0 - y) ** beta) * (p ** alpha) * log_1mp
+  pos_loss = -_power(one_minus_p, alpha) * log_p
+  neg_loss = -_power(1.0 - y, beta) * _power(p, alpha) * log_1mp
   loss = jnp.where(positive, pos_loss, neg_loss)
   if valid_mask is not None:
     mask = jnp.asarray(valid_mask, jnp.float32)
