@@ -10,7 +10,8 @@ same process, interleaved.
 A variant is `<conv>+<options>`: conv `library` (`lax.conv_general_dilated` in every `nn.Conv`,
 the code before this change), `dots` (the models as they are) or `dots64` (products only at maps
 of 64 x 64 pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before
-2026-12-02 evening); options `ours`
+2026-12-02 evening) or `deconvlib` (the products, but the library call in transposed
+convolutions: ResNet50 V2 before `layers.ConvTranspose2D`); options `ours`
 (`performance.CPU_COMPILER_OPTIONS`, YNNPACK's dot fusions off) or `default` (XLA's).
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
@@ -48,6 +49,16 @@ ROWS = {**interleaved.ROWS,
 NUM_CLASSES = 90
 MAX_BOXES = 100
 DOTS_CONV = layers.conv_general_dilated
+
+
+def dots_but_library_transposed(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                                **kwargs):
+  """The `deconvlib` conv: the products everywhere except in transposed convolutions (input
+  dilation), which get the library call (the code before `layers.ConvTranspose2D`)."""
+  if lhs_dilation is not None and any(d != 1 for d in lhs_dilation):
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding,
+                                        lhs_dilation=lhs_dilation, **kwargs)
+  return DOTS_CONV(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, **kwargs)
 
 
 def lower(fn, args, conv, min_weight_grad_flops):
@@ -107,10 +118,11 @@ def main() -> int:
   for variant in args.variants.split(','):
     conv, options = variant.split('+')
     start = time.perf_counter()
-    if conv not in ('library', 'dots', 'dots64'):
+    if conv not in ('library', 'dots', 'dots64', 'deconvlib'):
       raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
     lowered = lower(make_fn(), call_args,
-                    jax.lax.conv_general_dilated if conv == 'library' else DOTS_CONV,
+                    {'library': jax.lax.conv_general_dilated,
+                     'deconvlib': dots_but_library_transposed}.get(conv, DOTS_CONV),
                     float('inf') if conv == 'dots64' else layers.DOTS_MIN_WEIGHT_GRAD_FLOPS)
     compiled[variant] = lowered.compile(
         compiler_options=dict(performance.CPU_COMPILER_OPTIONS) if options == 'ours' else {})

@@ -166,3 +166,48 @@ def test_dense_conv_small_map_with_a_big_weight_gradient_gets_the_products(monke
   monkeypatch.setattr(layers, 'DOTS_MIN_WEIGHT_GRAD_FLOPS', 75e6)
   products = str(jax.make_jaxpr(grad())(variables, x))
   assert 'dot_general' in products and 'dot_general' not in library
+
+
+@pytest.mark.parametrize('hw,cin,features,k,stride', [((5, 7), 4, 8, 3, 2), ((8, 8), 6, 5, 3, 2),
+                                                      ((4, 6), 3, 2, 4, 2), ((5, 5), 3, 4, 3, 3),
+                                                      ((6, 4), 2, 3, 1, 2)])
+def test_conv_transpose_matches_flax_values_gradients_and_parameters(hw, cin, features, k,
+                                                                     stride):
+  """`ConvTranspose2D` against `nn.ConvTranspose(transpose_kernel=True, padding='SAME')`: the
+  same parameter tree, outputs and gradients (the weight gradient through the products of
+  `dilated_conv_weight_grad_dots`; its jaxpr has the dots)."""
+  x = jnp.asarray(np.random.default_rng(k * 10 + stride).normal(size=(2,) + hw + (cin,)),
+                  jnp.float32)
+  ref = nn.ConvTranspose(features, (k, k), strides=(stride, stride), padding='SAME',
+                         transpose_kernel=True)
+  ours = layers.ConvTranspose2D(features, (k, k), (stride, stride))
+  variables = jax.tree.map(lambda a: a + 0.1, ref.init(jax.random.key(1), x))
+  assert (jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x))
+          == jax.tree.map(jnp.shape, variables))
+  out = ref.apply(variables, x)
+  np.testing.assert_allclose(ours.apply(variables, x), out, rtol=1e-5, atol=1e-5)
+  cot = jnp.asarray(np.random.default_rng(2).normal(size=out.shape), jnp.float32)
+  loss = lambda m: (lambda v, a: jnp.sum(m.apply(v, a) * cot))
+  g_ours = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
+  assert 'dot_general' in str(jax.make_jaxpr(jax.grad(loss(ours)))(variables, x))
+
+
+def test_dilated_weight_grad_dots_can_fail():
+  """The parity-class products against the library's transposed convolution; a wrong parity
+  (the low padding off by one) is caught."""
+  rng = np.random.default_rng(6)
+  x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+  pads = layers.conv_transpose_same_pads(3, 2), layers.conv_transpose_same_pads(3, 2)
+  conv = lambda b: jax.lax.conv_general_dilated(x, b, (1, 1), pads, lhs_dilation=(2, 2),
+                                                dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  g = jnp.asarray(rng.normal(size=conv(w).shape), jnp.float32)
+  (ref,) = jax.linear_transpose(conv, w)(g)
+  np.testing.assert_allclose(layers.dilated_conv_weight_grad_dots(x, g, (3, 3), (2, 2), pads),
+                             ref, rtol=1e-5, atol=1e-4)
+  shifted = tuple((lo + 1, hi - 1) for lo, hi in pads)
+  wrong = layers.dilated_conv_weight_grad_dots(x, g, (3, 3), (2, 2), shifted)
+  assert np.max(np.abs(np.asarray(wrong) - ref)) > 1e-2

@@ -12,7 +12,12 @@ gradient: XLA:CPU computes it as a backward convolution at ~6-25 GFLOP/s, while 
 written as k*k matrix products `x_ij^T @ g` ran 1.2-13x faster at the ResNet50 V1 FPN shapes
 (`benchmarks/conv_cpu.py`; docs/benchmarks.md, "Hot paths"). The forward pass and the input
 gradient stay the library's (faster there). Parameters are untouched: it is `nn.Conv`'s own
-kernel `[k, k, Cin, Cout]`.
+kernel `[k, k, Cin, Cout]`. `ConvTranspose2D` (Flax's `nn.ConvTranspose` with
+`transpose_kernel=True`, which takes no convolution function) routes its convolution of the
+zero-dilated input through the same function; there the weight gradient is products over the
+output pixels of one parity class per kernel tap, the only ones the dilated input's nonzero
+pixels reach, where XLA:CPU's backward convolution ran as a plain loop (about half of the
+ResNet50 V2 training step; docs/benchmarks.md, "Hot paths").
 """
 
 import functools
@@ -154,24 +159,77 @@ def conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int]
   return jnp.stack(taps).reshape(kernel_hw + (cin, cout)).astype(x.dtype)
 
 
-def _conv_library(x, kernel, strides, pads):
-  return jax.lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_NHWC_HWIO)
+def dilated_conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int],
+                                  lhs_dilation: tuple[int, int],
+                                  pads: Sequence[tuple[int, int]]) -> jax.Array:
+  """The weight gradient of a stride-1 NHWC/HWIO convolution of the input dilated by
+  `lhs_dilation` (s - 1 zeros between pixels, then `pads`), as matrix products.
+
+  The dilated, padded input holds pixel n at row `lo + n * s`, so kernel row i meets a pixel
+  only at output rows y with (y + i - lo) divisible by s: per tap, the products run over that
+  parity class of output pixels (1 / (sh * sw) of them) against the input pixels they meet,
+  which is the exact sum without the zeros.
+
+  Args:
+    x: the undilated input `[B, H, W, Cin]`.
+    g: the output's cotangent `[B, Ho, Wo, Cout]`.
+    kernel_hw: (kh, kw).
+    lhs_dilation: (sh, sw).
+    pads: ((top, bottom), (left, right)) padding of the dilated input, in its pixels.
+  Returns:
+    `[kh, kw, Cin, Cout]` in the dtype of `x` (accumulated in float32).
+  """
+  (kh, kw), (sh, sw) = kernel_hw, lhs_dilation
+  b, _, _, cin = x.shape
+  _, ho, wo, cout = g.shape
+  xd = jax.lax.pad(x, jnp.zeros((), x.dtype),
+                   ((0, 0, 0), (pads[0][0], pads[0][1], sh - 1),
+                    (pads[1][0], pads[1][1], sw - 1), (0, 0, 0)))
+  taps = []
+  for i in range(kh):
+    ri = (pads[0][0] - i) % sh
+    ni = len(range(ri, ho, sh))
+    for j in range(kw):
+      rj = (pads[1][0] - j) % sw
+      nj = len(range(rj, wo, sw))
+      if ni == 0 or nj == 0:
+        taps.append(jnp.zeros((cin, cout), jnp.float32))
+        continue
+      win = jax.lax.slice(xd, (0, i + ri, j + rj, 0),
+                          (b, i + ri + (ni - 1) * sh + 1, j + rj + (nj - 1) * sw + 1, cin),
+                          (1, sh, sw, 1))
+      gs = jax.lax.slice(g, (0, ri, rj, 0),
+                         (b, ri + (ni - 1) * sh + 1, rj + (nj - 1) * sw + 1, cout),
+                         (1, sh, sw, 1))
+      taps.append(jax.lax.dot_general(win.reshape(-1, cin), gs.reshape(-1, cout),
+                                      (((0,), (0,)), ((), ())),
+                                      preferred_element_type=jnp.float32))
+  return jnp.stack(taps).reshape(kernel_hw + (cin, cout)).astype(x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_dots_weight_grad(x, kernel, strides, pads):
-  return _conv_library(x, kernel, strides, pads)
+def _conv_library(x, kernel, strides, pads, lhs_dilation=(1, 1)):
+  return jax.lax.conv_general_dilated(x, kernel, strides, pads, lhs_dilation=lhs_dilation,
+                                      dimension_numbers=_NHWC_HWIO)
 
 
-def _conv_dots_weight_grad_fwd(x, kernel, strides, pads):
-  return _conv_library(x, kernel, strides, pads), (x, kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_dots_weight_grad(x, kernel, strides, pads, lhs_dilation):
+  return _conv_library(x, kernel, strides, pads, lhs_dilation)
 
 
-def _conv_dots_weight_grad_bwd(strides, pads, residuals, g):
+def _conv_dots_weight_grad_fwd(x, kernel, strides, pads, lhs_dilation):
+  return _conv_library(x, kernel, strides, pads, lhs_dilation), (x, kernel)
+
+
+def _conv_dots_weight_grad_bwd(strides, pads, lhs_dilation, residuals, g):
   x, kernel = residuals
   # The input gradient is linear in g: XLA's transposed convolution, as autodiff would emit it.
-  (dx,) = jax.linear_transpose(lambda a: _conv_library(a, kernel, strides, pads), x)(g)
-  dw = conv_weight_grad_dots(x, g, kernel.shape[:2], strides, pads)
+  (dx,) = jax.linear_transpose(
+      lambda a: _conv_library(a, kernel, strides, pads, lhs_dilation), x)(g)
+  if lhs_dilation == (1, 1):
+    dw = conv_weight_grad_dots(x, g, kernel.shape[:2], strides, pads)
+  else:  # only with window strides 1 (conv_general_dilated checks)
+    dw = dilated_conv_weight_grad_dots(x, g, kernel.shape[:2], lhs_dilation, pads)
   return dx, dw.astype(kernel.dtype)
 
 
@@ -183,25 +241,30 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
                          precision=None, **kwargs) -> jax.Array:
   """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: on CPU, a 2-D
-  NHWC/HWIO convolution without dilation or groups, with at least `DOTS_MIN_OUTPUT_PIXELS`
-  output pixels per image (approximately, by ceil(H / stride) * ceil(W / stride)) or a weight
-  gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image, gets its weight gradient from
-  `conv_weight_grad_dots` (same forward and input gradient); anything else, and every other
-  platform, is the library call unchanged."""
+  NHWC/HWIO convolution without kernel dilation or groups, with at least
+  `DOTS_MIN_OUTPUT_PIXELS` output pixels per image (approximately, by ceil(H / stride) *
+  ceil(W / stride)) or a weight gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image,
+  gets its weight gradient from `conv_weight_grad_dots` (same forward and input gradient);
+  with an input dilation (a transposed convolution: window strides 1, explicit padding) it
+  always gets it from `dilated_conv_weight_grad_dots`, since XLA:CPU's own runs as a plain
+  loop there. Anything else, and every other platform, is the library call unchanged."""
   library = functools.partial(
       jax.lax.conv_general_dilated, window_strides=window_strides, padding=padding,
       lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
       dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
       precision=precision, **kwargs)
+  dilation = tuple(int(d) for d in (lhs_dilation or (1, 1)))
+  strides = tuple(int(s) for s in window_strides)
   plain = (lhs.ndim == 4 and feature_group_count == 1 and not kwargs and precision is None
-           and all(d == 1 for d in (lhs_dilation or (1,))) and
-           all(d == 1 for d in (rhs_dilation or (1,))) and
+           and all(d == 1 for d in (rhs_dilation or (1,))) and
            jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
            == _NHWC_HWIO)
-  strides = tuple(int(s) for s in window_strides)
+  dilated = dilation != (1, 1)
+  if dilated:
+    plain = plain and strides == (1, 1) and not isinstance(padding, str)
   out_pixels = -(-lhs.shape[1] // strides[0]) * -(-lhs.shape[2] // strides[1])
   weight_grad_flops = 2.0 * out_pixels * math.prod(rhs.shape)
-  if not plain or (out_pixels < DOTS_MIN_OUTPUT_PIXELS and
+  if not plain or (not dilated and out_pixels < DOTS_MIN_OUTPUT_PIXELS and
                    weight_grad_flops < DOTS_MIN_WEIGHT_GRAD_FLOPS):
     return library(lhs, rhs)
   if isinstance(padding, str):
@@ -210,5 +273,49 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     pads = padding
   pads = tuple((int(lo), int(hi)) for lo, hi in pads)
   return jax.lax.platform_dependent(
-      lhs, rhs, cpu=lambda a, b: _conv_dots_weight_grad(a, b, strides, pads),
+      lhs, rhs, cpu=lambda a, b: _conv_dots_weight_grad(a, b, strides, pads, dilation),
       default=library)
+
+
+def conv_transpose_same_pads(kernel: int, stride: int) -> tuple[int, int]:
+  """(low, high) padding of the dilated input that makes a stride-`stride` transposed
+  convolution 'SAME' (output = input x stride), as `lax.conv_transpose` pads it: k + s - 2 in
+  all, k - 1 low when s > k - 1, else half of it rounded up."""
+  total = kernel + stride - 2
+  low = kernel - 1 if stride > kernel - 1 else -(-total // 2)
+  return low, total - low
+
+
+class ConvTranspose2D(nn.Module):
+  """Flax's `nn.ConvTranspose(features, kernel_size, strides, padding='SAME',
+  transpose_kernel=True)` (Keras' Conv2DTranspose: kernel `[kh, kw, out, in]`, bias `[out]`,
+  the same parameter names and shapes), its convolution through `conv_general_dilated` so
+  that its weight gradient is products on CPU. tests/test_layers.py checks outputs and
+  gradients against `nn.ConvTranspose`.
+
+  Input `[B, H, W, Cin]` -> `[B, H * sh, W * sw, features]`.
+  """
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int]
+  use_bias: bool = True
+  kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+  bias_init: Callable[..., Any] = nn.initializers.zeros_init()
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.kernel_size
+    kernel = self.param('kernel', self.kernel_init, (kh, kw, self.features, x.shape[-1]),
+                        self.param_dtype)
+    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    # transpose_kernel: the kernel flipped in space, its two channel axes swapped.
+    rhs = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+    pads = (conv_transpose_same_pads(kh, self.strides[0]),
+            conv_transpose_same_pads(kw, self.strides[1]))
+    y = conv_general_dilated(x, rhs, (1, 1), pads, lhs_dilation=tuple(self.strides),
+                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y if bias is None else y + bias

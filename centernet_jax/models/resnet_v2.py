@@ -22,9 +22,11 @@ Upsampling (3 stages, F = 256, 128, 64):
   -> BN -> ReLU; BN epsilon 1e-3, momentum 0.99 (Keras defaults). Output: 64 channels at
   stride 4, one feature output.
 
-Conv2DTranspose: Flax `nn.ConvTranspose(transpose_kernel=True, padding='SAME')` calls
-`lax.conv_transpose(..., 'SAME', transpose_kernel=True)` on a `(kh, kw, out, in)` kernel, which
-is exactly the Keras layout and semantics (research note 1.3), so TF kernels copy unchanged.
+Conv2DTranspose: `layers.ConvTranspose2D`, which computes what Flax's
+`nn.ConvTranspose(transpose_kernel=True, padding='SAME')` computes (`lax.conv_transpose(...,
+'SAME', transpose_kernel=True)` on a `(kh, kw, out, in)` kernel: exactly the Keras layout and
+semantics, research note 1.3), so TF kernels copy unchanged; its own convolution call gives
+it the CPU weight gradient of `layers.conv_general_dilated`.
 
 Module names follow the Keras layer names (`conv1_conv`, `conv2_block1_preact_bn`, ...), so the
 TF checkpoint converter maps `_base_model/layer_with_weights-N` through
@@ -195,9 +197,9 @@ class ResNetV2Upsample(nn.Module):
                   conv_general_dilated=layers.conv_general_dilated, name=f'upsample{i}_conv')(x)
       x = nn.relu(self._bn(train, f'upsample{i}_conv_bn')(x))
       # Keras Conv2DTranspose: kernel (kh, kw, out, in); see the module docstring.
-      x = nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding='SAME', use_bias=True,
-                           transpose_kernel=True, kernel_init=glorot, dtype=self.dtype,
-                           param_dtype=jnp.float32, name=f'upsample{i}_deconv')(x)
+      x = layers.ConvTranspose2D(f, (3, 3), (2, 2), use_bias=True, kernel_init=glorot,
+                                 dtype=self.dtype, param_dtype=jnp.float32,
+                                 name=f'upsample{i}_deconv')(x)
       x = nn.relu(self._bn(train, f'upsample{i}_deconv_bn')(x))
     return [x]
 
