@@ -50,7 +50,8 @@ clean:
 # (tools/odapi_env.sh, Python 3.11 + TF 2.15 from PyPI), builds every CenterNet zoo variant with
 # random weights on a 480x640 image, converts its checkpoint and compares preprocessing, heads,
 # detections, targets and losses with ours; writes docs/parity.md. PARITY_VARIANTS="r50v1fpn"
-# limits the variants; results go to $(PARITY_DIR).
+# limits the variants (its report then goes to $(PARITY_DIR)/parity.md); results go to
+# $(PARITY_DIR).
 PARITY_DIR ?= runs/parity
 .PHONY: parity
 parity: venv

@@ -7,7 +7,8 @@
 #   PARITY_VARIANTS="r50v1fpn hg104" parity/run_all.sh .venv/bin/python runs/parity
 #
 # Environment: PARITY_VARIANTS (default: every variant of parity/odapi_build.py),
-# PARITY_INPUT_SIZE (default 512, the zoo's), PARITY_REPORT (default docs/parity.md).
+# PARITY_INPUT_SIZE (default 512, the zoo's), PARITY_REPORT (default docs/parity.md, or
+# OUT_DIR/parity.md when PARITY_VARIANTS picks a subset).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -15,7 +16,12 @@ PROJECT_PY="${1:?usage: parity/run_all.sh PROJECT_PYTHON [OUT_DIR]}"
 OUT="${2:-runs/parity}"
 VARIANTS="${PARITY_VARIANTS:-r50v1fpn r101v1fpn r50v2 hg104 mnv2fpn r50v1fpn_kpts r50v2_kpts hg104_kpts mnv2fpn_kpts}"
 SIZE="${PARITY_INPUT_SIZE:-512}"
-REPORT="${PARITY_REPORT:-docs/parity.md}"
+# A subset of the variants reports beside its results, not over the full report in docs/.
+if [[ -n "${PARITY_VARIANTS:-}" ]]; then
+  REPORT="${PARITY_REPORT:-$OUT/parity.md}"
+else
+  REPORT="${PARITY_REPORT:-docs/parity.md}"
+fi
 
 ODAPI_PY="$(tools/odapi_env.sh | tail -n 1)"
 mkdir -p "$OUT"
