@@ -185,15 +185,15 @@ def _top_k_peaks_of_candidates(logits, k: int, num_candidates: int):
   # the candidates do not count as found (the whole map decides). (A top-k of kp + 1 to look
   # at the next pixel instead became a full sort of the P maxima on XLA:CPU: 2.7 ms.)
   kp = min(num_candidates, h * w)
-  maxima = max_over_classes(logits.reshape(batch, h * w, c))
+  per_pixel = logits.reshape(batch, h * w, c)
+  maxima = max_over_classes(per_pixel)
   top_maxima, pixels = jax.lax.top_k(maxima, kp)
   last = top_maxima[:, -1:]
   selected_strictly = ~jnp.any(
       (jax.nn.sigmoid(maxima) == jax.nn.sigmoid(last)) & (maxima != last), axis=1)
   # The candidates in the map's own (value descending, flat index ascending) order: sigmoid of
   # the gathered logits gives the very values the full map's sigmoid gives.
-  values, pixels, classes = _top_k_of_pixels(logits.reshape(batch, h * w, c), pixels,
-                                             num_candidates, jax.nn.sigmoid)
+  values, pixels, classes = _top_k_of_pixels(per_pixel, pixels, num_candidates, jax.nn.sigmoid)
   y = pixels // w
   x = pixels % w
   r = PEAK_POOL_SIZE // 2

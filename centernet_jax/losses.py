@@ -64,8 +64,8 @@ def penalty_reduced_focal_loss(logits, target_heatmap, *, alpha: float = 2.0,
   log_1mp = jnp.clip(jnp.minimum(-x, 0.0) - softplus_tail, log_lo, log_hi)
   r = 1.0 / (1.0 + e)
   nonneg = x >= 0
-  p = jnp.clip(jnp.where(nonneg, r, e * r), _PROB_MIN, 1.0 - _PROB_MIN)
-  one_minus_p = jnp.clip(jnp.where(nonneg, e * r, r), _PROB_MIN, 1.0 - _PROB_MIN)
+  p = jnp.clip(jnp.where(nonneg, r, e * r), _PROB_MIN, _PROB_MAX)
+  one_minus_p = jnp.clip(jnp.where(nonneg, e * r, r), _PROB_MIN, _PROB_MAX)
   positive = y == 1.0
   pos_loss = -_power(one_minus_p, alpha) * log_p
   neg_loss = -_power(1.0 - y, beta) * _power(p, alpha) * log_1mp

@@ -151,12 +151,19 @@ def conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int]
     `[kh, kw, Cin, Cout]`: tap (i, j) is `window_ij^T @ g` over the B*Ho*Wo pixels, accumulated
     in float32 and returned in the dtype of `x`.
   """
-  cin, cout = x.shape[-1], g.shape[-1]
-  g2 = g.reshape(-1, cout)
-  taps = [jax.lax.dot_general(win.reshape(-1, cin), g2, (((0,), (0,)), ((), ())),
-                              preferred_element_type=jnp.float32)
-          for win in conv_windows(x, kernel_hw, strides, pads)]
-  return jnp.stack(taps).reshape(kernel_hw + (cin, cout)).astype(x.dtype)
+  return _tap_products([(win, g) for win in conv_windows(x, kernel_hw, strides, pads)],
+                       kernel_hw, x.shape[-1], g.shape[-1], x.dtype)
+
+
+def _tap_products(pairs, kernel_hw: tuple[int, int], cin: int, cout: int, dtype) -> jax.Array:
+  """`[kh, kw, Cin, Cout]` from the taps' (input pixels `[..., Cin]`, cotangent pixels
+  `[..., Cout]`) pairs, row-major over the kernel (None: a tap that meets no pixel, zero):
+  each tap `inputs^T @ cotangents` over the pixels, accumulated in float32, cast to `dtype`."""
+  taps = [jnp.zeros((cin, cout), jnp.float32) if pair is None else
+          jax.lax.dot_general(pair[0].reshape(-1, cin), pair[1].reshape(-1, cout),
+                              (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+          for pair in pairs]
+  return jnp.stack(taps).reshape(kernel_hw + (cin, cout)).astype(dtype)
 
 
 def dilated_conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int],
@@ -185,7 +192,7 @@ def dilated_conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[i
   xd = jax.lax.pad(x, jnp.zeros((), x.dtype),
                    ((0, 0, 0), (pads[0][0], pads[0][1], sh - 1),
                     (pads[1][0], pads[1][1], sw - 1), (0, 0, 0)))
-  taps = []
+  pairs = []
   for i in range(kh):
     ri = (pads[0][0] - i) % sh
     ni = len(range(ri, ho, sh))
@@ -193,7 +200,7 @@ def dilated_conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[i
       rj = (pads[1][0] - j) % sw
       nj = len(range(rj, wo, sw))
       if ni == 0 or nj == 0:
-        taps.append(jnp.zeros((cin, cout), jnp.float32))
+        pairs.append(None)
         continue
       win = jax.lax.slice(xd, (0, i + ri, j + rj, 0),
                           (b, i + ri + (ni - 1) * sh + 1, j + rj + (nj - 1) * sw + 1, cin),
@@ -201,10 +208,8 @@ def dilated_conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[i
       gs = jax.lax.slice(g, (0, ri, rj, 0),
                          (b, ri + (ni - 1) * sh + 1, rj + (nj - 1) * sw + 1, cout),
                          (1, sh, sw, 1))
-      taps.append(jax.lax.dot_general(win.reshape(-1, cin), gs.reshape(-1, cout),
-                                      (((0,), (0,)), ((), ())),
-                                      preferred_element_type=jnp.float32))
-  return jnp.stack(taps).reshape(kernel_hw + (cin, cout)).astype(x.dtype)
+      pairs.append((win, gs))
+  return _tap_products(pairs, kernel_hw, cin, cout, x.dtype)
 
 
 def _conv_library(x, kernel, strides, pads, lhs_dilation=(1, 1)):
