@@ -29,13 +29,13 @@ API
       label_map, keypoint_spec, model, variables, step): params and BN statistics only (orbax
       partial restore; no optimizer is built), replicated on one device unless
       `device_sharding` is given.
-  restore_train_state(manager, state, *, step=None, init_checkpoint='') -> TrainState   the
-      full TrainState for training / evaluation (a fresh `state` when there is nothing to
-      restore; see its docstring).
+  restore_train_state(manager, state, *, step=None, init_checkpoint='', initialize=None)
+      -> TrainState   the full TrainState for training / evaluation (a fresh one when there is
+      nothing to restore; see its docstring).
 """
 
 import json
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -233,18 +233,23 @@ def restore_for_inference(workdir, step: int | None = None,
 
 
 def restore_train_state(manager, state: TrainState, *, step: int | None = None,
-                        init_checkpoint: str = '') -> TrainState:
-  """The TrainState to continue from, on `state`'s shapes and shardings.
+                        init_checkpoint: str = '',
+                        initialize: Callable[[], TrainState] | None = None) -> TrainState:
+  """The TrainState to continue from, on `state`'s shapes and shardings (`state` may be
+  abstract: `jax.ShapeDtypeStruct`s with shardings).
 
   `step` given: exactly that checkpoint of `manager`'s workdir (raises if it is missing or
-  damaged). `step` None: the latest good checkpoint there, else (none) `state` with the params
-  and BN statistics of `init_checkpoint` (a workdir; partial restore, its optimizer state is
-  neither read nor shape-checked) if one is given, else `state` itself (a fresh start).
+  damaged). `step` None: the latest good checkpoint there; else (none) a fresh start,
+  `initialize()` (or `state` itself without `initialize`), with the params and BN statistics of
+  `init_checkpoint` (a workdir; partial restore, its optimizer state is neither read nor
+  shape-checked) if one is given.
   """
   restored = checkpointing.restore(manager, state, step)
   if restored is not None:
     logging.info('Resumed from the workdir at step %d.', int(restored[0].step))
     return restored[0]
+  if initialize is not None:
+    state = initialize()
   if not init_checkpoint:
     return state
   target = {'params': state.params, 'batch_stats': state.batch_stats}

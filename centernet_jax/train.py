@@ -48,9 +48,9 @@ class Trainer:
   """Everything `train_and_evaluate` and the eval mode share: mesh, data, model, state."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str,
-               splits: tuple[str, ...] = ('train', 'val'), initialize: bool = True):
-    """`initialize` False leaves `state` abstract (shapes and shardings only), for a caller
-    that restores a checkpoint onto it and must not pay for compiling the init program."""
+               splits: tuple[str, ...] = ('train', 'val')):
+    """`state` starts abstract (shapes and shardings only): `restore_or_initialize` restores a
+    checkpoint onto it, and compiles and runs the init program only when there is none."""
     self.config = config
     self.workdir = epath.Path(workdir)
     # Config and data of `splits` are checked before anything is built or compiled.
@@ -64,16 +64,11 @@ class Trainer:
     self.model = run_files.build_model(run_files.RunFiles(
         config, run_files.label_map_json(self.label_map), self.keypoint_spec))
     self.tx, self.schedule = optimizer_lib.make_optimizer(config)
-    init_fn = lambda rng: create_train_state(rng, self.model, self.tx, config.input.size)
-    rng = jax.random.key(config.seed)
     abstract = model_variables.abstract_train_state(self.model, self.tx, config.input.size)
     self.state_shardings = sharding.state_shardings(self.mesh, abstract)
-    if initialize:
-      self.state = performance.run_init(init_fn, rng, self.state_shardings)
-    else:
-      self.state = jax.tree.map(
-          lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
-          self.state_shardings)
+    self.state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
+        self.state_shardings)
     self.manager = checkpointing.make_manager(self.workdir, keep=config.keep_checkpoints)
     self.predict_fn = evaluate.make_predict_fn(
         self.model, input_size=config.input.size, max_detections=config.eval.max_detections,
@@ -84,9 +79,15 @@ class Trainer:
         evaluate.keypoint_decode_params(self.keypoint_spec, config))
 
   def restore_or_initialize(self) -> int:
-    """Resumes from the workdir, else from `init_checkpoint`, else keeps the fresh init."""
+    """Resumes from the workdir, else initialises (with the params of `init_checkpoint` if
+    one is given). A resumed run neither compiles nor runs the init program: for a full-size
+    model that compile is minutes of a CPU host's time."""
+    config = self.config
+    init_fn = lambda rng: create_train_state(rng, self.model, self.tx, config.input.size)
     self.state = run_files.restore_train_state(
-        self.manager, self.state, init_checkpoint=self.config.init_checkpoint)
+        self.manager, self.state, init_checkpoint=config.init_checkpoint,
+        initialize=lambda: performance.run_init(init_fn, jax.random.key(config.seed),
+                                                self.state_shardings))
     return int(self.state.step)
 
   def variables(self) -> dict[str, Any]:
@@ -249,7 +250,7 @@ def _throughput(config, compiled_step, trainer) -> performance.Throughput:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: int | None = None) -> dict[str, float] | None:
   """Evaluates a saved checkpoint of `workdir` (the latest if `step` is None)."""
-  trainer = Trainer(config, workdir, splits=('val',), initialize=False)
+  trainer = Trainer(config, workdir, splits=('val',))
   if step is None and trainer.manager.latest_step() is None:
     raise FileNotFoundError(f'No checkpoint under {checkpointing.checkpoint_dir(workdir)}.')
   trainer.state = run_files.restore_train_state(trainer.manager, trainer.state, step=step)
