@@ -227,32 +227,89 @@ def test_registry_errors():
   assert 'resnet_v1_fpn' in models.BACKBONES
 
 
+def _hashable(value):
+  """`value` with its lists turned into tuples (a namedtuple such as lax's
+  `ConvDimensionNumbers` is kept as it is)."""
+  try:
+    hash(value)
+    return value
+  except TypeError:
+    return tuple(_hashable(v) for v in value)
+
+
 @pytest.mark.parametrize('backbone,depth,width', [('resnet_v1_fpn', 18, 0.25),
                                                   ('mobilenet_v2_fpn', 18, 0.35),
                                                   ('resnet_v2', 50, 0.125)])
 def test_dense_convs_as_matrix_products_keep_outputs_and_gradients(backbone, depth, width,
                                                                    monkeypatch):
-  """The models' `nn.Conv`s go through `layers.conv_general_dilated` (CPU weight gradients as
-  matrix products): outputs and every parameter gradient of a training forward pass equal
-  those of the library convolution everywhere."""
+  """Every dense convolution of the model goes through `layers.conv_general_dilated` (CPU
+  weight gradients as matrix products), and each distinct call it receives there gives the
+  library convolution's output and both gradients.
+
+  The calls are recorded while a training forward pass and its gradient are traced (not
+  compiled): there must be one per 4-D kernel that is not a `DepthwiseConv`'s, so none bypasses
+  the wrapper. Each distinct call (shapes, strides, padding, dilations) is then run on random
+  values, wrapper against library, forward and backward; the network is a composition of
+  these calls and of code that is the same in both, so by the chain rule its outputs and
+  parameter gradients are the library's too. (Compiling the whole network twice, once per
+  convolution, took 30-80 s per backbone on this 2-core CPU; this takes a few.)
+  """
   monkeypatch.setattr(layers, 'DOTS_MIN_OUTPUT_PIXELS', 0)  # these maps are small
   c = _model_config(depth, width, 16)
   c.backbone = backbone
   model = models.build_model(c, 3)
-  images = _images(2, 64)
-  variables = tiny.random_variables(model, 64)
+  images = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
+  variables = helpers.shapes(model, 64)
+  dense, depthwise = {}, []
+  products, library = layers.conv_general_dilated, jax.lax.conv_general_dilated
 
-  def loss(params):
-    outs, _ = model.apply({**variables, 'params': params}, images, train=True,
-                          mutable=['batch_stats'])
-    return sum(jnp.sum(jnp.tanh(v)) for out in outs for v in out.values()), outs
+  def recording_dense(lhs, rhs, window_strides, padding, **kwargs):
+    key = (lhs.shape, rhs.shape, lhs.dtype.name, _hashable(window_strides),
+           _hashable(padding), tuple(sorted((k, _hashable(v)) for k, v in kwargs.items())))
+    dense[key] = dense.get(key, 0) + 1
+    return products(lhs, rhs, window_strides, padding, **kwargs)
 
-  (l_ours, o_ours), g_ours = jax.jit(jax.value_and_grad(loss, has_aux=True))(
-      variables['params'])
-  monkeypatch.setattr(layers, 'conv_general_dilated', jax.lax.conv_general_dilated)
-  (l_ref, o_ref), g_ref = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables['params'])
-  np.testing.assert_allclose(l_ours, l_ref, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(o_ours), jax.tree.leaves(o_ref)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(np.max(np.abs(b))) + 1e-7)
+  real_depthwise = layers.depthwise_conv
+
+  def recording_depthwise(x, kernel, stride=1):
+    depthwise.append(kernel.shape)
+    return real_depthwise(x, kernel, stride)
+
+  monkeypatch.setattr(layers, 'conv_general_dilated', recording_dense)
+  monkeypatch.setattr(layers, 'depthwise_conv', recording_depthwise)
+
+  def loss(params, others, x):
+    outs, _ = model.apply({**others, 'params': params}, x, train=True, mutable=['batch_stats'])
+    return sum(jnp.sum(jnp.tanh(v)) for out in outs for v in out.values())
+
+  others = {k: v for k, v in variables.items() if k != 'params'}
+  jax.eval_shape(jax.grad(loss), variables['params'], others, images)
+  kernels = [x for p, x in jax.tree_util.tree_flatten_with_path(variables['params'])[0]
+             if getattr(p[-1], 'key', None) == 'kernel' and x.ndim == 4]
+  # One forward trace (the gradient's) records each convolution once.
+  assert sum(dense.values()) + len(depthwise) == len(kernels), (
+      sum(dense.values()), len(depthwise), len(kernels))
+  assert len(depthwise) == (sum(k.shape[2] == 1 and k.shape[3] > 1 for k in kernels)
+                            if backbone == 'mobilenet_v2_fpn' else 0)
+
+  calls = [dict(zip(('lhs', 'rhs', 'dtype', 'strides', 'padding', 'kwargs'), key))
+           for key in sorted(dense, key=str)]
+  rng = np.random.default_rng(0)
+  args = [(rng.normal(size=call['lhs']).astype(np.float32),
+           rng.normal(size=call['rhs']).astype(np.float32)) for call in calls]
+
+  def run(conv, lhs, rhs, call):
+    kwargs = dict(call['kwargs'])
+    f = lambda a, b: conv(a, b, call['strides'], call['padding'], **kwargs)
+    out, vjp = jax.vjp(f, lhs, rhs)
+    return (out, *vjp(jnp.tanh(out)))
+
+  @jax.jit
+  def both(args):
+    return [(run(products, lhs, rhs, call), run(library, lhs, rhs, call))
+            for (lhs, rhs), call in zip(args, calls)]
+
+  for call, (ours, ref) in zip(calls, both(args)):
+    for name, a, b in zip(('output', 'input gradient', 'kernel gradient'), ours, ref):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))) + 1e-6,
+                                 err_msg=f'{name} of {call}')
