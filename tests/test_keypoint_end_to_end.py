@@ -16,7 +16,6 @@ def test_keypoint_train_eval_detect(tmp_path):
   config = tiny.tiny_keypoint_config(tmp_path / 'data')
   config.num_train_steps = 2
   config.checkpoint_every_steps = 2
-  config.optimizer.warmup_steps = 1
   workdir = tmp_path / 'run'
   metrics = train.train_and_evaluate(config, str(workdir))
   assert 'keypoints/AP' in metrics and 'AP' in metrics

@@ -149,6 +149,7 @@ def test_train_step_compiles_once(data_dir):
 @pytest.mark.slow  # an init and a train step compiled
 def test_short_training_lowers_the_loss(data_dir):
   config = tiny.tiny_config(data_dir)
+  config.optimizer.schedule = 'cosine'
   config.optimizer.learning_rate = 3e-3
   config.num_train_steps = 25  # the cosine schedule reaches 0 at num_train_steps
   mesh, state, step = _setup(config, 1)

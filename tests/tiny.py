@@ -38,7 +38,13 @@ def tiny_config(data_dir: str) -> ml_collections.ConfigDict:
   c.model.depth = 18
   c.model.width_multiplier = 0.25
   c.model.head_channels = 16
-  c.optimizer.warmup_steps = 2
+  # A schedule that does not depend on num_train_steps (cosine decays to 0 there): the tests
+  # that train for different numbers of steps then compile the same train step, which the
+  # persistent compilation cache of tests/conftest.py compiles once.
+  c.optimizer.schedule = 'manual_steps'
+  c.optimizer.manual_boundaries = (2,)
+  c.optimizer.manual_rates = (2.5e-4, 1e-3)
+  c.optimizer.warmup_steps = 2  # these two: for tests that set schedule = 'cosine'
   c.optimizer.learning_rate = 1e-3
   c.batch_size = 8
   c.num_train_steps = 4
