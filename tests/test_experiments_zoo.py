@@ -378,7 +378,7 @@ def _step_and_decode_or_trace(row, config, data_root):
       mine, theirs = config[section].to_dict(), executed[section].to_dict()
       if section == 'model':
         for field in may_differ:
-          mine.pop(field), theirs.pop(field)
+          del mine[field], theirs[field]
       assert mine == theirs, (twin, section)
   return _one_step_and_decode(config, execute=twin is None)
 

@@ -14,7 +14,6 @@ from centernet_jax.models import layers
 from centernet_jax.models import resnet_v1_fpn
 
 from tests import helpers
-from tests import tiny
 
 
 
@@ -251,8 +250,8 @@ def test_dense_convs_as_matrix_products_keep_outputs_and_gradients(backbone, dep
   the wrapper. Each distinct call (shapes, strides, padding, dilations) is then run on random
   values, wrapper against library, forward and backward; the network is a composition of
   these calls and of code that is the same in both, so by the chain rule its outputs and
-  parameter gradients are the library's too. (Compiling the whole network twice, once per
-  convolution, took 30-80 s per backbone on this 2-core CPU; this takes a few.)
+  parameter gradients are the library's too. (Compiling the whole network twice, once with
+  each convolution function, took 30-80 s per backbone on this 2-core CPU; this takes 9-13 s.)
   """
   monkeypatch.setattr(layers, 'DOTS_MIN_OUTPUT_PIXELS', 0)  # these maps are small
   c = _model_config(depth, width, 16)

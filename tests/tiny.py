@@ -45,11 +45,11 @@ def tiny_config(data_dir: str) -> ml_collections.ConfigDict:
   c.optimizer.manual_boundaries = (2,)
   c.optimizer.manual_rates = (2.5e-4, 1e-3)
   c.optimizer.warmup_steps = 2  # these two: for tests that set schedule = 'cosine'
+  c.optimizer.learning_rate = 1e-3
   # A large Adam epsilon keeps round-off-level gradients (conv biases that feed a BatchNorm)
   # from becoming full-size updates whose sign depends on the all-reduce order, so runs over
   # different meshes and process counts end equal (tests/test_multiprocess.py).
   c.optimizer.adam_epsilon = 1e-3
-  c.optimizer.learning_rate = 1e-3
   c.batch_size = 8
   c.num_train_steps = 4
   c.log_every_steps = 1
