@@ -46,11 +46,14 @@ import jax.numpy as jnp
 
 PEAK_TOLERANCE = 1e-6
 PEAK_POOL_SIZE = 3
-# How many of the map's highest scores `top_k_peaks` peak-tests before it falls back to the
-# whole map (at least 2.5 x the detections asked for). Speed only: the result is the same.
-# The ResNet50 V1 FPN heads of the OD API benchmark (its random weights, smooth pictures) held
-# 100 peaks in their top 512 scores but not in their top 256 (docs/benchmarks.md, "Decoder").
-PEAK_CANDIDATES = 512
+# `top_k_peaks` peak-tests the PEAK_CANDIDATES highest scores of the PEAK_CANDIDATE_PIXELS
+# pixels with the highest class maximum before it falls back to the whole map. Speed only: the
+# result is the same. The OD API benchmark's heads (random weights, smooth pictures) held 100
+# peaks in the top 512 scores for three of the four 512 variants, not for ResNet101 V1 FPN
+# (89); the top 1024 scores of the top 512 pixels hold 130-483 peaks above every left-out
+# pixel's score for all four (docs/benchmarks.md, "Decoder").
+PEAK_CANDIDATE_PIXELS = 512
+PEAK_CANDIDATES = 1024
 INVALID_CANDIDATE_DISTANCE = 1e5
 # Width of the slices `max_over_classes` takes elementwise maxima of (16 float32 lanes of an
 # AVX-512 register).
@@ -168,31 +171,42 @@ def top_k_peaks_whole_map(logits, k: int):
   return top_k_pixels_classes((prob * peak_mask(prob)).reshape(batch, h * w, c), k)
 
 
-def _top_k_peaks_of_candidates(logits, k: int, num_candidates: int):
-  """The top-k peaks found among the `num_candidates` highest scores of each image.
+def _top_k_peaks_of_candidates(logits, k: int, num_pixels: int, num_candidates: int):
+  """The top-k peaks found among the candidates: the `num_candidates` (m) highest scores of
+  the `num_pixels` (p <= m) pixels with the highest class maximum, in the map's (score
+  descending, flat index ascending) order.
 
-  Returns ((values, pixels, classes) as `top_k_peaks`, found `[B]` bool: whether the
-  candidates held at least k peaks with a score > 0 and were selected strictly (below); only
+  The candidates' top k peaks are the map's when either
+  (a) the first p candidates hold k peaks with a score > 0 and the p pixels were selected
+      strictly (below): the first p candidates are then the map's top p scores (the
+      two-stage argument of `top_k_pixels_classes`), and every element left out comes after
+      them; or
+  (b) the m candidates hold k peaks scoring above the p-th pixel's maximum score, which no
+      element of a pixel left out exceeds (the sigmoid keeps the logits' order), while every
+      element of the p pixels left out comes after all m candidates.
+  (a) holds on maps of ties (plateaus, saturated scores), (b) on smooth maps whose top scores
+  are slopes of a few maxima in several classes.
+
+  Returns ((values, pixels, classes) as `top_k_peaks`, found `[B]` bool: (a) or (b); only
   there are the values exact).
   """
   batch, h, w, c = logits.shape
   flat = logits.reshape(batch, h * w * c)
-  # Stage 1 of `top_k_pixels_classes` on the logits (no sigmoid of the whole map). The sigmoid
-  # keeps their order but may round distinct logits to one score (saturation), which would
-  # change how ties are broken. If no pixel's maximum scores as the last selected one's
-  # without having its logit, the pixels of that score are those of that logit, and the
-  # selected pixels are the score order's top kp (ties by lower index, as `lax.top_k`); else
-  # the candidates do not count as found (the whole map decides). (A top-k of kp + 1 to look
-  # at the next pixel instead became a full sort of the P maxima on XLA:CPU: 2.7 ms.)
-  kp = min(num_candidates, h * w)
+  # The pixels by their maximum logit (no sigmoid of the whole map). The sigmoid keeps the
+  # logits' order but may round distinct logits to one score (saturation), which would change
+  # how ties are broken. If no pixel's maximum scores as the last selected one's without
+  # having its logit, the pixels of that score are those of that logit, and the selected
+  # pixels are the score order's top p (ties by lower index, as `lax.top_k`): "strictly".
+  # (A top-k of p + 1 to look at the next pixel instead became a full sort of the maxima on
+  # XLA:CPU: 2.7 ms.)
   per_pixel = logits.reshape(batch, h * w, c)
   maxima = max_over_classes(per_pixel)
-  top_maxima, pixels = jax.lax.top_k(maxima, kp)
+  top_maxima, pixels = jax.lax.top_k(maxima, num_pixels)
   last = top_maxima[:, -1:]
   selected_strictly = ~jnp.any(
       (jax.nn.sigmoid(maxima) == jax.nn.sigmoid(last)) & (maxima != last), axis=1)
-  # The candidates in the map's own (value descending, flat index ascending) order: sigmoid of
-  # the gathered logits gives the very values the full map's sigmoid gives.
+  # The candidates in the map's own order: sigmoid of the gathered logits gives the very
+  # values the full map's sigmoid gives.
   values, pixels, classes = _top_k_of_pixels(per_pixel, pixels, num_candidates, jax.nn.sigmoid)
   y = pixels // w
   x = pixels % w
@@ -206,7 +220,10 @@ def _top_k_peaks_of_candidates(logits, k: int, num_candidates: int):
       neighbour = jax.nn.sigmoid(jnp.take_along_axis(flat, index, axis=1))
       pooled = jnp.maximum(pooled, jnp.where(inside, neighbour, -jnp.inf))
   is_peak = jnp.abs(values - pooled) < PEAK_TOLERANCE
-  found = (jnp.sum(is_peak & (values > 0), axis=1) >= k) & selected_strictly
+  first = jnp.arange(num_candidates) < num_pixels
+  found_first = jnp.sum(is_peak & (values > 0) & first, axis=1) >= k
+  found_above = jnp.sum(is_peak & (values > jax.nn.sigmoid(last)), axis=1) >= k
+  found = (found_first & selected_strictly) | found_above
   # Non-peaks score 0, as in the full map; ties go to the earlier candidate, which is the
   # lower flat index, so the order is the full map's.
   top, position = jax.lax.top_k(jnp.where(is_peak, values, 0.0), k)
@@ -214,34 +231,36 @@ def _top_k_peaks_of_candidates(logits, k: int, num_candidates: int):
           jnp.take_along_axis(classes, position, axis=1)), found
 
 
-def top_k_peaks(logits, k: int, num_candidates: int = PEAK_CANDIDATES):
+def top_k_peaks(logits, k: int, num_pixels: int = PEAK_CANDIDATE_PIXELS,
+                num_candidates: int = PEAK_CANDIDATES):
   """The top `k` of each image's peak-tested scores (steps 1-3 of the module docstring):
   `top_k_pixels_classes` of `sigmoid(logits) * peak_mask(sigmoid(logits))`, same values,
   pixels, classes and order, without the peak test of the whole map when it can be avoided.
 
-  The top `m` = max(num_candidates, 2.5 k) scores of the map come first (exact, two stages),
-  then the 3x3 peak test of just those m elements from their neighbours' logits. Every element
-  left out comes after all m in the (value descending, flat index ascending) order, so if the
-  m hold k peaks with a score > 0, the first k of them, in their order, are the answer. Else
-  (a map whose highest scores are mostly slopes of broad maxima) the whole map is peak-tested
-  (`lax.cond` on the batch). On XLA:CPU at 128 x 128 x 90, k = 100, the candidate path is
-  1.8x faster than the whole-map path, and the fallback 0.7x of it (docs/benchmarks.md,
-  "Decoder").
+  The `num_pixels` pixels with the highest class maximum are picked first (p, at least 2.5 k),
+  their `num_candidates` highest scores next (m, at least p; exact, two stages), then the 3x3
+  peak test of just those m elements from their neighbours' logits. If they hold the map's
+  top k peaks (`_top_k_peaks_of_candidates` says when that is certain), those are the answer,
+  in their order. Else (a map whose highest scores are mostly slopes of broad maxima) the
+  whole map is peak-tested (`lax.cond` on the batch). On XLA:CPU at 128 x 128 x 90, k = 100,
+  the candidate path is ~2x faster than the whole-map path, and the fallback costs both
+  (docs/benchmarks.md, "Decoder").
 
   Args:
     logits: float32 `[B, H, W, C]` object-center logits.
     k: static, at most `H * W * C`.
-    num_candidates: static; speed only.
+    num_pixels, num_candidates: static; speed only.
 
   Returns:
     (scores float32 `[B, k]` descending, pixels int32 `[B, k]` (y * W + x, output pixels),
      classes int32 `[B, k]`).
   """
   _, h, w, c = logits.shape
-  m = min(h * w * c, max(int(num_candidates), (5 * int(k) + 1) // 2))
+  p = min(h * w, max(int(num_pixels), (5 * int(k) + 1) // 2))
+  m = min(p * c, max(int(num_candidates), p))
   if m <= k:
     return top_k_peaks_whole_map(logits, k)
-  fast, found = _top_k_peaks_of_candidates(logits, k, m)
+  fast, found = _top_k_peaks_of_candidates(logits, k, p, m)
   return jax.lax.cond(jnp.all(found), lambda: fast, lambda: top_k_peaks_whole_map(logits, k))
 
 
