@@ -161,11 +161,14 @@ def our_worker(case: str, max_boxes: int, measures) -> None:
 class Worker:
   """A long-lived measuring process speaking one JSON line per request."""
 
-  def __init__(self, name: str, cmd: list[str], log_path: str, timeout_s: float):
+  def __init__(self, name: str, cmd: list[str], log_path: str, timeout_s: float,
+               env: dict[str, str] | None = None):
+    """`env`: the process environment (default: this one's)."""
     self.name = name
     self.log = open(log_path, 'w')
     self.timeout_s = timeout_s
-    self.proc = subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE,
                                  stderr=self.log, text=True, bufsize=1)
     self.info = self._reply()
 
