@@ -1,7 +1,8 @@
 r"""Side by side with the TF2 OD API: same variant, same weights, same images, same CPU, one run.
 
   python benchmarks/vs_odapi.py [--variants r50v1fpn,r101v1fpn,r50v2,mnv2fpn] [--hourglass] \
-      [--repeats 5] [--measures e2e1,e2e8,decode,train] [--out runs/bench_odapi.md]
+      [--repeats 5] [--measures e2e1,e2e8,decode,train] [--ours glibc_defaults[,keep_memory]] \
+      [--out runs/bench_odapi.md]
 
 (`make bench-odapi` runs it after building the OD API env, like `make parity`.)
 
@@ -26,6 +27,9 @@ means we are faster):
                `dataset.max_boxes`; OD API: tf.function of provide_groundtruth + GradientTape
                over predict + loss + Adam).
 Every figure is wall time of one call with its outputs on the host, after one warm-up call.
+`--ours glibc_defaults,keep_memory` adds a worker of ours under other process settings
+(`OUR_SETTINGS`), asked in the same rounds (its rows say so); every other worker runs under the
+first setting named.
 """
 
 from __future__ import annotations
@@ -48,6 +52,22 @@ VARIANTS = ('r50v1fpn', 'r101v1fpn', 'r50v2', 'mnv2fpn')
 HOURGLASS = 'hg104'
 MEASURES = ('e2e1', 'e2e8', 'decode', 'train')
 SETTLE_S = 0.5  # idle seconds before every timed call
+# Process settings the workers can run under (`--ours`; the first also for the OD API's
+# worker): glibc's defaults, or glibc keeping the host memory of XLA:CPU's buffers between calls
+# (one arena, no mappings of their own for large blocks, no trimming): XLA:CPU mallocs a
+# program's buffers at every call, 2.4 GB for the ResNet50 V1 FPN step at batch 2
+# (docs/benchmarks.md, "Huge pages and the step's host memory").
+MALLOC_SETTINGS = ('MALLOC_ARENA_MAX', 'MALLOC_MMAP_MAX_', 'MALLOC_TRIM_THRESHOLD_')
+OUR_SETTINGS = {
+    'glibc_defaults': {},
+    'keep_memory': dict(zip(MALLOC_SETTINGS, ('1', '0', '1000000000000'))),
+}
+
+
+def settings_environ(setting: str) -> dict[str, str]:
+  """This process's environment with `OUR_SETTINGS[setting]` in place of the glibc settings."""
+  return {**{k: v for k, v in os.environ.items() if k not in MALLOC_SETTINGS},
+          **OUR_SETTINGS[setting]}
 PER_IMAGE = {'train': 2}  # reported per image: the step's batch
 LABELS = {'e2e1': 'inference end to end, batch 1 (ms)',
           'e2e8': 'inference end to end, batch 8 (ms per batch)',
@@ -207,41 +227,49 @@ def odapi_python() -> list[str]:
 
 
 def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: list[str],
-                max_boxes: int, timeout_s: float) -> dict:
+                max_boxes: int, timeout_s: float, our_settings=('glibc_defaults',)) -> dict:
+  """One OD API worker (under the first of `our_settings`) and one of ours per name in
+  `our_settings` (`OUR_SETTINGS`), asked in turn, round after round. Returns {'variant',
+  'times': {measure: {side: [ms, ...]}}, ...}, sides 'ours' (the first setting), 'ours
+  <setting>' (the others) and 'odapi'."""
   case = os.path.join(out_dir, variant)
   os.makedirs(case, exist_ok=True)
   print(f'[{variant}] building the OD API model and its inputs ...', flush=True)
   theirs = Worker('OD API', odapi_py + [os.path.join(REPO, 'benchmarks', 'odapi_worker.py'),
                                         '--variant', variant, '--case', case,
                                         '--measures', ','.join(measures)],
-                  os.path.join(out_dir, f'{variant}.odapi.log'), timeout_s)
-  ours = None
+                  os.path.join(out_dir, f'{variant}.odapi.log'), timeout_s,
+                  env=settings_environ(our_settings[0]))
+  ours = {}
   try:
-    print(f'[{variant}] importing its checkpoint on our side ...', flush=True)
-    ours = Worker('ours', [sys.executable, os.path.abspath(__file__), '--worker', '--case',
-                           case, '--max_boxes', str(max_boxes),
-                           '--measures', ','.join(measures)],
-                  os.path.join(out_dir, f'{variant}.ours.log'), timeout_s)
-    times = {m: {'ours': [], 'odapi': []} for m in measures}
+    for i, setting in enumerate(our_settings):
+      side = 'ours' if i == 0 else f'ours {setting}'
+      print(f'[{variant}] importing its checkpoint on our side ({setting}) ...', flush=True)
+      ours[side] = Worker(side, [sys.executable, os.path.abspath(__file__), '--worker', '--case',
+                                 case, '--max_boxes', str(max_boxes),
+                                 '--measures', ','.join(measures)],
+                          os.path.join(out_dir, f'{variant}.ours.{setting}.log'), timeout_s,
+                          env=settings_environ(setting))
+    sides = {**ours, 'odapi': theirs}
+    times = {m: {side: [] for side in sides} for m in measures}
     for r in range(repeats):
       for m in measures:
-        # A B A B ...: each round runs both sides back to back, each after a pause: TF's
+        # A B A B ...: each round runs every side back to back, each after a pause: TF's
         # thread pools spin for a while after a call, which took the cores from the decoder
         # timed next in the other process (9.7 ms for ours after the OD API's batch of 8,
         # 2.3 ms after a pause; docs/benchmarks.md).
-        time.sleep(SETTLE_S)
-        times[m]['ours'].append(ours.measure(m) / PER_IMAGE.get(m, 1))
-        time.sleep(SETTLE_S)
-        times[m]['odapi'].append(theirs.measure(m) / PER_IMAGE.get(m, 1))
+        for side, worker in sides.items():
+          time.sleep(SETTLE_S)
+          times[m][side].append(worker.measure(m) / PER_IMAGE.get(m, 1))
       print(f'[{variant}] round {r + 1}/{repeats}: ' + ', '.join(
-          f'{m} {times[m]["ours"][-1]:.0f}/{times[m]["odapi"][-1]:.0f} ms' for m in measures),
-            flush=True)
+          f'{m} ' + '/'.join(f'{times[m][side][-1]:.0f}' for side in sides) + ' ms'
+          for m in measures), flush=True)
     return {'variant': variant, 'times': times, 'odapi_info': theirs.info,
-            'ours_info': ours.info}
+            'ours_info': ours['ours'].info}
   finally:
     theirs.close()
-    if ours is not None:
-      ours.close()
+    for worker in ours.values():
+      worker.close()
 
 
 def table(results: list[dict], measures) -> str:
@@ -252,11 +280,16 @@ def table(results: list[dict], measures) -> str:
       lines.append(f'| {res["variant"]} | failed: {res["error"]} | | | | | |')
       continue
     for m in measures:
-      a, b = res['times'][m]['ours'], res['times'][m]['odapi']
-      ma, mb = statistics.median(a), statistics.median(b)
-      lines.append(f'| {res["variant"]} | {LABELS[m]} | {ma:.1f} | {mb:.1f} | '
-                   f'**{mb / ma:.2f}x** | {", ".join(f"{x:.0f}" for x in a)} | '
-                   f'{", ".join(f"{x:.0f}" for x in b)} |')
+      b = res['times'][m]['odapi']
+      mb = statistics.median(b)
+      for side, a in res['times'][m].items():
+        if side == 'odapi':
+          continue
+        label = LABELS[m] + ('' if side == 'ours' else f', {side}')
+        ma = statistics.median(a)
+        lines.append(f'| {res["variant"]} | {label} | {ma:.1f} | {mb:.1f} | '
+                     f'**{mb / ma:.2f}x** | {", ".join(f"{x:.0f}" for x in a)} | '
+                     f'{", ".join(f"{x:.0f}" for x in b)} |')
   return '\n'.join(lines)
 
 
@@ -265,6 +298,9 @@ def main() -> int:
   parser.add_argument('--variants', default=','.join(VARIANTS))
   parser.add_argument('--hourglass', action='store_true', help=f'add {HOURGLASS}')
   parser.add_argument('--measures', default=','.join(MEASURES))
+  parser.add_argument('--ours', default='glibc_defaults',
+                      help=f'our worker(s), one per process environment, among '
+                           f'{sorted(OUR_SETTINGS)}; the first is the table\'s "ours"')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--max_boxes', type=int, default=100,
                       help='our padded boxes per image (dataset.max_boxes of a COCO run)')
@@ -284,6 +320,10 @@ def main() -> int:
     parser.error(f'--measures: unknown {unknown}; choose from {MEASURES}')
   if args.repeats < 1:
     parser.error('--repeats must be >= 1')
+  our_settings = [o for o in args.ours.split(',') if o]
+  unknown = sorted(set(our_settings) - set(OUR_SETTINGS))
+  if unknown or not our_settings:
+    parser.error(f'--ours: unknown {unknown}; choose from {sorted(OUR_SETTINGS)}')
   variants = [v for v in args.variants.split(',') if v] + ([HOURGLASS] if args.hourglass else [])
   os.makedirs(args.out_dir, exist_ok=True)
   odapi_py = odapi_python()
@@ -293,7 +333,7 @@ def main() -> int:
   for v in variants:
     try:
       results.append(run_variant(v, measures, args.repeats, args.out_dir, odapi_py,
-                                 args.max_boxes, args.timeout_s))
+                                 args.max_boxes, args.timeout_s, our_settings))
     except (RuntimeError, TimeoutError, OSError) as e:
       print(f'[{v}] failed: {e}', flush=True)
       results.append({'variant': v, 'error': str(e)})
@@ -303,7 +343,9 @@ def main() -> int:
             f'{info.get("ours_info", {}).get("jax_version", "?")}; OD API: TF '
             f'{info.get("odapi_info", {}).get("tf_version", "?")}. Command: '
             f'`python benchmarks/vs_odapi.py --variants {",".join(variants)} --repeats '
-            f'{args.repeats} --measures {",".join(measures)}`')
+            f'{args.repeats} --measures {",".join(measures)}'
+            f'{"" if our_settings == ["glibc_defaults"] else " --ours " + ",".join(our_settings)}`'
+            f'; every worker under the process settings {our_settings[0]!r} unless named')
   text = header + '\n\n' + table(results, measures) + '\n'
   print('\n' + text)
   with open(args.out, 'w') as f:
