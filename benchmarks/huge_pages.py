@@ -27,7 +27,7 @@ import sys
 import time
 
 from machine import machine_kind
-from vs_odapi import SETTLE_S, Worker
+from vs_odapi import SETTLE_S, Worker, answer_requests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -87,13 +87,7 @@ def worker(row: str, measures: list[str]) -> None:
   for m in measures:
     runs[m]()
   print(json.dumps({'ready': True, 'tunables': os.environ.get('GLIBC_TUNABLES')}), flush=True)
-  for line in sys.stdin:
-    what = line.strip()
-    if what == 'quit':
-      break
-    t0 = time.perf_counter()
-    runs[what]()
-    print(json.dumps({'what': what, 'ms': (time.perf_counter() - t0) * 1e3}), flush=True)
+  answer_requests(runs)
 
 
 def main() -> int:

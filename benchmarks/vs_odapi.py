@@ -165,6 +165,12 @@ def our_worker(case: str, max_boxes: int, measures) -> None:
     runs[m]()
   print(json.dumps({'ready': True, 'warmup_s': time.perf_counter() - t0,
                     'jax_version': jax.__version__}), flush=True)
+  answer_requests(runs)
+
+
+def answer_requests(runs) -> None:
+  """A worker's half of the protocol after its 'ready' line: runs `runs[request]` for each
+  line of stdin and answers one JSON line {'what', 'ms'} (wall ms), until 'quit'."""
   for line in sys.stdin:
     what = line.strip()
     if what == 'quit':
