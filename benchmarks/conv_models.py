@@ -32,7 +32,6 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
-from centernet_jax import colour_augment
 from centernet_jax import experiments
 from centernet_jax import model_variables
 from centernet_jax import models
@@ -93,18 +92,7 @@ def main() -> int:
     tx, schedule = optimizer_lib.make_optimizer(config)
     # A new function per variant: jit caches its trace per function, and the conv is read then.
     make_fn = lambda: jax.jit(train.make_train_step(model, tx, schedule, config, NUM_CLASSES))
-    boxes = np.zeros((b, MAX_BOXES, 4), np.float32)
-    boxes[:, :3] = [[0.1, 0.1, 0.5, 0.4], [0.3, 0.5, 0.9, 0.9], [0.6, 0.2, 0.8, 0.35]]
-    classes = np.zeros((b, MAX_BOXES), np.int32)
-    classes[:, :3] = [0, 17, 61]
-    mask = np.zeros((b, MAX_BOXES), np.float32)
-    mask[:, :3] = 1.0
-    batch = {'image': images.astype(np.uint8), 'boxes': boxes, 'classes': classes,
-             'box_mask': mask, 'true_size': np.full((b, 2), size, np.int32),
-             **colour_augment.identity_batch(config.input.augmentations, b)}
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
-                             batch_stats=variables['batch_stats'],
-                             opt_state=tx.init(variables['params']))
+    state, batch = interleaved.train_inputs(config, variables, tx, images)
     call_args = (state, batch)
   else:
     make_fn = lambda: predict.make_predict_fn(model, input_size=size, max_detections=100,

@@ -43,7 +43,7 @@ def worker(row: str, measures: list[str]) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from centernet_jax import colour_augment, experiments, model_variables, models  # pylint: disable=g-import-not-at-top
+  from centernet_jax import experiments, model_variables, models  # pylint: disable=g-import-not-at-top
   from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from centernet_jax import performance, predict, train  # pylint: disable=g-import-not-at-top
 
@@ -59,20 +59,10 @@ def worker(row: str, measures: list[str]) -> None:
     tx, schedule = optimizer_lib.make_optimizer(config)
     step = jax.jit(train.make_train_step(model, tx, schedule, config, 90), donate_argnums=(0,),
                    compiler_options=performance.train_compiler_options())
-    boxes = np.zeros((b, 100, 4), np.float32)
-    boxes[:, :3] = [[0.1, 0.1, 0.5, 0.4], [0.3, 0.5, 0.9, 0.9], [0.6, 0.2, 0.8, 0.35]]
-    classes = np.zeros((b, 100), np.int32)
-    classes[:, :3] = [0, 17, 61]
-    mask = np.zeros((b, 100), np.float32)
-    mask[:, :3] = 1.0
-    batch = {'image': rng.integers(0, 256, (b, size, size, 3)).astype(np.uint8),
-             'boxes': boxes, 'classes': classes, 'box_mask': mask,
-             'true_size': np.full((b, 2), size, np.int32),
-             **colour_augment.identity_batch(config.input.augmentations, b)}
-    own = jax.tree.map(jnp.copy, variables)
-    holder = {'state': train.TrainState(step=jnp.zeros((), jnp.int32), params=own['params'],
-                                        batch_stats=own['batch_stats'],
-                                        opt_state=tx.init(own['params']))}
+    state, batch = interleaved.train_inputs(
+        config, jax.tree.map(jnp.copy, variables), tx,  # the step donates the copy
+        rng.integers(0, 256, (b, size, size, 3)))
+    holder = {'state': state}
 
     def train_once():
       holder['state'], metrics = step(holder['state'], batch)

@@ -1,10 +1,16 @@
-"""What the in-process A/B benchmarks share: the zoo rows they build and the interleaved timer."""
+"""What the A/B benchmarks share: the zoo rows they build, a training step's inputs and the
+interleaved timer."""
 
 import statistics
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+
+from centernet_jax import colour_augment
+from centernet_jax import train
 
 # Short names of the zoo experiments (experiments/<name>.py) the benchmarks build at full size.
 ROWS = {
@@ -14,6 +20,35 @@ ROWS = {
     'mnv2fpn': 'centernet_mobilenetv2fpn_512x512_coco17_od',
     'hg104': 'centernet_hg104_512x512_coco17_tpu-8',
 }
+
+
+def train_inputs(config, variables, tx, images: np.ndarray):
+  """One training step's (state, batch) for a benchmark.
+
+  Args:
+    config: the row's config (`dataset.max_boxes` box slots, `input.augmentations`).
+    variables: {'params', 'batch_stats'} the state starts from.
+    tx: the optax transformation of the step (its state is initialised here).
+    images: integer `[B, S, S, 3]` in 0..255, the input size S.
+  Returns:
+    (TrainState at step 0, batch dict: uint8 images, three fixed boxes per image (normalized,
+     y-first) in the first of the max_boxes slots, classes 0, 17, 61, identity colour ops).
+  """
+  b, size = images.shape[0], images.shape[1]
+  max_boxes = int(config.dataset.max_boxes)
+  boxes = np.zeros((b, max_boxes, 4), np.float32)
+  boxes[:, :3] = [[0.1, 0.1, 0.5, 0.4], [0.3, 0.5, 0.9, 0.9], [0.6, 0.2, 0.8, 0.35]]
+  classes = np.zeros((b, max_boxes), np.int32)
+  classes[:, :3] = [0, 17, 61]
+  mask = np.zeros((b, max_boxes), np.float32)
+  mask[:, :3] = 1.0
+  batch = {'image': images.astype(np.uint8), 'boxes': boxes, 'classes': classes,
+           'box_mask': mask, 'true_size': np.full((b, 2), size, np.int32),
+           **colour_augment.identity_batch(config.input.augmentations, b)}
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                           batch_stats=variables['batch_stats'],
+                           opt_state=tx.init(variables['params']))
+  return state, batch
 
 
 def time_in_turn(fns: Mapping[str, Callable[..., Any]], args: Sequence[Any],
