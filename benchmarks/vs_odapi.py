@@ -1,7 +1,7 @@
 r"""Side by side with the TF2 OD API: same variant, same weights, same images, same CPU, one run.
 
   python benchmarks/vs_odapi.py [--variants r50v1fpn,r101v1fpn,r50v2,mnv2fpn] [--hourglass] \
-      [--repeats 5] [--measures e2e1,e2e8,decode,train] [--ours glibc_defaults[,keep_memory]] \
+      [--repeats 5] [--measures e2e1,e2e8,decode,train] [--ours main[,glibc_defaults]] \
       [--out runs/bench_odapi.md]
 
 (`make bench-odapi` runs it after building the OD API env, like `make parity`.)
@@ -27,9 +27,9 @@ means we are faster):
                `dataset.max_boxes`; OD API: tf.function of provide_groundtruth + GradientTape
                over predict + loss + Adam).
 Every figure is wall time of one call with its outputs on the host, after one warm-up call.
-`--ours glibc_defaults,keep_memory` adds a worker of ours under other process settings
-(`OUR_SETTINGS`), asked in the same rounds (its rows say so); every other worker runs under the
-first setting named.
+Our worker sets the process up as `main` does: glibc keeps the host memory XLA:CPU frees
+(`config.keep_freed_host_memory`, host_memory.py). `--ours main,glibc_defaults` adds a worker of
+ours without it (`OUR_SETTINGS`), asked in the same rounds (its rows say so).
 """
 
 from __future__ import annotations
@@ -52,22 +52,10 @@ VARIANTS = ('r50v1fpn', 'r101v1fpn', 'r50v2', 'mnv2fpn')
 HOURGLASS = 'hg104'
 MEASURES = ('e2e1', 'e2e8', 'decode', 'train')
 SETTLE_S = 0.5  # idle seconds before every timed call
-# Process settings the workers can run under (`--ours`; the first also for the OD API's
-# worker): glibc's defaults, or glibc keeping the host memory of XLA:CPU's buffers between calls
-# (one arena, no mappings of their own for large blocks, no trimming): XLA:CPU mallocs a
-# program's buffers at every call, 2.4 GB for the ResNet50 V1 FPN step at batch 2
-# (docs/benchmarks.md, "Huge pages and the step's host memory").
-MALLOC_SETTINGS = ('MALLOC_ARENA_MAX', 'MALLOC_MMAP_MAX_', 'MALLOC_TRIM_THRESHOLD_')
-OUR_SETTINGS = {
-    'glibc_defaults': {},
-    'keep_memory': dict(zip(MALLOC_SETTINGS, ('1', '0', '1000000000000'))),
-}
-
-
-def settings_environ(setting: str) -> dict[str, str]:
-  """This process's environment with `OUR_SETTINGS[setting]` in place of the glibc settings."""
-  return {**{k: v for k, v in os.environ.items() if k not in MALLOC_SETTINGS},
-          **OUR_SETTINGS[setting]}
+# Our workers' `config.keep_freed_host_memory` (`--ours`): as the base config has it, which is
+# what `main` runs with, or glibc's defaults (XLA:CPU's buffers mapped and unmapped at every
+# call; docs/benchmarks.md, "The step's host memory").
+OUR_SETTINGS = {'main': None, 'glibc_defaults': False}
 PER_IMAGE = {'train': 2}  # reported per image: the step's batch
 LABELS = {'e2e1': 'inference end to end, batch 1 (ms)',
           'e2e8': 'inference end to end, batch 8 (ms per batch)',
@@ -79,9 +67,9 @@ LABELS = {'e2e1': 'inference end to end, batch 1 (ms)',
 # Our worker.
 
 
-def our_worker(case: str, max_boxes: int, measures) -> None:
-  """Serves the measurements of our side (same protocol as odapi_worker.py); compiles only
-  the `measures` it will be asked for."""
+def our_worker(case: str, max_boxes: int, measures, setting: str) -> None:
+  """Serves the measurements of our side (same protocol as odapi_worker.py) under
+  `OUR_SETTINGS[setting]`; compiles only the `measures` it will be asked for."""
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -90,13 +78,17 @@ def our_worker(case: str, max_boxes: int, measures) -> None:
   from centernet_jax import config_base, decoder, evaluate, models, tf_checkpoint, train  # pylint: disable=g-import-not-at-top
   from centernet_jax import import_tf_checkpoint as importer  # pylint: disable=g-import-not-at-top
   from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
-  from centernet_jax import colour_augment, performance  # pylint: disable=g-import-not-at-top
+  from centernet_jax import colour_augment, host_memory, performance  # pylint: disable=g-import-not-at-top
   from centernet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], 'GPU')
   with open(os.path.join(case, 'pipeline.config')) as f:
     zoo = importer.read_pipeline_config(f.read())
   config = config_base.base_config()
+  if OUR_SETTINGS[setting] is not None:
+    config.keep_freed_host_memory = OUR_SETTINGS[setting]
+  if config.keep_freed_host_memory:  # as main does, before the first computation
+    host_memory.keep_freed_memory()
   config.model.update_from_flattened_dict(zoo.model_overrides())
   size, num_classes = zoo.input_size, zoo.num_classes
   config.input.size = size
@@ -233,9 +225,9 @@ def odapi_python() -> list[str]:
 
 
 def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: list[str],
-                max_boxes: int, timeout_s: float, our_settings=('glibc_defaults',)) -> dict:
-  """One OD API worker (under the first of `our_settings`) and one of ours per name in
-  `our_settings` (`OUR_SETTINGS`), asked in turn, round after round. Returns {'variant',
+                max_boxes: int, timeout_s: float, our_settings=('main',)) -> dict:
+  """One OD API worker and one of ours per name in `our_settings` (`OUR_SETTINGS`), asked in
+  turn, round after round. Returns {'variant',
   'times': {measure: {side: [ms, ...]}}, ...}, sides 'ours' (the first setting), 'ours
   <setting>' (the others) and 'odapi'."""
   case = os.path.join(out_dir, variant)
@@ -244,8 +236,7 @@ def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: li
   theirs = Worker('OD API', odapi_py + [os.path.join(REPO, 'benchmarks', 'odapi_worker.py'),
                                         '--variant', variant, '--case', case,
                                         '--measures', ','.join(measures)],
-                  os.path.join(out_dir, f'{variant}.odapi.log'), timeout_s,
-                  env=settings_environ(our_settings[0]))
+                  os.path.join(out_dir, f'{variant}.odapi.log'), timeout_s)
   ours = {}
   try:
     for i, setting in enumerate(our_settings):
@@ -253,9 +244,8 @@ def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: li
       print(f'[{variant}] importing its checkpoint on our side ({setting}) ...', flush=True)
       ours[side] = Worker(side, [sys.executable, os.path.abspath(__file__), '--worker', '--case',
                                  case, '--max_boxes', str(max_boxes),
-                                 '--measures', ','.join(measures)],
-                          os.path.join(out_dir, f'{variant}.ours.{setting}.log'), timeout_s,
-                          env=settings_environ(setting))
+                                 '--measures', ','.join(measures), '--ours', setting],
+                          os.path.join(out_dir, f'{variant}.ours.{setting}.log'), timeout_s)
     sides = {**ours, 'odapi': theirs}
     times = {m: {side: [] for side in sides} for m in measures}
     for r in range(repeats):
@@ -304,8 +294,8 @@ def main() -> int:
   parser.add_argument('--variants', default=','.join(VARIANTS))
   parser.add_argument('--hourglass', action='store_true', help=f'add {HOURGLASS}')
   parser.add_argument('--measures', default=','.join(MEASURES))
-  parser.add_argument('--ours', default='glibc_defaults',
-                      help=f'our worker(s), one per process environment, among '
+  parser.add_argument('--ours', default='main',
+                      help=f'our worker(s), one per process setting, among '
                            f'{sorted(OUR_SETTINGS)}; the first is the table\'s "ours"')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--max_boxes', type=int, default=100,
@@ -319,7 +309,7 @@ def main() -> int:
   args = parser.parse_args()
   measures = [m for m in args.measures.split(',') if m]
   if args.worker:
-    our_worker(args.case, args.max_boxes, measures)
+    our_worker(args.case, args.max_boxes, measures, args.ours)
     return 0
   unknown = sorted(set(measures) - set(MEASURES))
   if unknown:
@@ -350,8 +340,8 @@ def main() -> int:
             f'{info.get("odapi_info", {}).get("tf_version", "?")}. Command: '
             f'`python benchmarks/vs_odapi.py --variants {",".join(variants)} --repeats '
             f'{args.repeats} --measures {",".join(measures)}'
-            f'{"" if our_settings == ["glibc_defaults"] else " --ours " + ",".join(our_settings)}`'
-            f'; every worker under the process settings {our_settings[0]!r} unless named')
+            f'{"" if our_settings == ["main"] else " --ours " + ",".join(our_settings)}`'
+            f'; ours under the process setting {our_settings[0]!r} unless named')
   text = header + '\n\n' + table(results, measures) + '\n'
   print('\n' + text)
   with open(args.out, 'w') as f:

@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from centernet_jax import config_check
 from centernet_jax import experiments
+from centernet_jax import host_memory
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment file (get_config()).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and metrics.')
@@ -39,6 +40,9 @@ _HEARTBEAT = flags.DEFINE_integer(
 
 def main(argv):
   del argv
+  config = _CONFIG.value
+  if config.keep_freed_host_memory:  # before JAX starts its threads
+    host_memory.keep_freed_memory()
   import jax  # pylint: disable=g-import-not-at-top
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
@@ -48,7 +52,6 @@ def main(argv):
   from centernet_jax import train  # pylint: disable=g-import-not-at-top
   logging.info('JAX process %d/%d, local devices %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
-  config = _CONFIG.value
   if _MODE.value == 'train':
     train.train_and_evaluate(config, _WORKDIR.value)
   else:
