@@ -227,9 +227,8 @@ def odapi_python() -> list[str]:
 def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: list[str],
                 max_boxes: int, timeout_s: float, our_settings=('main',)) -> dict:
   """One OD API worker and one of ours per name in `our_settings` (`OUR_SETTINGS`), asked in
-  turn, round after round. Returns {'variant',
-  'times': {measure: {side: [ms, ...]}}, ...}, sides 'ours' (the first setting), 'ours
-  <setting>' (the others) and 'odapi'."""
+  turn, round after round. Returns {'variant', 'times': {measure: {side: [ms, ...]}}, ...},
+  sides 'ours' (the first setting), 'ours <setting>' (the others) and 'odapi'."""
   case = os.path.join(out_dir, variant)
   os.makedirs(case, exist_ok=True)
   print(f'[{variant}] building the OD API model and its inputs ...', flush=True)
