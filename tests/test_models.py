@@ -9,7 +9,6 @@ import pytest
 from centernet_jax import models
 from centernet_jax import performance
 from centernet_jax.config_base import base_config
-from centernet_jax.models import heads as heads_lib
 from centernet_jax.models import layers
 from centernet_jax.models import resnet_v1_fpn
 

@@ -15,7 +15,6 @@ import pytest
 
 from centernet_jax import checkpointing
 from centernet_jax import train
-from centernet_jax.data import pipeline
 from centernet_jax.data import sources
 from launch import local
 
