@@ -15,6 +15,9 @@ random He-normal weights and 90 classes and compiles:
            fetched
 then answers one timed request at a time, the two workers in turn (A B A B), with the
 0.5 s pause of benchmarks/vs_odapi.py before each. Medians and every round, ms per call.
+Both workers leave glibc's other malloc settings at their defaults: unlike `main`, they do not
+call `host_memory.keep_freed_memory` (this benchmark predates it, and its tunable is about the
+fresh mappings that setting removes; docs/benchmarks.md, "The step's host memory").
 """
 
 from __future__ import annotations
