@@ -76,7 +76,7 @@ def run_train(experiment, dtype, batch, args) -> dict:
   # Random weights without compiling model.init (speed does not depend on the values).
   variables = model_variables.filled_variables(model, size)
   tx, schedule = optimizer_lib.make_optimizer(config)
-  state = model_variables.train_state_from_variables(variables, tx)
+  state = train_step.train_state_from_variables(variables, tx)
   rng = np.random.default_rng(0)
   m = int(config.dataset.max_boxes)
   yx = rng.uniform(0.05, 0.7, (batch, BOXES, 2))

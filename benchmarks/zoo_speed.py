@@ -198,7 +198,7 @@ def measure_row(row: str, dtypes, batch: int, repeats: int, do_train: bool,
     if do_train:
       try:
         tx, schedule = optimizer_lib.make_optimizer(config)
-        state = model_variables.train_state_from_variables(variables, tx)
+        state = train.train_state_from_variables(variables, tx)
         step_fn = train.make_train_step(model, tx, schedule, config, num_classes, *kp_args)
         available = _host_bytes_available() if jax.default_backend() == 'cpu' else None
         b = batch

@@ -57,6 +57,7 @@ from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import run_files
 from centernet_jax import text_proto
 from centernet_jax import tf_checkpoint
+from centernet_jax import train_step
 from centernet_jax.data import coco_categories
 from centernet_jax.data import coco_json
 
@@ -355,7 +356,7 @@ def write_workdir(workdir: str, run: run_files.RunFiles, variables: Dict[str, An
   """Step 7: step 0 of `workdir` (the TrainState with a fresh optimizer state, so training
   can resume there) and the run's side files."""
   tx, _ = optimizer_lib.make_optimizer(run.config)
-  state = model_variables.train_state_from_variables(variables, tx)
+  state = train_step.train_state_from_variables(variables, tx)
   meta = run_files.checkpoint_meta(run.config, run.label_map, run.keypoint_spec, 0,
                                    imported_from=imported_from)
   manager = checkpointing.make_manager(workdir, keep=1)

@@ -1,11 +1,12 @@
 """A model's variables and train state without a checkpoint: abstract (shapes only), random
-(numpy-drawn, skipping the compile of `model.init`), or a TrainState around given variables.
+(numpy-drawn, skipping the compile of `model.init`); a TrainState around given variables is
+`train_step.train_state_from_variables`.
 
 Imports neither orbax nor TensorFlow, so benchmarks/device_suite.py can use it; restoring a
 run's variables from its checkpoints is run_files.py.
 """
 
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,14 +32,6 @@ def abstract_train_state(model, tx: optax.GradientTransformation, input_size: in
   """The TrainState as ShapeDtypeStructs (`create_train_state` under `jax.eval_shape`)."""
   return jax.eval_shape(lambda rng: create_train_state(rng, model, tx, input_size),
                         jax.random.key(0))
-
-
-def train_state_from_variables(variables: Mapping[str, Any],
-                               tx: optax.GradientTransformation, step: int = 0) -> TrainState:
-  """A TrainState at `step` holding `variables` and a fresh optimizer state."""
-  params = variables['params']
-  return TrainState(step=jnp.asarray(step, jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
 
 
 def fill_variables(abstract: Any, *, seed: int = 0, kernel_gain: float = 2.0,

@@ -26,7 +26,7 @@ from centernet_jax import sharding
 # The step itself lives in train_step.py; its names stay reachable as train.* too.
 from centernet_jax.train_step import (  # noqa: F401
     KEYPOINT_TRAIN_KEYS, TRAIN_KEYS, TrainState, create_train_state, make_train_step,
-    output_size, safe_global_norm, train_keys)
+    output_size, safe_global_norm, train_keys, train_state_from_variables)
 from centernet_jax import startup
 from centernet_jax.data import pipeline
 

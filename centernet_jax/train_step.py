@@ -47,8 +47,15 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
                        input_size: int) -> TrainState:
   variables = model.init(rng, jnp.zeros((1, input_size, input_size, 3), jnp.float32),
                          train=False)
+  return train_state_from_variables(variables, tx)
+
+
+def train_state_from_variables(variables, tx: optax.GradientTransformation,
+                               step: int = 0) -> TrainState:
+  """A TrainState at `step` holding `variables` ({'params'[, 'batch_stats']}) and a fresh
+  optimizer state."""
   params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+  return TrainState(step=jnp.asarray(step, jnp.int32), params=params,
                     batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params))
 
 

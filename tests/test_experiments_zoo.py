@@ -284,7 +284,7 @@ def _one_step_and_decode(config, execute=True):
   kp_args = () if spec is None else (spec,)
   model = models.build_model(config.model, num_classes, *kp_args)
   tx, schedule = optimizer_lib.make_optimizer(config)
-  state = model_variables.train_state_from_variables(
+  state = train.train_state_from_variables(
       model_variables.filled_variables(model, size), tx)
   state_sharding = sharding.state_shardings(mesh, jax.eval_shape(lambda: state))
   state = jax.device_put(state, state_sharding)

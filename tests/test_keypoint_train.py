@@ -32,7 +32,7 @@ def test_sharded_keypoint_step_on_4_devices_equals_1_device(tmp_path):
   # One initial state, placed on each mesh: variables drawn with numpy, as the model's init
   # draws them (He-normal kernels, the heatmap bias), without compiling the init (the sharded
   # init is tests/test_train.py's).
-  init = model_variables.train_state_from_variables(
+  init = train.train_state_from_variables(
       model_variables.filled_variables(model, config.input.size), tx)
   results = []
   for n in (1, 4):

@@ -13,6 +13,7 @@ from centernet_jax import keypoint_spec as kps
 from centernet_jax import model_variables
 from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import run_files
+from centernet_jax import train_step
 
 LABEL_MAP = {'mode': 'contiguous', 'num_channels': 2, 'names': ['cat', 'dog'],
              'category_ids': [3, 7],
@@ -36,7 +37,7 @@ def _write_old_layout_run(workdir, config, step):
   model = run_files.build_model(run)
   tx, _ = optimizer_lib.make_optimizer(config)
   # Random values without compiling model.init (which takes a minute on CPU).
-  state = model_variables.train_state_from_variables(
+  state = train_step.train_state_from_variables(
       model_variables.filled_variables(model, 64, seed=1), tx, step=step)
   # Non-zero moments, unlike a fresh optimizer state: the restore must read them.
   state = state.replace(opt_state=jax.tree.map(lambda x: x + 1, state.opt_state))
@@ -77,7 +78,7 @@ def test_old_layout_run_restores_for_inference_and_training(tmp_path):
 
   # The full TrainState (optimizer state included) for training.
   tx, _ = optimizer_lib.make_optimizer(config)
-  fresh = model_variables.train_state_from_variables(
+  fresh = train_step.train_state_from_variables(
       model_variables.filled_variables(run.model, 64, seed=2), tx)
   manager = checkpointing.make_manager(str(tmp_path), read_only=True)
   state = run_files.restore_train_state(manager, fresh)
@@ -95,7 +96,7 @@ def test_init_checkpoint_takes_params_only_whatever_the_optimizer(tmp_path):
   other.optimizer.grad_clip_norm = 1.0  # another optimizer state structure than the init's
   model = run_files.build_model(run_files.RunFiles(other, LABEL_MAP, None))
   tx, _ = optimizer_lib.make_optimizer(other)
-  fresh = model_variables.train_state_from_variables(
+  fresh = train_step.train_state_from_variables(
       model_variables.filled_variables(model, 64), tx)
   manager = checkpointing.make_manager(str(tmp_path / 'new'))
   state = run_files.restore_train_state(manager, fresh,
