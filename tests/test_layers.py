@@ -68,11 +68,12 @@ def _dense_conv_pair(k, stride, padding):
           nn.Conv(**kwargs))
 
 
+@pytest.mark.parametrize('cin', [3, 5])  # the RGB stems' one product; k*k products
 @pytest.mark.parametrize('hw,k,stride,padding', DENSE_CASES)
-def test_dense_conv_equals_library_values_and_gradients(hw, k, stride, padding):
+def test_dense_conv_equals_library_values_and_gradients(hw, k, stride, padding, cin):
   """`nn.Conv(conv_general_dilated=layers.conv_general_dilated)`: same parameters, outputs and
   gradients (input, kernel, bias) as the plain `nn.Conv`, float32."""
-  x = jnp.asarray(np.random.default_rng(2).normal(size=(2,) + hw + (5,)), jnp.float32)
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2,) + hw + (cin,)), jnp.float32)
   ours, ref = _dense_conv_pair(k, stride, padding)
   variables = ref.init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(
@@ -89,18 +90,25 @@ def test_dense_conv_equals_library_values_and_gradients(hw, k, stride, padding):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
 
 
-def test_dense_conv_weight_grad_dots_can_fail():
+@pytest.mark.parametrize('cin,products', [(3, 1), (layers.IM2COL_MAX_INPUT_CHANNELS, 1),
+                                          (layers.IM2COL_MAX_INPUT_CHANNELS + 1, 9)])
+def test_dense_conv_weight_grad_dots_can_fail(cin, products):
   """The weight-gradient formulation itself against the library's transposed convolution
-  (the custom VJP must not hide a wrong tap order: a transposed kernel is caught)."""
+  (the custom VJP must not hide a wrong tap order: a transposed kernel is caught), with one
+  product of the side-by-side windows up to `IM2COL_MAX_INPUT_CHANNELS` input channels and
+  one per tap above."""
   rng = np.random.default_rng(3)
-  x = jnp.asarray(rng.normal(size=(2, 8, 7, 3)), jnp.float32)
-  w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(2, 8, 7, cin)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, cin, 4)), jnp.float32)
   pads = ((1, 1), (1, 1))
   conv = lambda b: jax.lax.conv_general_dilated(x, b, (1, 1), pads,
                                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   g = jnp.asarray(rng.normal(size=conv(w).shape), jnp.float32)
   (ref,) = jax.linear_transpose(conv, w)(g)
   ours = layers.conv_weight_grad_dots(x, g, (3, 3), (1, 1), pads)
+  jaxpr = jax.make_jaxpr(layers.conv_weight_grad_dots, static_argnums=(2, 3, 4))(
+      x, g, (3, 3), (1, 1), pads)
+  assert sum(e.primitive.name == 'dot_general' for e in jaxpr.eqns) == products
   np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-4)
   assert np.max(np.abs(np.asarray(ours).transpose(1, 0, 2, 3) - ref)) > 1e-2
 

@@ -10,7 +10,8 @@ definition serves every backend and exports carry both.
 `conv_general_dilated` (given to `nn.Conv`) does the same for dense convolutions' weight
 gradient: XLA:CPU computes it as a backward convolution at ~6-25 GFLOP/s, while the same sums
 written as k*k matrix products `x_ij^T @ g` ran 1.2-13x faster at the ResNet50 V1 FPN shapes
-(`benchmarks/conv_cpu.py`; docs/benchmarks.md, "Hot paths"). The forward pass and the input
+(`benchmarks/conv_cpu.py`; docs/benchmarks.md, "Hot paths"); for the RGB stems, one product of
+the k*k windows side by side. The forward pass and the input
 gradient stay the library's (faster there). Parameters are untouched: it is `nn.Conv`'s own
 kernel `[k, k, Cin, Cout]`. `ConvTranspose2D` (Flax's `nn.ConvTranspose` with
 `transpose_kernel=True`, which takes no convolution function) routes its convolution of the
@@ -112,6 +113,14 @@ DOTS_MIN_OUTPUT_PIXELS = 64 * 64
 # under 0.05 GFLOP (docs/benchmarks.md, "Hot paths").
 DOTS_MIN_WEIGHT_GRAD_FLOPS = 2e8
 
+# Up to this many input channels the weight gradient is one product of the k*k windows side by
+# side (`[pixels, k*k*Cin]^T @ g`), which reads the cotangent once instead of k*k times: the
+# RGB stems, where the windows are narrow. Scratch timings of the weight gradient alone at batch
+# 2 (docs/benchmarks.md, "Hot paths"): ResNet 7x7 stride-2 stem 126 -> 57 ms, Hourglass stem
+# 231 -> 93 ms, MobileNetV2's 3x3 stride-2 stem 19 -> 14 ms; at 16 to 64 input channels the two
+# were within 10 % either way.
+IM2COL_MAX_INPUT_CHANNELS = 4
+
 # Flax's `nn.Conv` dimension numbers for a 2-D convolution: NHWC input, HWIO kernel.
 _NHWC_HWIO = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                           out_spec=(0, 3, 1, 2))
@@ -141,7 +150,9 @@ def conv_windows(x: jax.Array, kernel_hw: tuple[int, int], strides: tuple[int, i
 def conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int],
                           strides: tuple[int, int],
                           pads: Sequence[tuple[int, int]]) -> jax.Array:
-  """The weight gradient of a dense NHWC/HWIO convolution as k*k matrix products.
+  """The weight gradient of a dense NHWC/HWIO convolution as matrix products: k*k of them,
+  or, with at most `IM2COL_MAX_INPUT_CHANNELS` input channels, one over the windows
+  concatenated along the channels.
 
   Args:
     x: the convolution's input `[B, H, W, Cin]`.
@@ -151,8 +162,14 @@ def conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int]
     `[kh, kw, Cin, Cout]`: tap (i, j) is `window_ij^T @ g` over the B*Ho*Wo pixels, accumulated
     in float32 and returned in the dtype of `x`.
   """
-  return _tap_products([(win, g) for win in conv_windows(x, kernel_hw, strides, pads)],
-                       kernel_hw, x.shape[-1], g.shape[-1], x.dtype)
+  windows = conv_windows(x, kernel_hw, strides, pads)
+  cin, cout = x.shape[-1], g.shape[-1]
+  if cin > IM2COL_MAX_INPUT_CHANNELS:
+    return _tap_products([(win, g) for win in windows], kernel_hw, cin, cout, x.dtype)
+  columns = jnp.concatenate(windows, axis=-1).reshape(-1, len(windows) * cin)
+  dw = jax.lax.dot_general(columns, g.reshape(-1, cout), (((0,), (0,)), ((), ())),
+                           preferred_element_type=jnp.float32)
+  return dw.reshape(tuple(kernel_hw) + (cin, cout)).astype(x.dtype)
 
 
 def _tap_products(pairs, kernel_hw: tuple[int, int], cin: int, cout: int, dtype) -> jax.Array:
