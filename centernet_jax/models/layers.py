@@ -11,8 +11,8 @@ definition serves every backend and exports carry both.
 gradient: XLA:CPU computes it as a backward convolution at ~6-25 GFLOP/s, while the same sums
 written as k*k matrix products `x_ij^T @ g` ran 1.2-13x faster at the ResNet50 V1 FPN shapes
 (`benchmarks/conv_cpu.py`; docs/benchmarks.md, "Hot paths"); for the RGB stems, one product of
-the k*k windows side by side. The forward pass and the input
-gradient stay the library's (faster there). Parameters are untouched: it is `nn.Conv`'s own
+the k*k windows side by side. The forward pass and the input gradient stay the library's
+(faster there). Parameters are untouched: it is `nn.Conv`'s own
 kernel `[k, k, Cin, Cout]`. `ConvTranspose2D` (Flax's `nn.ConvTranspose` with
 `transpose_kernel=True`, which takes no convolution function) routes its convolution of the
 zero-dilated input through the same function; there the weight gradient is products over the
@@ -117,8 +117,8 @@ DOTS_MIN_WEIGHT_GRAD_FLOPS = 2e8
 # side (`[pixels, k*k*Cin]^T @ g`), which reads the cotangent once instead of k*k times: the
 # RGB stems, where the windows are narrow. Scratch timings of the weight gradient alone at batch
 # 2 (docs/benchmarks.md, "Hot paths"): ResNet 7x7 stride-2 stem 126 -> 57 ms, Hourglass stem
-# 231 -> 93 ms, MobileNetV2's 3x3 stride-2 stem 19 -> 14 ms; at 16 to 64 input channels the two
-# were within 10 % either way.
+# 231 -> 93 ms, MobileNetV2's 3x3 stride-2 stem 19 -> 14 ms; at 16 to 64 input channels
+# neither won by more than 1.17x, the k*k products mostly.
 IM2COL_MAX_INPUT_CHANNELS = 4
 
 # Flax's `nn.Conv` dimension numbers for a 2-D convolution: NHWC input, HWIO kernel.
