@@ -52,10 +52,10 @@ VARIANTS = ('r50v1fpn', 'r101v1fpn', 'r50v2', 'mnv2fpn')
 HOURGLASS = 'hg104'
 MEASURES = ('e2e1', 'e2e8', 'decode', 'train')
 SETTLE_S = 0.5  # idle seconds before every timed call
-# Our workers' `config.keep_freed_host_memory` (`--ours`): as the base config has it, which is
-# what `main` runs with, or glibc's defaults (XLA:CPU's buffers mapped and unmapped at every
-# call; docs/benchmarks.md, "The step's host memory").
-OUR_SETTINGS = {'main': None, 'glibc_defaults': False}
+# Our workers' config overrides (`--ours`): none, which is what `main` runs with, or glibc's
+# malloc defaults (XLA:CPU's buffers mapped and unmapped at every call; docs/benchmarks.md,
+# "The step's host memory").
+OUR_SETTINGS = {'main': {}, 'glibc_defaults': {'keep_freed_host_memory': False}}
 PER_IMAGE = {'train': 2}  # reported per image: the step's batch
 LABELS = {'e2e1': 'inference end to end, batch 1 (ms)',
           'e2e8': 'inference end to end, batch 8 (ms per batch)',
@@ -85,8 +85,7 @@ def our_worker(case: str, max_boxes: int, measures, setting: str) -> None:
   with open(os.path.join(case, 'pipeline.config')) as f:
     zoo = importer.read_pipeline_config(f.read())
   config = config_base.base_config()
-  if OUR_SETTINGS[setting] is not None:
-    config.keep_freed_host_memory = OUR_SETTINGS[setting]
+  config.update(OUR_SETTINGS[setting])
   if config.keep_freed_host_memory:  # as main does, before the first computation
     host_memory.keep_freed_memory()
   config.model.update_from_flattened_dict(zoo.model_overrides())
