@@ -86,8 +86,7 @@ def our_worker(case: str, max_boxes: int, measures, setting: str) -> None:
     zoo = importer.read_pipeline_config(f.read())
   config = config_base.base_config()
   config.update(OUR_SETTINGS[setting])
-  if config.keep_freed_host_memory:  # as main does, before the first computation
-    host_memory.keep_freed_memory()
+  host_memory.set_up(config)  # as main does, before the first computation
   config.model.update_from_flattened_dict(zoo.model_overrides())
   size, num_classes = zoo.input_size, zoo.num_classes
   config.input.size = size

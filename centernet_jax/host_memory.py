@@ -20,8 +20,9 @@ The cost: the process's resident memory stays at its high-water mark instead of 
 between steps. A training or evaluation process reaches that mark every step anyway.
 
 Only glibc has these settings; elsewhere (macOS, musl) `keep_freed_memory` logs and does
-nothing. Called by `main` when `config.keep_freed_host_memory` is set (the base config's
-default); a library user embedding `inference.Predictor` calls it themselves if they want it.
+nothing. `main` calls `set_up`, which applies it when `config.keep_freed_host_memory` is set
+(the base config's default); a library user embedding `inference.Predictor` calls
+`keep_freed_memory` themselves if they want it.
 """
 
 import ctypes
@@ -61,3 +62,11 @@ def keep_freed_memory() -> bool:
   logging.info('keep_freed_host_memory: %s keeps freed memory (one arena, no mmap, no trim).',
                version)
   return True
+
+
+def set_up(config) -> None:
+  """What a process of this project does with `config.keep_freed_host_memory` (`main`, and the
+  benchmarks that time ours as `main` runs): keeps freed memory when it is set. Call it before
+  the first JAX computation."""
+  if config.keep_freed_host_memory:
+    keep_freed_memory()

@@ -41,8 +41,7 @@ _HEARTBEAT = flags.DEFINE_integer(
 def main(argv):
   del argv
   config = _CONFIG.value
-  if config.keep_freed_host_memory:  # before JAX starts its threads
-    host_memory.keep_freed_memory()
+  host_memory.set_up(config)  # before JAX starts its threads
   import jax  # pylint: disable=g-import-not-at-top
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,

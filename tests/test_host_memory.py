@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from centernet_jax import config_base
 from centernet_jax import host_memory
 from tests import helpers
 
@@ -14,6 +15,7 @@ from tests import helpers
 # of the last four rounds (the first maps the memory either way).
 _CHILD = r'''
 import ctypes, json, resource, sys
+from centernet_jax import config_base
 from centernet_jax import host_memory
 kept = host_memory.keep_freed_memory() if sys.argv[1] == 'kept' else None
 libc = ctypes.CDLL(None)
@@ -53,3 +55,13 @@ def test_not_glibc_leaves_malloc_alone(monkeypatch):
   monkeypatch.setattr(host_memory.os, 'confstr', no_confstr)
   monkeypatch.setattr(host_memory.ctypes, 'CDLL', lambda *a: pytest.fail('mallopt was called'))
   assert host_memory.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize('keep', [True, False])
+def test_set_up_follows_the_config(monkeypatch, keep):
+  calls = []
+  monkeypatch.setattr(host_memory, 'keep_freed_memory', lambda: calls.append(1) or True)
+  config = config_base.base_config()
+  config.keep_freed_host_memory = keep
+  host_memory.set_up(config)
+  assert calls == ([1] if keep else [])
