@@ -34,6 +34,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 from centernet_jax import file_io
 
@@ -254,7 +255,6 @@ def _set_aside(manager: ocp.CheckpointManager, step: int, reason: str) -> epath.
     if record.exists():
       record.rename(target / 'checksums.json')
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(f'checkpoint set aside {step}')
   manager.reload()
   return target
