@@ -7,12 +7,14 @@ same process, interleaved.
   python benchmarks/conv_models.py --row mnv2fpn --measure predict --batch 8
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
-A variant is `<conv>+<options>`: conv `library` (`lax.conv_general_dilated` in every `nn.Conv`,
+A variant is `<conv>+<options>[+flaxbn]`: conv `library` (`lax.conv_general_dilated` in every `nn.Conv`,
 the code before this change), `dots` (the models as they are) or `dots64` (products only at maps
 of 64 x 64 pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before
 2026-12-02 evening) or `deconvlib` (the products, but the library call in transposed
 convolutions: ResNet50 V2 before `layers.ConvTranspose2D`); options `ours`
-(`performance.CPU_COMPILER_OPTIONS`, YNNPACK's dot fusions off) or `default` (XLA's).
+(`performance.CPU_COMPILER_OPTIONS`, YNNPACK's dot fusions off) or `default` (XLA's); `flaxbn`
+puts `nn.BatchNorm` (autodiff's gradient) where the models have `layers.BatchNorm` (its
+written-out training gradient; the models before 2026-12-03 evening).
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
@@ -25,6 +27,7 @@ import statistics
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +51,7 @@ ROWS = {**interleaved.ROWS,
 NUM_CLASSES = 90
 MAX_BOXES = 100
 DOTS_CONV = layers.conv_general_dilated
+OUR_BATCH_NORM = layers.BatchNorm
 
 
 def dots_but_library_transposed(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -60,16 +64,19 @@ def dots_but_library_transposed(lhs, rhs, window_strides, padding, lhs_dilation=
   return DOTS_CONV(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, **kwargs)
 
 
-def lower(fn, args, conv, min_weight_grad_flops):
-  """Lowers `fn(*args)` with every `nn.Conv` of the models calling `conv` (read when traced)
-  and `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` set to `min_weight_grad_flops`."""
+def lower(fn, args, conv, min_weight_grad_flops, batch_norm):
+  """Lowers `fn(*args)` with every `nn.Conv` of the models calling `conv`, their batch norms
+  built by `batch_norm` (both read when traced) and `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` set to
+  `min_weight_grad_flops`."""
   saved = layers.DOTS_MIN_WEIGHT_GRAD_FLOPS
   layers.conv_general_dilated = conv
+  layers.BatchNorm = batch_norm
   layers.DOTS_MIN_WEIGHT_GRAD_FLOPS = min_weight_grad_flops
   try:
     return fn.lower(*args)
   finally:
     layers.conv_general_dilated = DOTS_CONV
+    layers.BatchNorm = OUR_BATCH_NORM
     layers.DOTS_MIN_WEIGHT_GRAD_FLOPS = saved
 
 
@@ -104,14 +111,17 @@ def main() -> int:
         f'{args.row} {args.measure} batch {b}; {args.repeats} interleaved rounds\n', flush=True)
   compiled = {}
   for variant in args.variants.split(','):
-    conv, options = variant.split('+')
+    conv, options, *bn = variant.split('+')
     start = time.perf_counter()
     if conv not in ('library', 'dots', 'dots64', 'deconvlib'):
       raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
+    if bn not in ([], ['flaxbn']):
+      raise SystemExit(f'--variants: {variant!r} may only end in "+flaxbn"')
     lowered = lower(make_fn(), call_args,
                     {'library': jax.lax.conv_general_dilated,
                      'deconvlib': dots_but_library_transposed}.get(conv, DOTS_CONV),
-                    float('inf') if conv == 'dots64' else layers.DOTS_MIN_WEIGHT_GRAD_FLOPS)
+                    float('inf') if conv == 'dots64' else layers.DOTS_MIN_WEIGHT_GRAD_FLOPS,
+                    nn.BatchNorm if bn else OUR_BATCH_NORM)
     compiled[variant] = lowered.compile(
         compiler_options=dict(performance.CPU_COMPILER_OPTIONS) if options == 'ours' else {})
     print(f'{variant}: compiled in {time.perf_counter() - start:.0f} s', flush=True)

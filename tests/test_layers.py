@@ -1,4 +1,5 @@
-"""The CPU depthwise convolution (shift-add) equals the library one, values and gradients."""
+"""models/layers.py against what it stands in for (the library convolutions, `nn.ConvTranspose`,
+`nn.BatchNorm`): values, parameters and gradients."""
 
 import flax.linen as nn
 import jax
@@ -219,3 +220,65 @@ def test_dilated_weight_grad_dots_can_fail():
   shifted = tuple((lo + 1, hi - 1) for lo, hi in pads)
   wrong = layers.dilated_conv_weight_grad_dots(x, g, (3, 3), (2, 2), shifted)
   assert np.max(np.abs(np.asarray(wrong) - ref)) > 1e-2
+
+
+def _bn_pair(fast_variance, dtype):
+  """layers.BatchNorm and nn.BatchNorm with the same settings, and variables with a scale,
+  a bias and running statistics that are not the initial ones."""
+  kwargs = dict(use_running_average=False, momentum=0.9, epsilon=1e-3, dtype=dtype,
+                param_dtype=jnp.float32, use_fast_variance=fast_variance)
+  rng = np.random.default_rng(3)
+  c = 6
+  variables = {'params': {'scale': jnp.asarray(rng.uniform(0.5, 2, c), jnp.float32),
+                          'bias': jnp.asarray(rng.normal(size=c), jnp.float32)},
+               'batch_stats': {'mean': jnp.asarray(rng.normal(size=c), jnp.float32),
+                               'var': jnp.asarray(rng.uniform(0.5, 2, c), jnp.float32)}}
+  x = jnp.asarray(rng.normal(3.0, 2.0, size=(2, 5, 7, c)), dtype)  # mean far from 0
+  return layers.BatchNorm(**kwargs), nn.BatchNorm(**kwargs), variables, x
+
+
+@pytest.mark.parametrize('fast_variance', [False, True])
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_batch_norm_matches_flax_values_statistics_and_gradients(fast_variance, dtype):
+  ours, ref, variables, x = _bn_pair(fast_variance, dtype)
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  # Same variable tree at init.
+  init = jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x))
+  assert init == jax.tree.map(jnp.shape, ref.init(jax.random.key(0), x))
+
+  def loss(module):
+    def f(params, x):
+      y, updates = module.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
+                                mutable=['batch_stats'])
+      # A loss that weights every pixel and channel differently, so no gradient term cancels.
+      w = jnp.sin(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+      return jnp.sum(w * y.astype(jnp.float32) ** 2), (y, updates['batch_stats'])
+    return f
+
+  (l_ours, (y_ours, stats_ours)), g_ours = jax.value_and_grad(
+      loss(ours), argnums=(0, 1), has_aux=True)(variables['params'], x)
+  (l_ref, (y_ref, stats_ref)), g_ref = jax.value_and_grad(
+      loss(ref), argnums=(0, 1), has_aux=True)(variables['params'], x)
+  assert y_ours.dtype == y_ref.dtype == dtype
+  np.testing.assert_allclose(np.float32(y_ours), np.float32(y_ref), rtol=tol, atol=tol)
+  np.testing.assert_allclose(l_ours, l_ref, rtol=tol)
+  for k in ('mean', 'var'):
+    np.testing.assert_allclose(stats_ours[k], stats_ref[k], rtol=1e-6, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    assert a.dtype == b.dtype
+    scale = float(np.max(np.abs(np.float32(b))))
+    np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol, atol=tol * scale)
+
+
+def test_batch_norm_takes_its_written_gradient_in_training_only():
+  """The training pass goes through `batch_norm_train`'s VJP; inference is nn.BatchNorm's own
+  arithmetic (the same values to the bit)."""
+  ours, ref, variables, x = _bn_pair(False, jnp.float32)
+  train = jax.make_jaxpr(lambda v: ours.apply(v, x, mutable=['batch_stats']))(variables)
+  assert 'custom_vjp_call' in str(train)
+  infer = dict(use_running_average=True, epsilon=1e-3)
+  assert 'custom_vjp_call' not in str(
+      jax.make_jaxpr(lambda v: layers.BatchNorm(**infer).apply(v, x))(variables))
+  y_ours = layers.BatchNorm(**infer).apply(variables, x)
+  y_ref = nn.BatchNorm(**infer).apply(variables, x)
+  np.testing.assert_array_equal(y_ours, y_ref)

@@ -86,9 +86,9 @@ def upsample_nearest_2x(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def _bn(train: bool, dtype: Any, momentum: float, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=BN_EPSILON,
-                      dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name)
+def _bn(train: bool, dtype: Any, momentum: float, name: str) -> layers.BatchNorm:
+  return layers.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=BN_EPSILON,
+                          dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name)
 
 
 def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:

@@ -142,10 +142,10 @@ class MobileNetV2(nn.Module):
         3, stride, kernel_init=nn.initializers.truncated_normal(BACKBONE_KERNEL_STDDEV),
         dtype=self.dtype, name=name)
 
-  def _bn(self, train: bool, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                        epsilon=BACKBONE_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
-                        use_fast_variance=False, name=name)
+  def _bn(self, train: bool, name: str) -> layers.BatchNorm:
+    return layers.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                            epsilon=BACKBONE_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                            use_fast_variance=False, name=name)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> dict:
@@ -232,9 +232,9 @@ class MobileNetV2FPN(nn.Module):
                     kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype,
                     param_dtype=jnp.float32, conv_general_dilated=layers.conv_general_dilated,
                     name=f'fpn_c{level}_conv')(t)
-      t = nn.BatchNorm(use_running_average=not train, momentum=self.fpn_bn_momentum,
-                       epsilon=FPN_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
-                       use_fast_variance=False, name=f'fpn_c{level}_bn')(t)
+      t = layers.BatchNorm(use_running_average=not train, momentum=self.fpn_bn_momentum,
+                           epsilon=FPN_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                           use_fast_variance=False, name=f'fpn_c{level}_bn')(t)
       t = nn.relu(t)
     return [t]
 

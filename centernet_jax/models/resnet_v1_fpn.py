@@ -142,10 +142,10 @@ class ResNetV1(nn.Module):
                    use_bias=True, dtype=self.dtype, param_dtype=jnp.float32,
                    conv_general_dilated=layers.conv_general_dilated, name=name)
 
-  def _bn(self, train: bool, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                        epsilon=BACKBONE_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
-                        use_fast_variance=False, name=name)
+  def _bn(self, train: bool, name: str) -> layers.BatchNorm:
+    return layers.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                            epsilon=BACKBONE_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                            use_fast_variance=False, name=name)
 
   def _bottleneck(self, x, filters: int, stride: int, projection: bool, name: str, train: bool):
     out_ch = scaled_channels(4 * filters, self.width_multiplier)
@@ -238,9 +238,9 @@ class ResNetV1FPN(nn.Module):
       lateral = self._conv(lateral_ch, 1, f'fpn_c{level}_lateral_conv')(taps[level])
       t = upsample_nearest_2x(t) + lateral
       t = self._conv(out_ch, 3, f'fpn_c{level}_conv')(t)
-      t = nn.BatchNorm(use_running_average=not train, momentum=self.fpn_bn_momentum,
-                       epsilon=FPN_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
-                       use_fast_variance=False, name=f'fpn_c{level}_bn')(t)
+      t = layers.BatchNorm(use_running_average=not train, momentum=self.fpn_bn_momentum,
+                           epsilon=FPN_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                           use_fast_variance=False, name=f'fpn_c{level}_bn')(t)
       t = nn.relu(t)
     return [t]
 

@@ -125,10 +125,10 @@ class ResNetV2(nn.Module):
                    param_dtype=jnp.float32, conv_general_dilated=layers.conv_general_dilated,
                    name=name)
 
-  def _bn(self, train: bool, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                        epsilon=BACKBONE_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
-                        use_fast_variance=False, name=name)
+  def _bn(self, train: bool, name: str) -> layers.BatchNorm:
+    return layers.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                            epsilon=BACKBONE_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                            use_fast_variance=False, name=name)
 
   def _block(self, x, filters: int, stride: int, conv_shortcut: bool, name: str, train: bool):
     preact = nn.relu(self._bn(train, f'{name}_preact_bn')(x))
@@ -177,10 +177,10 @@ class ResNetV2Upsample(nn.Module):
   upsample_bn_momentum: float = BN_MOMENTUM
   create_post_bn: bool = False
 
-  def _bn(self, train: bool, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=self.upsample_bn_momentum,
-                        epsilon=UPSAMPLE_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
-                        use_fast_variance=False, name=name)
+  def _bn(self, train: bool, name: str) -> layers.BatchNorm:
+    return layers.BatchNorm(use_running_average=not train, momentum=self.upsample_bn_momentum,
+                            epsilon=UPSAMPLE_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                            use_fast_variance=False, name=name)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> List[jnp.ndarray]:
