@@ -406,8 +406,8 @@ class BatchNorm(nn.BatchNorm):
   """`nn.BatchNorm` (the same variables, names and values) whose training pass takes its
   gradient from `batch_norm_train`'s written-out VJP: one pass over the input and the output
   cotangent for the two parameter sums, one for the input gradient. Autodiff of `nn.BatchNorm`
-  gave XLA:CPU more passes: the training step ran 1.06x faster with this for MobileNetV2 FPN
-  512, 1.03x for ResNet50 V2 512, 1.02x for the demo, 1.01x for ResNet50 V1 FPN 512
+  gave XLA:CPU more passes: the training step ran 1.03-1.06x faster with this for MobileNetV2
+  FPN 512, 1.03-1.04x for ResNet50 V2 512, 1.02x for the demo, 1.01x for ResNet50 V1 FPN 512
   (docs/benchmarks.md, "Hot paths"). Inference, and the cases `batch_norm_train` does not
   cover (a mask, an `axis_name`, another feature axis, no scale or no bias), are
   `nn.BatchNorm` itself. tests/test_layers.py checks values and gradients against it.
