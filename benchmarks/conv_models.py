@@ -7,10 +7,10 @@ same process, interleaved.
   python benchmarks/conv_models.py --row mnv2fpn --measure predict --batch 8
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
-A variant is `<conv>+<options>[+flaxbn]`: conv `library` (`lax.conv_general_dilated` in every `nn.Conv`,
-the code before this change), `dots` (the models as they are) or `dots64` (products only at maps
-of 64 x 64 pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before
-2026-12-02 evening) or `deconvlib` (the products, but the library call in transposed
+A variant is `<conv>+<options>[+flaxbn]`: conv `library` (`lax.conv_general_dilated` in every
+`nn.Conv`, the code before this change), `dots` (the models as they are) or `dots64` (products
+only at maps of 64 x 64 pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule
+before 2026-12-02 evening) or `deconvlib` (the products, but the library call in transposed
 convolutions: ResNet50 V2 before `layers.ConvTranspose2D`); options `ours`
 (`performance.CPU_COMPILER_OPTIONS`, YNNPACK's dot fusions off) or `default` (XLA's); `flaxbn`
 puts `nn.BatchNorm` (autodiff's gradient) where the models have `layers.BatchNorm` (its
