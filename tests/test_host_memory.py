@@ -15,7 +15,6 @@ from tests import helpers
 # of the last four rounds (the first maps the memory either way).
 _CHILD = r'''
 import ctypes, json, resource, sys
-from centernet_jax import config_base
 from centernet_jax import host_memory
 kept = host_memory.keep_freed_memory() if sys.argv[1] == 'kept' else None
 libc = ctypes.CDLL(None)
