@@ -14,11 +14,11 @@ written as k*k matrix products `x_ij^T @ g` ran 1.2-13x faster at the ResNet50 V
 the k*k windows side by side. The forward pass and the input gradient stay the library's
 (faster there). Parameters are untouched: it is `nn.Conv`'s own kernel `[k, k, Cin, Cout]`.
 `ConvTranspose2D` (Flax's `nn.ConvTranspose` with `transpose_kernel=True`, which takes no
-convolution function) routes its convolution of the
-zero-dilated input through the same function; there the weight gradient is products over the
-output pixels of one parity class per kernel tap, the only ones the dilated input's nonzero
-pixels reach, where XLA:CPU's backward convolution ran as a plain loop (about half of the
-ResNet50 V2 training step; docs/benchmarks.md, "Hot paths").
+convolution function) routes its convolution of the zero-dilated input through the same
+function; there the weight gradient is products over the output pixels of one parity class per
+kernel tap, the only ones the dilated input's nonzero pixels reach, where XLA:CPU's backward
+convolution ran as a plain loop (about half of the ResNet50 V2 training step;
+docs/benchmarks.md, "Hot paths").
 
 `BatchNorm` is `nn.BatchNorm` with its training gradient written out (fewer passes over the
 activations than autodiff's on XLA:CPU); every backbone builds its batch norms with it.
