@@ -2,6 +2,8 @@ r"""Dense convolutions on XLA:CPU: `lax.conv_general_dilated` against the same c
 as matrix products, each pass separately (forward, input gradient, weight gradient).
 
   python benchmarks/conv_cpu.py [--shapes head128,c2_3x3,...] [--repeats 5] [--options ours]
+  python benchmarks/conv_cpu.py --shapes head128,fpn_c2,fpn_c3,c3_3x3,c4_3x3,fpn_c4,c5_3x3 \
+      --formulations shift,winograd [--batch 8]
 
 Formulations (NHWC input, HWIO kernel; explicit padding, any stride):
   library  `lax.conv_general_dilated`; its gradients are XLA's transposed convolutions.
@@ -10,10 +12,12 @@ Formulations (NHWC input, HWIO kernel; explicit padding, any stride):
            gradient k*k dots `x_ij^T @ g`.
   im2col   the k*k slices concatenated on channels, one `[B*Ho*Wo, k*k*Cin] @ [k*k*Cin, Cout]`;
            weight gradient one `x_col^T @ g`, input gradient one `g @ w^T` then k*k pads.
-Each pass is timed as XLA compiles it inside autodiff: the input / weight gradient is the linear
-transpose of the formulation in that argument. All programs of a row are compiled first, then
+  winograd F(4x4, 3x3) of `models/layers.py` (3x3 stride-1 SAME shapes only): each pass its own
+           function there (docs/winograd.md), not a transpose.
+Each pass but winograd's is timed as XLA compiles it inside autodiff: the input / weight gradient
+is the linear transpose of the formulation in that argument. All programs of a row are compiled first, then
 each round times one call of each (interleaved); the table gives medians, library / formulation
-(> 1: the matrix products are faster) and every round. `--options ours` compiles with
+(> 1: the formulation is faster) and every round. `--options ours` compiles with
 `performance.CPU_COMPILER_OPTIONS` (as the train step and predict do), `default` without.
 """
 
@@ -41,7 +45,8 @@ SHAPES = {
     'fpn_c2': (2, 128, 128, 64, 64, 3, 1, 'SAME'),         # fpn_c2_conv, conv2_x 3x3
     'fpn_c3': (2, 64, 64, 128, 64, 3, 1, 'SAME'),          # fpn_c3_conv
     'c3_3x3': (2, 64, 64, 128, 128, 3, 1, 'SAME'),         # conv3_x 3x3
-    'c4_3x3': (2, 32, 32, 256, 256, 3, 1, 'SAME'),         # conv4_x 3x3, fpn_c4 (256->128)
+    'c4_3x3': (2, 32, 32, 256, 256, 3, 1, 'SAME'),         # conv4_x 3x3
+    'fpn_c4': (2, 32, 32, 256, 128, 3, 1, 'SAME'),         # fpn_c4_conv
     'c5_3x3': (2, 16, 16, 512, 512, 3, 1, 'SAME'),         # conv5_x 3x3
     'c2_1x1': (2, 128, 128, 256, 64, 1, 1, 'VALID'),       # conv2_x 1x1 reduce
     'c2_1x1e': (2, 128, 128, 64, 256, 1, 1, 'VALID'),      # conv2_x 1x1 expand
@@ -102,6 +107,13 @@ def conv_im2col(x, w, stride, padding):
 
 
 FORMULATIONS = {'library': conv_library, 'shift': conv_shift, 'im2col': conv_im2col}
+# F(4x4, 3x3) (docs/winograd.md): each pass is its own written-out function in models/layers.py,
+# not a transpose of the forward; 3x3 stride-1 'SAME' convolutions only.
+WINOGRAD_PASSES = {
+    'fwd': lambda x, w, g: layers.winograd_conv3x3(x, w),
+    'dgrad': lambda x, w, g: layers.winograd_conv3x3_input_grad(g, w),
+    'wgrad': lambda x, w, g: layers.winograd_conv3x3_weight_grad(x, g),
+}
 
 
 def pass_fn(conv, which: str, stride: int, padding):
@@ -121,6 +133,7 @@ def main() -> int:
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--options', default='ours', choices=('ours', 'default'))
   parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--batch', type=int, default=None, help="instead of the shapes' batch")
   args = parser.parse_args()
   options = dict(performance.CPU_COMPILER_OPTIONS) if args.options == 'ours' else {}
   forms = args.formulations.split(',')
@@ -133,6 +146,7 @@ def main() -> int:
   print('|---|---|---|' + '---|---|' * len(forms) + '---|')
   for name in args.shapes.split(','):
     b, h, w_, cin, cout, k, stride, padding = SHAPES[name]
+    b = args.batch or b
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(b, h, w_, cin)), dtype)
     w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin), dtype)
@@ -141,7 +155,12 @@ def main() -> int:
     for which in args.passes.split(','):
       compiled = {}
       for f in ['library'] + forms:
-        fn = jax.jit(pass_fn(FORMULATIONS[f], which, stride, padding))
+        if f == 'winograd':
+          if (k, stride, padding) != (3, 1, 'SAME'):
+            raise SystemExit(f'--formulations winograd: {name} is not a 3x3 stride-1 SAME conv')
+          fn = jax.jit(WINOGRAD_PASSES[which])
+        else:
+          fn = jax.jit(pass_fn(FORMULATIONS[f], which, stride, padding))
         compiled[f] = fn.lower(x, w, g).compile(compiler_options=options)
       ref = np.asarray(compiled['library'](x, w, g), np.float32)
       for f in forms:

@@ -8,10 +8,11 @@ same process, interleaved.
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
 A variant is `<conv>+<options>[+flaxbn]`: conv `library` (`lax.conv_general_dilated` in every
-`nn.Conv`, the code before this change), `dots` (the models as they are) or `dots64` (products
-only at maps of 64 x 64 pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule
-before 2026-12-02 evening) or `deconvlib` (the products, but the library call in transposed
-convolutions: ResNet50 V2 before `layers.ConvTranspose2D`); options `ours`
+`nn.Conv`, the code before this change), `dots` (the models as they are), `nowino` (the models
+without F(4x4, 3x3): before 2026-12-03 night), `dots64` (also products only at maps of 64 x 64
+pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before 2026-12-02
+evening) or `deconvlib` (no F(4x4, 3x3), and the library call in transposed convolutions:
+ResNet50 V2 before `layers.ConvTranspose2D`); options `ours`
 (`performance.CPU_COMPILER_OPTIONS`, YNNPACK's dot fusions off) or `default` (XLA's); `flaxbn`
 puts `nn.BatchNorm` (autodiff's gradient) where the models have `layers.BatchNorm` (its
 written-out training gradient; the models before 2026-12-03 evening).
@@ -64,20 +65,18 @@ def dots_but_library_transposed(lhs, rhs, window_strides, padding, lhs_dilation=
   return DOTS_CONV(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, **kwargs)
 
 
-def lower(fn, args, conv, min_weight_grad_flops, batch_norm):
-  """Lowers `fn(*args)` with every `nn.Conv` of the models calling `conv`, their batch norms
-  built by `batch_norm` (both read when traced) and `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` set to
-  `min_weight_grad_flops`."""
-  saved = layers.DOTS_MIN_WEIGHT_GRAD_FLOPS
-  layers.conv_general_dilated = conv
-  layers.BatchNorm = batch_norm
-  layers.DOTS_MIN_WEIGHT_GRAD_FLOPS = min_weight_grad_flops
+def lower(fn, args, overrides):
+  """Lowers `fn(*args)` with the `layers` attributes in `overrides` (the convolution every
+  `nn.Conv` of the models calls, the batch norm class, the bounds: all read when traced) set,
+  restoring them after."""
+  saved = {name: getattr(layers, name) for name in overrides}
+  for name, value in overrides.items():
+    setattr(layers, name, value)
   try:
     return fn.lower(*args)
   finally:
-    layers.conv_general_dilated = DOTS_CONV
-    layers.BatchNorm = OUR_BATCH_NORM
-    layers.DOTS_MIN_WEIGHT_GRAD_FLOPS = saved
+    for name, value in saved.items():
+      setattr(layers, name, value)
 
 
 def main() -> int:
@@ -113,15 +112,19 @@ def main() -> int:
   for variant in args.variants.split(','):
     conv, options, *bn = variant.split('+')
     start = time.perf_counter()
-    if conv not in ('library', 'dots', 'dots64', 'deconvlib'):
+    if conv not in ('library', 'dots', 'dots64', 'deconvlib', 'nowino'):
       raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
     if bn not in ([], ['flaxbn']):
       raise SystemExit(f'--variants: {variant!r} may only end in "+flaxbn"')
-    lowered = lower(make_fn(), call_args,
-                    {'library': jax.lax.conv_general_dilated,
-                     'deconvlib': dots_but_library_transposed}.get(conv, DOTS_CONV),
-                    float('inf') if conv == 'dots64' else layers.DOTS_MIN_WEIGHT_GRAD_FLOPS,
-                    nn.BatchNorm if bn else OUR_BATCH_NORM)
+    overrides = {
+        'conv_general_dilated': {'library': jax.lax.conv_general_dilated,
+                                 'deconvlib': dots_but_library_transposed}.get(conv, DOTS_CONV),
+        'BatchNorm': nn.BatchNorm if bn else OUR_BATCH_NORM}
+    if conv == 'dots64':
+      overrides['DOTS_MIN_WEIGHT_GRAD_FLOPS'] = float('inf')
+    if conv in ('dots64', 'deconvlib', 'nowino'):
+      overrides['WINOGRAD_MIN_CHANNELS'] = float('inf')
+    lowered = lower(make_fn(), call_args, overrides)
     compiled[variant] = lowered.compile(
         compiler_options=dict(performance.CPU_COMPILER_OPTIONS) if options == 'ours' else {})
     print(f'{variant}: compiled in {time.perf_counter() - start:.0f} s', flush=True)

@@ -222,6 +222,99 @@ def test_dilated_weight_grad_dots_can_fail():
   assert np.max(np.abs(np.asarray(wrong) - ref)) > 1e-2
 
 
+def _library_3x3_passes(x, w, g):
+  conv = lambda a, b: jax.lax.conv_general_dilated(a, b, (1, 1), 'SAME',
+                                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  (dx,) = jax.linear_transpose(lambda a: conv(a, w), x)(g)
+  (dw,) = jax.linear_transpose(lambda b: conv(x, b), w)(g)
+  return conv(x, w), dx, dw
+
+
+@pytest.mark.parametrize('shape', [(1, 9, 13, 3, 5), (2, 8, 8, 4, 4), (1, 5, 4, 2, 7),
+                                   (2, 17, 11, 8, 6), (1, 1, 1, 3, 2), (1, 2, 6, 1, 1)])
+def test_winograd_passes_equal_the_library_and_can_fail(shape):
+  """F(4x4, 3x3): forward, input gradient and weight gradient against the library
+  convolution and its transposes, at map sizes that are not whole tiles (the padding and the
+  crop) and down to one pixel; a kernel flipped in space is caught."""
+  b, h, w, cin, cout = shape
+  rng = np.random.default_rng(sum(shape))
+  x = jnp.asarray(rng.normal(size=(b, h, w, cin)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, cin, cout)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=(b, h, w, cout)), jnp.float32)
+  refs = _library_3x3_passes(x, kernel, g)
+  ours = (layers.winograd_conv3x3(x, kernel), layers.winograd_conv3x3_input_grad(g, kernel),
+          layers.winograd_conv3x3_weight_grad(x, g))
+  for a, r in zip(ours, refs):
+    assert a.shape == r.shape and a.dtype == jnp.float32
+    np.testing.assert_allclose(a, r, rtol=0, atol=2e-5 * float(np.max(np.abs(r))))
+  if h > 1 or w > 1:
+    flipped = kernel[::-1, ::-1]
+    assert np.max(np.abs(layers.winograd_conv3x3(x, flipped) - refs[0])) > 1e-2
+    assert np.max(np.abs(layers.winograd_conv3x3_input_grad(g, flipped) - refs[1])) > 1e-2
+    assert np.max(np.abs(layers.winograd_conv3x3_weight_grad(x, g)[::-1, ::-1]
+                         - refs[2])) > 1e-2
+
+
+def _every_conv_through_winograd(monkeypatch):
+  monkeypatch.setattr(layers, 'WINOGRAD_MIN_CHANNELS', 1)
+  monkeypatch.setattr(layers, 'WINOGRAD_CONV_CHANNELS', (1, 10**6))
+  monkeypatch.setattr(layers, 'WINOGRAD_CONV_TILES', (1, 10**9))
+  monkeypatch.setattr(layers, 'WINOGRAD_WEIGHT_GRAD_MIN_TILES', 1)
+
+
+@pytest.mark.parametrize('padding', ['SAME', ((1, 1), (1, 1))])
+def test_dense_conv_through_winograd_equals_library(monkeypatch, padding):
+  """`nn.Conv(conv_general_dilated=layers.conv_general_dilated)` with every pass planned as
+  F(4x4, 3x3): the same outputs and gradients (input, kernel, bias) as the plain `nn.Conv`,
+  and no library convolution left in the gradient lowered for CPU."""
+  _every_conv_through_winograd(monkeypatch)
+  x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 10, 7, 5)), jnp.float32)
+  kwargs = dict(features=6, kernel_size=(3, 3), padding=padding)
+  ours = nn.Conv(**kwargs, conv_general_dilated=layers.conv_general_dilated)
+  ref = nn.Conv(**kwargs)
+  variables = ref.init(jax.random.key(0), x)
+  np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), rtol=1e-5,
+                             atol=1e-5)
+  cot = jnp.asarray(np.random.default_rng(8).normal(size=(2, 10, 7, 6)), jnp.float32)
+  loss = lambda m: (lambda v, a: jnp.sum(m.apply(v, a) * cot))
+  g_ours = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
+  # Lowered for CPU alone, `platform_dependent` keeps only the CPU branch.
+  lowered = jax.jit(jax.grad(loss(ours), argnums=(0, 1))).lower(variables, x).as_text()
+  assert 'convolution' not in lowered and 'dot_general' in lowered
+
+
+def test_winograd_passes_follow_the_documented_bounds():
+  """`winograd_passes` at the ResNet50 V1 FPN 512 shapes the bounds come from, and the
+  convolutions it must never take."""
+  one = ((1, 1), (1, 1))
+  f32 = (jnp.float32, jnp.float32)
+  passes = lambda x, k, dtypes=f32, strides=(1, 1), pads=one: layers.winograd_passes(
+      x, k, dtypes, strides, pads, (1, 1))
+  # conv3_x / conv4_x 3x3 and FPN convs at batch 2: every pass.
+  assert passes((2, 64, 64, 128), (3, 3, 128, 128)) == (True, True, True)
+  assert passes((2, 32, 32, 256), (3, 3, 256, 256)) == (True, True, True)
+  assert passes((2, 64, 64, 128), (3, 3, 128, 64)) == (True, True, True)
+  # conv2_x (64 channels) and the heads (64 -> 256 on 2048 tiles): the weight gradient only.
+  assert passes((2, 128, 128, 64), (3, 3, 64, 64)) == (False, False, True)
+  assert passes((2, 128, 128, 64), (3, 3, 64, 256)) == (False, False, True)
+  # conv5_x at batch 2 (32 tiles, 512 channels): none; at batch 8 (128 tiles): weight gradient.
+  assert passes((2, 16, 16, 512), (3, 3, 512, 512)) == (False, False, False)
+  assert passes((8, 16, 16, 512), (3, 3, 512, 512)) == (False, False, True)
+  # A symbolic batch (batch-polymorphic exports) counts as one image: 256 tiles at 64 x 64.
+  (batch,) = jax.export.symbolic_shape('b')
+  assert passes((batch, 64, 64, 128), (3, 3, 128, 128)) == (True, True, True)
+  # Never: under 64 channels, bfloat16, strided, other padding, other kernel sizes.
+  none = (False, False, False)
+  assert passes((2, 64, 64, 32), (3, 3, 32, 128)) == none
+  assert passes((2, 64, 64, 128), (3, 3, 128, 128), dtypes=(jnp.bfloat16,) * 2) == none
+  assert passes((2, 64, 64, 128), (3, 3, 128, 128), strides=(2, 2)) == none
+  assert passes((2, 64, 64, 128), (3, 3, 128, 128), pads=((0, 0), (0, 0))) == none
+  assert passes((2, 64, 64, 128), (5, 5, 128, 128), pads=((2, 2), (2, 2))) == none
+
+
 def _bn_pair(fast_variance, dtype):
   """layers.BatchNorm and nn.BatchNorm with the same settings, and variables with a scale,
   a bias and running statistics that are not the initial ones."""

@@ -11,8 +11,10 @@ definition serves every backend and exports carry both.
 gradient: XLA:CPU computes it as a backward convolution at ~6-25 GFLOP/s, while the same sums
 written as k*k matrix products `x_ij^T @ g` ran 1.2-13x faster at the ResNet50 V1 FPN shapes
 (`benchmarks/conv_cpu.py`; docs/benchmarks.md, "Hot paths"); for the RGB stems, one product of
-the k*k windows side by side. The forward pass and the input gradient stay the library's
-(faster there). Parameters are untouched: it is `nn.Conv`'s own kernel `[k, k, Cin, Cout]`.
+the k*k windows side by side. Float32 3x3 stride-1 convolutions with enough channels and tiles
+get some or all of their three passes from Winograd's F(4x4, 3x3) instead (4x fewer
+multiplications; docs/winograd.md); other forward passes and input gradients stay the
+library's. Parameters are untouched: it is `nn.Conv`'s own kernel `[k, k, Cin, Cout]`.
 `ConvTranspose2D` (Flax's `nn.ConvTranspose` with `transpose_kernel=True`, which takes no
 convolution function) routes its convolution of the zero-dilated input through the same
 function; there the weight gradient is products over the output pixels of one parity class per
@@ -26,11 +28,12 @@ activations than autodiff's on XLA:CPU); every backbone builds its batch norms w
 
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -232,47 +235,235 @@ def dilated_conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[i
   return _tap_products(pairs, kernel_hw, cin, cout, x.dtype)
 
 
+# Winograd's minimal filtering F(4x4, 3x3) (docs/winograd.md): a 3x3 stride-1 convolution
+# computed on 6x6 input tiles that overlap by 2, each giving a 4x4 output tile, with 36
+# products per tile and channel pair instead of 144. Y = A^T [(G w G^T) . (B^T d B)] A per
+# tile; the three matrices below (interpolation points 0, +-1, +-2 and infinity) are the
+# standard ones, checked against the library convolution by tests/test_layers.py.
+_WINOGRAD_BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                         [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]])
+_WINOGRAD_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                        [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+_WINOGRAD_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                         [0, 1, -1, 8, -8, 1]])
+_TILE_OUT, _TILE_IN = 4, 6
+# Where each pass of a float32 3x3 stride-1 'SAME' convolution goes through it on CPU
+# (docs/winograd.md has the timings these bounds come from, ResNet50 V1 FPN 512 shapes at
+# batch 2 and 8): the forward pass and the input gradient when both channel counts are at
+# least WINOGRAD_MIN_CHANNELS, one of them is 128 to 256, and the call has 64 to 1024 output
+# tiles (more overflow the caches: a 128x128 map at batch 2 has 2048); the weight gradient
+# whenever both channel counts are at least WINOGRAD_MIN_CHANNELS and there are 64 tiles or
+# more (below, the 36 kernel-sized products cost more than they save).
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_CONV_CHANNELS = (128, 256)
+WINOGRAD_CONV_TILES = (64, 1024)
+WINOGRAD_WEIGHT_GRAD_MIN_TILES = 64
+
+
+def _combine(coefficients, arrays):
+  """sum_i c_i * arrays[i] over the nonzero constants c_i (multiplications by +-1 skipped)."""
+  total = None
+  for c, a in zip(coefficients, arrays):
+    if c == 0:
+      continue
+    term = a if c == 1 else -a if c == -1 else a * np.float32(c)
+    total = term if total is None else total + term
+  return total
+
+
+def _winograd_tiles(size: int) -> int:
+  return -(-size // _TILE_OUT)
+
+
+def winograd_input_tiles(x: jax.Array) -> jax.Array:
+  """`B^T d B` of every 6x6 tile of the input zero-padded by 1 (and up to whole tiles).
+
+  Args:
+    x: `[B, H, W, C]` float32.
+  Returns:
+    `[36, B * ceil(H/4) * ceil(W/4), C]`: row 6u + v is transform coefficient (u, v); the tiles
+    are row-major over (image, tile row, tile column).
+  """
+  b, h, w, c = x.shape
+  ty, tx = _winograd_tiles(h), _winograd_tiles(w)
+  xp = jnp.pad(x, ((0, 0), (1, ty * _TILE_OUT + 1 - h), (1, tx * _TILE_OUT + 1 - w), (0, 0)))
+  rows = [jax.lax.slice_in_dim(xp, i, i + (ty - 1) * _TILE_OUT + 1, _TILE_OUT, axis=1)
+          for i in range(_TILE_IN)]
+  tiles = []
+  for u in range(_TILE_IN):
+    row_u = _combine(_WINOGRAD_BT[u], rows)  # [B, Ty, W + pad, C]
+    cols = [jax.lax.slice_in_dim(row_u, j, j + (tx - 1) * _TILE_OUT + 1, _TILE_OUT, axis=2)
+            for j in range(_TILE_IN)]
+    tiles.extend(_combine(_WINOGRAD_BT[v], cols) for v in range(_TILE_IN))
+  return jnp.stack(tiles).reshape(_TILE_IN**2, b * ty * tx, c)
+
+
+def winograd_kernel_tiles(kernel: jax.Array) -> jax.Array:
+  """`G w G^T`: `[3, 3, Cin, Cout]` -> `[36, Cin, Cout]` (row 6u + v)."""
+  rows = [_combine(_WINOGRAD_G[u], [kernel[i] for i in range(3)]) for u in range(_TILE_IN)]
+  return jnp.stack([_combine(_WINOGRAD_G[v], [rows[u][j] for j in range(3)])
+                    for u in range(_TILE_IN) for v in range(_TILE_IN)])
+
+
+def winograd_output(products: jax.Array, shape: tuple[int, int, int, int]) -> jax.Array:
+  """`A^T m A` of every tile, the 4x4 tiles put back in place and cropped.
+
+  Args:
+    products: `[36, B * Ty * Tx, C]` in the tile order of `winograd_input_tiles`.
+    shape: the output's `(B, H, W, C)`.
+  Returns:
+    `[B, H, W, C]`.
+  """
+  b, h, w, c = shape
+  ty, tx = _winograd_tiles(h), _winograd_tiles(w)
+  m = products.reshape(_TILE_IN, _TILE_IN, b, ty, tx, c)
+  rows = [_combine(_WINOGRAD_AT[p], [m[u] for u in range(_TILE_IN)]) for p in range(_TILE_OUT)]
+  y = jnp.stack([jnp.stack([_combine(_WINOGRAD_AT[q], [rows[p][v] for v in range(_TILE_IN)])
+                            for q in range(_TILE_OUT)]) for p in range(_TILE_OUT)])
+  y = y.transpose(2, 3, 0, 4, 1, 5).reshape(b, ty * _TILE_OUT, tx * _TILE_OUT, c)
+  return y[:, :h, :w]
+
+
+def _tile_products(tiles: jax.Array, kernel_tiles: jax.Array, contract: int) -> jax.Array:
+  """The 36 per-coefficient matrix products `[N, K] @ kernel_tiles[k]` (contracting its axis
+  `contract`), in float32."""
+  return jax.lax.dot_general(tiles, kernel_tiles, (((2,), (contract,)), ((0,), (0,))),
+                             preferred_element_type=jnp.float32)
+
+
+def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """3x3 stride-1 'SAME' NHWC/HWIO convolution by F(4x4, 3x3).
+
+  Args:
+    x: `[B, H, W, Cin]` float32.
+    kernel: `[3, 3, Cin, Cout]` float32.
+  Returns:
+    `[B, H, W, Cout]`, within ~1e-5 (relative to the output's largest magnitude) of the
+    library convolution.
+  """
+  products = _tile_products(winograd_input_tiles(x), winograd_kernel_tiles(kernel), 1)
+  return winograd_output(products, x.shape[:3] + kernel.shape[-1:])
+
+
+def winograd_conv3x3_input_grad(g: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Input gradient of `winograd_conv3x3`: `[B, H, W, Cout]` -> `[B, H, W, Cin]`.
+
+  With one pixel of zero padding on every side, it is the same 'SAME' convolution of the
+  cotangent with the kernel flipped in space and its channel axes swapped; the swap is the
+  products' contraction over the kernel tiles' output axis, not a transpose.
+  """
+  products = _tile_products(winograd_input_tiles(g), winograd_kernel_tiles(kernel[::-1, ::-1]),
+                            2)
+  return winograd_output(products, g.shape[:3] + kernel.shape[2:3])
+
+
+def winograd_conv3x3_weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
+  """Weight gradient of `winograd_conv3x3` in the transformed domain: the 36 products
+  `tiles_k^T @ dM_k` over the tiles, where dM is the cotangent through `A` (the transpose of
+  `winograd_output`), brought back by `G^T . G` (the transpose of `winograd_kernel_tiles`).
+
+  Args:
+    x: the input `[B, H, W, Cin]` float32.
+    g: the output's cotangent `[B, H, W, Cout]` float32.
+  Returns:
+    `[3, 3, Cin, Cout]` float32.
+  """
+  b, h, w, cout = g.shape
+  ty, tx = _winograd_tiles(h), _winograd_tiles(w)
+  gp = jnp.pad(g, ((0, 0), (0, ty * _TILE_OUT - h), (0, tx * _TILE_OUT - w), (0, 0)))
+  # [4 (p), 4 (q), B, Ty, Tx, Cout]: output pixel (p, q) of every tile.
+  gt = gp.reshape(b, ty, _TILE_OUT, tx, _TILE_OUT, cout).transpose(2, 4, 0, 1, 3, 5)
+  rows = [_combine(_WINOGRAD_AT[:, u], [gt[p] for p in range(_TILE_OUT)])
+          for u in range(_TILE_IN)]
+  dm = jnp.stack([_combine(_WINOGRAD_AT[:, v], [rows[u][q] for q in range(_TILE_OUT)])
+                  for u in range(_TILE_IN) for v in range(_TILE_IN)])
+  du = jax.lax.dot_general(winograd_input_tiles(x), dm.reshape(_TILE_IN**2, b * ty * tx, cout),
+                           (((1,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32)
+  du = du.reshape(_TILE_IN, _TILE_IN, *du.shape[1:])
+  rows = [_combine(_WINOGRAD_G[:, i], [du[u] for u in range(_TILE_IN)]) for i in range(3)]
+  return jnp.stack([jnp.stack([_combine(_WINOGRAD_G[:, j], [rows[i][v] for v in range(_TILE_IN)])
+                               for j in range(3)]) for i in range(3)])
+
+
+def winograd_passes(x_shape, kernel_shape, dtypes, strides, pads, lhs_dilation
+                    ) -> tuple[bool, bool, bool]:
+  """Which passes of a convolution (forward, input gradient, weight gradient) go through
+  F(4x4, 3x3) on CPU, by the bounds above: only float32 3x3 convolutions with stride 1, no
+  input dilation and one pixel of padding on every side qualify. A symbolic batch size (a
+  batch-polymorphic export) counts as one image."""
+  b, h, w, cin = x_shape
+  cout = kernel_shape[-1]
+  if (tuple(kernel_shape[:2]) != (3, 3) or tuple(strides) != (1, 1) or
+      tuple(lhs_dilation) != (1, 1) or tuple(map(tuple, pads)) != ((1, 1), (1, 1)) or
+      any(d != jnp.float32 for d in dtypes) or min(cin, cout) < WINOGRAD_MIN_CHANNELS):
+    return False, False, False
+  tiles = (b if isinstance(b, int) else 1) * _winograd_tiles(h) * _winograd_tiles(w)
+  conv = (WINOGRAD_CONV_CHANNELS[0] <= max(cin, cout) <= WINOGRAD_CONV_CHANNELS[1] and
+          WINOGRAD_CONV_TILES[0] <= tiles <= WINOGRAD_CONV_TILES[1])
+  return conv, conv, tiles >= WINOGRAD_WEIGHT_GRAD_MIN_TILES
+
+
 def _conv_library(x, kernel, strides, pads, lhs_dilation=(1, 1)):
   return jax.lax.conv_general_dilated(x, kernel, strides, pads, lhs_dilation=lhs_dilation,
                                       dimension_numbers=_NHWC_HWIO)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_dots_weight_grad(x, kernel, strides, pads, lhs_dilation):
+class ConvPlan(NamedTuple):
+  """How the CPU path computes each pass of one convolution (`conv_general_dilated`)."""
+  winograd_forward: bool
+  winograd_input_grad: bool
+  weight_grad: str  # 'winograd', 'dots' (conv_weight_grad_dots and its dilated form), 'library'
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_cpu(x, kernel, strides, pads, lhs_dilation, plan):
+  if plan.winograd_forward:
+    return winograd_conv3x3(x, kernel)
   return _conv_library(x, kernel, strides, pads, lhs_dilation)
 
 
-def _conv_dots_weight_grad_fwd(x, kernel, strides, pads, lhs_dilation):
-  return _conv_library(x, kernel, strides, pads, lhs_dilation), (x, kernel)
+def _conv_cpu_fwd(x, kernel, strides, pads, lhs_dilation, plan):
+  return _conv_cpu(x, kernel, strides, pads, lhs_dilation, plan), (x, kernel)
 
 
-def _conv_dots_weight_grad_bwd(strides, pads, lhs_dilation, residuals, g):
+def _conv_cpu_bwd(strides, pads, lhs_dilation, plan, residuals, g):
   x, kernel = residuals
-  # The input gradient is linear in g: XLA's transposed convolution, as autodiff would emit it.
-  (dx,) = jax.linear_transpose(
-      lambda a: _conv_library(a, kernel, strides, pads, lhs_dilation), x)(g)
-  if lhs_dilation == (1, 1):
+  if plan.winograd_input_grad:
+    dx = winograd_conv3x3_input_grad(g, kernel)
+  else:  # linear in g: XLA's transposed convolution, as autodiff would emit it
+    (dx,) = jax.linear_transpose(
+        lambda a: _conv_library(a, kernel, strides, pads, lhs_dilation), x)(g)
+  if plan.weight_grad == 'winograd':
+    dw = winograd_conv3x3_weight_grad(x, g)
+  elif plan.weight_grad == 'library':
+    (dw,) = jax.linear_transpose(
+        lambda b: _conv_library(x, b, strides, pads, lhs_dilation), kernel)(g)
+  elif lhs_dilation == (1, 1):
     dw = conv_weight_grad_dots(x, g, kernel.shape[:2], strides, pads)
   else:  # only with window strides 1 (conv_general_dilated checks)
     dw = dilated_conv_weight_grad_dots(x, g, kernel.shape[:2], lhs_dilation, pads)
-  return dx, dw.astype(kernel.dtype)
+  return dx.astype(x.dtype), dw.astype(kernel.dtype)
 
 
-_conv_dots_weight_grad.defvjp(_conv_dots_weight_grad_fwd, _conv_dots_weight_grad_bwd)
+_conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
                          padding: str | Sequence[tuple[int, int]], lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
                          precision=None, **kwargs) -> jax.Array:
-  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: on CPU, a 2-D
-  NHWC/HWIO convolution without kernel dilation or groups, with at least
-  `DOTS_MIN_OUTPUT_PIXELS` output pixels per image (approximately, by ceil(H / stride) *
-  ceil(W / stride)) or a weight gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image,
-  gets its weight gradient from `conv_weight_grad_dots` (same forward and input gradient);
-  with an input dilation (a transposed convolution: window strides 1, explicit padding) it
-  always gets it from `dilated_conv_weight_grad_dots`, since XLA:CPU's own runs as a plain
-  loop there. Anything else, and every other platform, is the library call unchanged."""
+  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`. On CPU, a 2-D
+  NHWC/HWIO convolution without kernel dilation or groups gets a `ConvPlan`:
+  - forward pass and input gradient by F(4x4, 3x3) where `winograd_passes` says so, else the
+    library's;
+  - weight gradient by F(4x4, 3x3) where `winograd_passes` says so; else from
+    `conv_weight_grad_dots` with at least `DOTS_MIN_OUTPUT_PIXELS` output pixels per image
+    (approximately, by ceil(H / stride) * ceil(W / stride)) or a weight gradient of at least
+    `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image; with an input dilation (a transposed convolution:
+    window strides 1, explicit padding) always from `dilated_conv_weight_grad_dots`, since
+    XLA:CPU's own runs as a plain loop there; else the library's.
+  A plan with every pass the library's, any other convolution, and every other platform get
+  the library call unchanged."""
   library = functools.partial(
       jax.lax.conv_general_dilated, window_strides=window_strides, padding=padding,
       lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
@@ -287,18 +478,26 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   dilated = dilation != (1, 1)
   if dilated:
     plain = plain and strides == (1, 1) and not isinstance(padding, str)
-  out_pixels = -(-lhs.shape[1] // strides[0]) * -(-lhs.shape[2] // strides[1])
-  weight_grad_flops = 2.0 * out_pixels * math.prod(rhs.shape)
-  if not plain or (not dilated and out_pixels < DOTS_MIN_OUTPUT_PIXELS and
-                   weight_grad_flops < DOTS_MIN_WEIGHT_GRAD_FLOPS):
+  if not plain:
     return library(lhs, rhs)
   if isinstance(padding, str):
     pads = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
   else:
     pads = padding
   pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  out_pixels = -(-lhs.shape[1] // strides[0]) * -(-lhs.shape[2] // strides[1])
+  weight_grad_flops = 2.0 * out_pixels * math.prod(rhs.shape)
+  forward, input_grad, weight_grad = winograd_passes(lhs.shape, rhs.shape,
+                                                     (lhs.dtype, rhs.dtype), strides, pads,
+                                                     dilation)
+  dots = (dilated or out_pixels >= DOTS_MIN_OUTPUT_PIXELS or
+          weight_grad_flops >= DOTS_MIN_WEIGHT_GRAD_FLOPS)
+  plan = ConvPlan(forward, input_grad,
+                  'winograd' if weight_grad else 'dots' if dots else 'library')
+  if plan == ConvPlan(False, False, 'library'):
+    return library(lhs, rhs)
   return jax.lax.platform_dependent(
-      lhs, rhs, cpu=lambda a, b: _conv_dots_weight_grad(a, b, strides, pads, dilation),
+      lhs, rhs, cpu=lambda a, b: _conv_cpu(a, b, strides, pads, dilation, plan),
       default=library)
 
 
