@@ -19,7 +19,7 @@ written-out training gradient; the models before 2026-12-03 evening).
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
-(their results must agree), then each round times one call of each; medians and every round.
+(their results must agree: detections; or loss, gradient norm and the updated parameters), then each round times one call of each; medians and every round.
 """
 
 import argparse
@@ -129,17 +129,27 @@ def main() -> int:
         compiler_options=dict(performance.CPU_COMPILER_OPTIONS) if options == 'ours' else {})
     print(f'{variant}: compiled in {time.perf_counter() - start:.0f} s', flush=True)
   outs = {k: jax.device_get(f(*call_args)) for k, f in compiled.items()}
-  ref = next(iter(outs.values()))
+  first, ref = next(iter(outs.items()))
   for k, out in outs.items():
-    if args.measure == 'train':  # (state, metrics): the loss and the updated parameters
-      pairs = [(out[1]['loss'], ref[1]['loss'])] + list(
-          zip(jax.tree.leaves(out[0].params), jax.tree.leaves(ref[0].params)))
+    if args.measure == 'train':  # (state, metrics)
+      pairs = [(out[1][m], ref[1][m]) for m in ('loss', 'grad_norm')]
+      # Adam's first update is about lr * sign(gradient): parameters whose gradient is small
+      # against rounding flip by 2 lr between variants that round differently. The products
+      # flip a handful (4 of ResNet101 V1 FPN's 44.3 M against the library); F(4x4, 3x3),
+      # whose results differ by ~1e-5 relative (docs/winograd.md), 1.3 % of them. A wrong
+      # gradient changes most of them: at most 2 % may differ.
+      params = [(a, r) for a, r in zip(jax.tree.leaves(out[0].params),
+                                        jax.tree.leaves(ref[0].params))]
+      off = sum(int(np.sum(~np.isclose(a, r, rtol=1e-3, atol=1e-3))) for a, r in params)
+      total = sum(r.size for _, r in params)
+      print(f'{k}: {off} of {total} updated parameters differ from {first}\'s', flush=True)
+      if off > total // 50:
+        raise AssertionError(f'{k}: {off} of {total} updated parameters differ from {first}')
     else:
       pairs = [(out['boxes'], ref['boxes']), (out['scores'], ref['scores'])]
     for a, r in pairs:
       np.testing.assert_allclose(a, r, rtol=1e-3, atol=1e-3, err_msg=k)
   times = interleaved.time_in_turn(compiled, call_args, args.repeats)
-  first = next(iter(times))
   base = statistics.median(times[first])
   print(f'\n| variant | median ms | {first} / variant | every round (ms) |\n|---|---|---|---|')
   for k, t in times.items():
