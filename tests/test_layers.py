@@ -262,12 +262,21 @@ def _every_conv_through_winograd(monkeypatch):
   monkeypatch.setattr(layers, 'WINOGRAD_WEIGHT_GRAD_MIN_TILES', 1)
 
 
-@pytest.mark.parametrize('padding', ['SAME', ((1, 1), (1, 1))])
-def test_dense_conv_through_winograd_equals_library(monkeypatch, padding):
-  """`nn.Conv(conv_general_dilated=layers.conv_general_dilated)` with every pass planned as
-  F(4x4, 3x3): the same outputs and gradients (input, kernel, bias) as the plain `nn.Conv`,
-  and no library convolution left in the gradient lowered for CPU."""
+@pytest.mark.parametrize('padding,weight_grad', [('SAME', 'winograd'),
+                                                 (((1, 1), (1, 1)), 'winograd'),
+                                                 ('SAME', 'dots'), ('SAME', 'library')])
+def test_dense_conv_through_winograd_equals_library(monkeypatch, padding, weight_grad):
+  """`nn.Conv(conv_general_dilated=layers.conv_general_dilated)` with the forward pass and the
+  input gradient planned as F(4x4, 3x3), and the weight gradient as F(4x4, 3x3), the products
+  or the library's: the same outputs and gradients (input, kernel, bias) as the plain
+  `nn.Conv`; with every pass F(4x4, 3x3), no library convolution left in the gradient lowered
+  for CPU."""
   _every_conv_through_winograd(monkeypatch)
+  if weight_grad != 'winograd':
+    monkeypatch.setattr(layers, 'WINOGRAD_WEIGHT_GRAD_MIN_TILES', 10**9)
+  if weight_grad == 'library':
+    monkeypatch.setattr(layers, 'DOTS_MIN_OUTPUT_PIXELS', 10**9)
+    monkeypatch.setattr(layers, 'DOTS_MIN_WEIGHT_GRAD_FLOPS', float('inf'))
   x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 10, 7, 5)), jnp.float32)
   kwargs = dict(features=6, kernel_size=(3, 3), padding=padding)
   ours = nn.Conv(**kwargs, conv_general_dilated=layers.conv_general_dilated)
@@ -283,7 +292,8 @@ def test_dense_conv_through_winograd_equals_library(monkeypatch, padding):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
   # Lowered for CPU alone, `platform_dependent` keeps only the CPU branch.
   lowered = jax.jit(jax.grad(loss(ours), argnums=(0, 1))).lower(variables, x).as_text()
-  assert 'convolution' not in lowered and 'dot_general' in lowered
+  assert 'dot_general' in lowered
+  assert lowered.count('convolution') == {'winograd': 0, 'dots': 0, 'library': 1}[weight_grad]
 
 
 def test_winograd_passes_follow_the_documented_bounds():
