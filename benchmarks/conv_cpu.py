@@ -15,9 +15,9 @@ Formulations (NHWC input, HWIO kernel; explicit padding, any stride):
   winograd F(4x4, 3x3) of `models/layers.py` (3x3 stride-1 SAME shapes only): each pass its own
            function there (docs/winograd.md), not a transpose.
 Each pass but winograd's is timed as XLA compiles it inside autodiff: the input / weight gradient
-is the linear transpose of the formulation in that argument. All programs of a row are compiled first, then
-each round times one call of each (interleaved); the table gives medians, library / formulation
-(> 1: the formulation is faster) and every round. `--options ours` compiles with
+is the linear transpose of the formulation in that argument. All programs of a row are compiled
+first, then each round times one call of each (interleaved); the table gives medians, library /
+formulation (> 1: the formulation is faster) and every round. `--options ours` compiles with
 `performance.CPU_COMPILER_OPTIONS` (as the train step and predict do), `default` without.
 """
 

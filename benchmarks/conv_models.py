@@ -19,7 +19,8 @@ written-out training gradient; the models before 2026-12-03 evening).
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
-(their results must agree: detections; or loss, gradient norm and the updated parameters), then each round times one call of each; medians and every round.
+(their results must agree: detections; or loss, gradient norm and the updated parameters),
+then each round times one call of each; medians and every round.
 """
 
 import argparse
@@ -138,8 +139,7 @@ def main() -> int:
       # flip a handful (4 of ResNet101 V1 FPN's 44.3 M against the library); F(4x4, 3x3),
       # whose results differ by ~1e-5 relative (docs/winograd.md), 1.3 % of them. A wrong
       # gradient changes most of them: at most 2 % may differ.
-      params = [(a, r) for a, r in zip(jax.tree.leaves(out[0].params),
-                                        jax.tree.leaves(ref[0].params))]
+      params = list(zip(jax.tree.leaves(out[0].params), jax.tree.leaves(ref[0].params)))
       off = sum(int(np.sum(~np.isclose(a, r, rtol=1e-3, atol=1e-3))) for a, r in params)
       total = sum(r.size for _, r in params)
       print(f'{k}: {off} of {total} updated parameters differ from {first}\'s', flush=True)

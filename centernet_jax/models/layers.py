@@ -271,6 +271,15 @@ def _combine(coefficients, arrays):
   return total
 
 
+def _transform_2d(matrix: np.ndarray, a) -> jax.Array:
+  """`matrix @ a @ matrix^T` over the two leading axes of `a` (`[n, n, ...]` -> `[k, k, ...]`
+  for a `[k, n]` matrix), as constant-coefficient sums: first along axis 0, then axis 1."""
+  rows = [_combine(coefficients, [a[i] for i in range(matrix.shape[1])])
+          for coefficients in matrix]
+  return jnp.stack([jnp.stack([_combine(coefficients, [row[j] for j in range(matrix.shape[1])])
+                               for coefficients in matrix]) for row in rows])
+
+
 def _winograd_tiles(size: int) -> int:
   return -(-size // _TILE_OUT)
 
@@ -300,9 +309,7 @@ def winograd_input_tiles(x: jax.Array) -> jax.Array:
 
 def winograd_kernel_tiles(kernel: jax.Array) -> jax.Array:
   """`G w G^T`: `[3, 3, Cin, Cout]` -> `[36, Cin, Cout]` (row 6u + v)."""
-  rows = [_combine(_WINOGRAD_G[u], [kernel[i] for i in range(3)]) for u in range(_TILE_IN)]
-  return jnp.stack([_combine(_WINOGRAD_G[v], [rows[u][j] for j in range(3)])
-                    for u in range(_TILE_IN) for v in range(_TILE_IN)])
+  return _transform_2d(_WINOGRAD_G, kernel).reshape((_TILE_IN**2,) + kernel.shape[2:])
 
 
 def winograd_output(products: jax.Array, shape: tuple[int, int, int, int]) -> jax.Array:
@@ -316,10 +323,7 @@ def winograd_output(products: jax.Array, shape: tuple[int, int, int, int]) -> ja
   """
   b, h, w, c = shape
   ty, tx = _winograd_tiles(h), _winograd_tiles(w)
-  m = products.reshape(_TILE_IN, _TILE_IN, b, ty, tx, c)
-  rows = [_combine(_WINOGRAD_AT[p], [m[u] for u in range(_TILE_IN)]) for p in range(_TILE_OUT)]
-  y = jnp.stack([jnp.stack([_combine(_WINOGRAD_AT[q], [rows[p][v] for v in range(_TILE_IN)])
-                            for q in range(_TILE_OUT)]) for p in range(_TILE_OUT)])
+  y = _transform_2d(_WINOGRAD_AT, products.reshape(_TILE_IN, _TILE_IN, b, ty, tx, c))
   y = y.transpose(2, 3, 0, 4, 1, 5).reshape(b, ty * _TILE_OUT, tx * _TILE_OUT, c)
   return y[:, :h, :w]
 
@@ -373,16 +377,10 @@ def winograd_conv3x3_weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
   gp = jnp.pad(g, ((0, 0), (0, ty * _TILE_OUT - h), (0, tx * _TILE_OUT - w), (0, 0)))
   # [4 (p), 4 (q), B, Ty, Tx, Cout]: output pixel (p, q) of every tile.
   gt = gp.reshape(b, ty, _TILE_OUT, tx, _TILE_OUT, cout).transpose(2, 4, 0, 1, 3, 5)
-  rows = [_combine(_WINOGRAD_AT[:, u], [gt[p] for p in range(_TILE_OUT)])
-          for u in range(_TILE_IN)]
-  dm = jnp.stack([_combine(_WINOGRAD_AT[:, v], [rows[u][q] for q in range(_TILE_OUT)])
-                  for u in range(_TILE_IN) for v in range(_TILE_IN)])
+  dm = _transform_2d(_WINOGRAD_AT.T, gt)
   du = jax.lax.dot_general(winograd_input_tiles(x), dm.reshape(_TILE_IN**2, b * ty * tx, cout),
                            (((1,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32)
-  du = du.reshape(_TILE_IN, _TILE_IN, *du.shape[1:])
-  rows = [_combine(_WINOGRAD_G[:, i], [du[u] for u in range(_TILE_IN)]) for i in range(3)]
-  return jnp.stack([jnp.stack([_combine(_WINOGRAD_G[:, j], [rows[i][v] for v in range(_TILE_IN)])
-                               for j in range(3)]) for i in range(3)])
+  return _transform_2d(_WINOGRAD_G.T, du.reshape(_TILE_IN, _TILE_IN, *du.shape[1:]))
 
 
 def winograd_passes(x_shape, kernel_shape, dtypes, strides, pads, lhs_dilation
