@@ -13,7 +13,7 @@ medians in ms. Rows:
               `decoder.max_over_classes` (maxima of 16-wide slices)
   top-k       one `lax.top_k` over the flattened H*W*C map | `decoder.top_k_pixels_classes`
   peaks top-k sigmoid, peak test of the whole map, then `top_k_pixels_classes` (the
-              definition) | `decoder.top_k_peaks` (the peak test of the top candidates)
+              definition) | `decoder.top_k_peaks` (every class of the top pixels peak-tested)
   decode      `decoder.decode_detections` with the plain parts (reduce_window pool, one flat
               top-k, the whole map peak-tested) | with the project's parts
 Everything is compiled with the options the predict function uses
@@ -123,7 +123,7 @@ def main() -> None:
                                                static_argnums=1))], (masked, k)),
       ('peaks top-k', [('whole map peak-tested',
                         jit(decoder.top_k_peaks_whole_map, static_argnums=1)),
-                       ('top candidates peak-tested (ours)',
+                       ('top pixels peak-tested (ours)',
                         jit(decoder.top_k_peaks, static_argnums=1))],
        (heads['object_center'], k)),
       ('decode_detections', [('plain parts', decode_plain),

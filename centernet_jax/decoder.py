@@ -6,7 +6,7 @@
 3. Top-k over the flattened `H * W * C` map of each image (not per class; no score threshold;
    no NMS): class = flat index % C, pixel = flat index // C. Computed exactly in two stages
    (pixels first, then their classes: `top_k_pixels_classes`), and, when it suffices, on the
-   peak test of the top candidates alone (`top_k_peaks`) instead of the whole map.
+   peak test of the top pixels' classes alone (`top_k_peaks`) instead of the whole map.
 4. Box in output pixels: `(y + oy -/+ h/2, x + ox -/+ w/2)` with `(h, w) = max(scale, 0)` and
    `(oy, ox)` the offset, both read at the peak; clipped to `[0, H_out] x [0, W_out]`.
 5. To original image pixels: times the stride (`input_size / output_size`) gives pixels of the
@@ -46,14 +46,13 @@ import jax.numpy as jnp
 
 PEAK_TOLERANCE = 1e-6
 PEAK_POOL_SIZE = 3
-# `top_k_peaks` peak-tests the PEAK_CANDIDATES highest scores of the PEAK_CANDIDATE_PIXELS
-# pixels with the highest class maximum before it falls back to the whole map. Speed only: the
-# result is the same. The OD API benchmark's heads (random weights, smooth pictures) held 100
-# peaks in the top 512 scores for three of the four 512 variants, not for ResNet101 V1 FPN
-# (89); the top 1024 scores of the top 512 pixels hold 130-483 peaks above every left-out
-# pixel's score for all four (docs/benchmarks.md, "Decoder").
+# `top_k_peaks` peak-tests every class of the PEAK_CANDIDATE_PIXELS pixels with the highest
+# class maximum before it falls back to the whole map. Speed only: the result is the same. The
+# top 1024 scores of the top 512 pixels of the OD API benchmark's heads (random weights, smooth
+# pictures) already held 130-483 peaks above every left-out pixel's score for all four 512
+# variants (docs/benchmarks.md, "Decoder"); all the classes of those pixels hold at least as
+# many.
 PEAK_CANDIDATE_PIXELS = 512
-PEAK_CANDIDATES = 1024
 INVALID_CANDIDATE_DISTANCE = 1e5
 # Width of the slices `max_over_classes` takes elementwise maxima of (16 float32 lanes of an
 # AVX-512 register).
@@ -147,14 +146,13 @@ def top_k_pixels_classes(scores, k: int):
   return _top_k_of_pixels(scores, pixels, k)
 
 
-def _top_k_of_pixels(scores, pixels, k: int, score_fn=lambda v: v):
-  """Stage 2 of `top_k_pixels_classes`: the top `k` of `score_fn` of the `[B, P, C]` scores of
-  the given `[B, k']` pixels, in the flat (value descending, index ascending) order.
-  `score_fn` (elementwise) runs on the gathered `k' * C` values only."""
+def _top_k_of_pixels(scores, pixels, k: int):
+  """Stage 2 of `top_k_pixels_classes`: the top `k` of the `[B, P, C]` scores of the given
+  `[B, k']` pixels, in the flat (value descending, index ascending) order."""
   batch, _, num_classes = scores.shape
   kp = pixels.shape[1]
   pixels = jnp.sort(pixels, axis=-1)
-  candidates = score_fn(jnp.take_along_axis(scores, pixels[..., None], axis=1))
+  candidates = jnp.take_along_axis(scores, pixels[..., None], axis=1)
   values, idx = jax.lax.top_k(candidates.reshape(batch, kp * num_classes), k)
   # Pixel and class straight from `idx`: a flat index rebuilt as `pixel * C + class` and then
   # divided again would be an integer (a + b) / 2 when C = 2, which jax2onnx 0.17 turns into
@@ -171,19 +169,25 @@ def top_k_peaks_whole_map(logits, k: int):
   return top_k_pixels_classes((prob * peak_mask(prob)).reshape(batch, h * w, c), k)
 
 
-def _top_k_peaks_of_candidates(logits, k: int, num_pixels: int, num_candidates: int):
-  """The top-k peaks found among the candidates: the `num_candidates` (m) highest scores of
-  the `num_pixels` (p <= m) pixels with the highest class maximum, in the map's (score
-  descending, flat index ascending) order.
+def _top_k_peaks_of_pixels(logits, k: int, num_pixels: int):
+  """The top-k peaks among every element of the `num_pixels` (p) pixels with the highest
+  class maximum, in the map's (score descending, flat index ascending) order.
 
-  The candidates' top k peaks are the map's when either
-  (a) the first p candidates hold k peaks with a score > 0 and the p pixels were selected
-      strictly (below): the first p candidates are then the map's top p scores (the
-      two-stage argument of `top_k_pixels_classes`), and every element left out comes after
-      them; or
-  (b) the m candidates hold k peaks scoring above the p-th pixel's maximum score, which no
-      element of a pixel left out exceeds (the sigmoid keeps the logits' order), while every
-      element of the p pixels left out comes after all m candidates.
+  Each selected pixel's C scores are peak-tested against the same classes of its 8
+  neighbours, read as whole rows of C logits (9 row gathers, no per-element gather). The 3x3
+  maximum is taken on the logits and goes through the sigmoid once: the sigmoid keeps the
+  logits' order (checked on XLA:CPU for every float32 of magnitude below 88,
+  docs/benchmarks.md, "Decoder"), so it gives the very value the whole-map max-pool of the
+  probabilities gives. The p pixels are laid out in ascending pixel order, so a position in
+  the `[p * C]` block orders as the flat index does.
+
+  The block's top k peaks are the map's when either
+  (a) the pixels were selected strictly (below) and the k-th found peak has a score > 0 and
+      lies among the block's first p elements: the two-stage argument of
+      `top_k_pixels_classes` makes those the map's top p elements, and every element left
+      out of the block comes after them; or
+  (b) the block holds k peaks scoring above the p-th pixel's maximum score, which no element
+      of a pixel left out exceeds.
   (a) holds on maps of ties (plateaus, saturated scores), (b) on smooth maps whose top scores
   are slopes of a few maxima in several classes.
 
@@ -191,7 +195,7 @@ def _top_k_peaks_of_candidates(logits, k: int, num_pixels: int, num_candidates: 
   there are the values exact).
   """
   batch, h, w, c = logits.shape
-  flat = logits.reshape(batch, h * w * c)
+  per_pixel = logits.reshape(batch, h * w, c)
   # The pixels by their maximum logit (no sigmoid of the whole map). The sigmoid keeps the
   # logits' order but may round distinct logits to one score (saturation), which would change
   # how ties are broken. If no pixel's maximum scores as the last selected one's without
@@ -199,60 +203,60 @@ def _top_k_peaks_of_candidates(logits, k: int, num_pixels: int, num_candidates: 
   # pixels are the score order's top p (ties by lower index, as `lax.top_k`): "strictly".
   # (A top-k of p + 1 to look at the next pixel instead became a full sort of the maxima on
   # XLA:CPU: 2.7 ms.)
-  per_pixel = logits.reshape(batch, h * w, c)
   maxima = max_over_classes(per_pixel)
   top_maxima, pixels = jax.lax.top_k(maxima, num_pixels)
   last = top_maxima[:, -1:]
-  selected_strictly = ~jnp.any(
-      (jax.nn.sigmoid(maxima) == jax.nn.sigmoid(last)) & (maxima != last), axis=1)
-  # The candidates in the map's own order: sigmoid of the gathered logits gives the very
-  # values the full map's sigmoid gives.
-  values, pixels, classes = _top_k_of_pixels(per_pixel, pixels, num_candidates, jax.nn.sigmoid)
+  bound = jax.nn.sigmoid(last)
+  selected_strictly = ~jnp.any((jax.nn.sigmoid(maxima) == bound) & (maxima != last), axis=1)
+  pixels = jnp.sort(pixels, axis=-1)
   y = pixels // w
   x = pixels % w
   r = PEAK_POOL_SIZE // 2
-  pooled = values
+  block = pooled = None
   for dy in range(-r, r + 1):
     for dx in range(-r, r + 1):
       ny, nx = y + dy, x + dx
       inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-      index = (jnp.clip(ny, 0, h - 1) * w + jnp.clip(nx, 0, w - 1)) * c + classes
-      neighbour = jax.nn.sigmoid(jnp.take_along_axis(flat, index, axis=1))
-      pooled = jnp.maximum(pooled, jnp.where(inside, neighbour, -jnp.inf))
-  is_peak = jnp.abs(values - pooled) < PEAK_TOLERANCE
-  # A mask, not `[:, :num_pixels]`: with that slice the decoder took 8.8 ms instead of 2.3-3.0
-  # on XLA:CPU (scratch timings); a top-k output sliced inside a fusion became a full sort
-  # there in a similar case (the HLO showed it).
-  first = jnp.arange(num_candidates) < num_pixels
-  found_first = jnp.sum(is_peak & (values > 0) & first, axis=1) >= k
-  found_above = jnp.sum(is_peak & (values > jax.nn.sigmoid(last)), axis=1) >= k
-  found = (found_first & selected_strictly) | found_above
-  # Non-peaks score 0, as in the full map; ties go to the earlier candidate, which is the
-  # lower flat index, so the order is the full map's.
-  top, position = jax.lax.top_k(jnp.where(is_peak, values, 0.0), k)
-  return (top, jnp.take_along_axis(pixels, position, axis=1),
-          jnp.take_along_axis(classes, position, axis=1)), found
+      index = jnp.clip(ny, 0, h - 1) * w + jnp.clip(nx, 0, w - 1)
+      rows = jnp.take_along_axis(per_pixel, index[..., None], axis=1)  # [B, p, C]
+      if dy == 0 and dx == 0:
+        block = rows
+      rows = jnp.where(inside[..., None], rows, -jnp.inf)
+      pooled = rows if pooled is None else jnp.maximum(pooled, rows)
+  size = num_pixels * c
+  prob = jax.nn.sigmoid(block).reshape(batch, size)
+  is_peak = jnp.abs(prob - jax.nn.sigmoid(pooled).reshape(batch, size)) < PEAK_TOLERANCE
+  # Non-peaks score 0, as in the full map; ties go to the lower position, which is the lower
+  # flat index, so the order is the full map's.
+  top, position = jax.lax.top_k(jnp.where(is_peak, prob, 0.0), k)
+  found_above = jnp.sum(is_peak & (prob > bound), axis=1) >= k
+  # The k-th peak's rank in the block, from reductions: a slice of a top-k output inside a
+  # fusion made XLA:CPU sort the whole block instead (2.3 ms; the HLO showed it).
+  kth = jnp.min(top, axis=1, keepdims=True)
+  kth_position = jnp.max(jnp.where(top == kth, position, -1), axis=1, keepdims=True)
+  before_kth = (prob > kth) | ((prob == kth) & (jnp.arange(size) < kth_position))
+  found_first = selected_strictly & (jnp.sum(before_kth, axis=1) < num_pixels) & (kth[:, 0] > 0)
+  return (top, jnp.take_along_axis(pixels, position // c, axis=1).astype(jnp.int32),
+          (position % c).astype(jnp.int32)), found_above | found_first
 
 
-def top_k_peaks(logits, k: int, num_pixels: int = PEAK_CANDIDATE_PIXELS,
-                num_candidates: int = PEAK_CANDIDATES):
+def top_k_peaks(logits, k: int, num_pixels: int = PEAK_CANDIDATE_PIXELS):
   """The top `k` of each image's peak-tested scores (steps 1-3 of the module docstring):
   `top_k_pixels_classes` of `sigmoid(logits) * peak_mask(sigmoid(logits))`, same values,
   pixels, classes and order, without the peak test of the whole map when it can be avoided.
 
   The `num_pixels` pixels with the highest class maximum are picked first (p, at least 2.5 k),
-  their `num_candidates` highest scores next (m, at least p; exact, two stages), then the 3x3
-  peak test of just those m elements from their neighbours' logits. If they hold the map's
-  top k peaks (`_top_k_peaks_of_candidates` says when that is certain), those are the answer,
-  in their order. Else (a map whose highest scores are mostly slopes of broad maxima) the
-  whole map is peak-tested (`lax.cond` on the batch). On XLA:CPU at 128 x 128 x 90, k = 100,
-  the candidate path is ~2x faster than the whole-map path, and the fallback costs both
-  (docs/benchmarks.md, "Decoder").
+  then every class of each is peak-tested against its neighbours. If they hold the map's top k
+  peaks (`_top_k_peaks_of_pixels` says when that is certain), those are the answer, in their
+  order. Else (a map whose highest scores are mostly slopes of broad maxima) the whole map is
+  peak-tested (`lax.cond` on the batch). On XLA:CPU at 128 x 128 x 90, k = 100, the pixel path
+  is ~2.5x faster than the whole-map path, and the fallback costs both (docs/benchmarks.md,
+  "Decoder").
 
   Args:
     logits: float32 `[B, H, W, C]` object-center logits.
     k: static, at most `H * W * C`.
-    num_pixels, num_candidates: static; speed only.
+    num_pixels: static; speed only.
 
   Returns:
     (scores float32 `[B, k]` descending, pixels int32 `[B, k]` (y * W + x, output pixels),
@@ -260,10 +264,9 @@ def top_k_peaks(logits, k: int, num_pixels: int = PEAK_CANDIDATE_PIXELS,
   """
   _, h, w, c = logits.shape
   p = min(h * w, max(int(num_pixels), (5 * int(k) + 1) // 2))
-  m = min(p * c, max(int(num_candidates), p))
-  if m <= k:
+  if p == h * w or p * c <= k:
     return top_k_peaks_whole_map(logits, k)
-  fast, found = _top_k_peaks_of_candidates(logits, k, p, m)
+  fast, found = _top_k_peaks_of_pixels(logits, k, p)
   return jax.lax.cond(jnp.all(found), lambda: fast, lambda: top_k_peaks_whole_map(logits, k))
 
 

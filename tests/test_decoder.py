@@ -256,9 +256,9 @@ def test_top_k_peaks_equals_the_full_map_peak_test(case):
     logits = rng.normal(-4.0, 2.0, (b, h, w, c)).astype(np.float32)
     logits[1] = _broad_maxima(1, h, w, c, seed=2)[0]
   logits = jnp.asarray(logits)
-  _, found = D._top_k_peaks_of_candidates(  # pylint: disable=protected-access
-      logits, k, D.PEAK_CANDIDATE_PIXELS, D.PEAK_CANDIDATES)
-  # Both paths of the cond are exercised: the candidates suffice for noise and plateaus (each
+  _, found = D._top_k_peaks_of_pixels(  # pylint: disable=protected-access
+      logits, k, D.PEAK_CANDIDATE_PIXELS)
+  # Both paths of the cond are exercised: the top pixels suffice for noise and plateaus (each
   # top score a peak or on a plateau), not for maps whose top scores are slopes.
   expected_found = {'noise': [True, True], 'broad_maxima': [False, False],
                     'plateaus': [True, True], 'one_broad_image': [True, False],
@@ -273,23 +273,24 @@ def test_top_k_peaks_equals_the_full_map_peak_test(case):
     assert pixels.dtype == jnp.int32 and classes.dtype == jnp.int32
 
 
-def test_top_k_peaks_candidates_above_every_left_out_pixel():
-  # Smooth noise (three 3x3 box blurs): the top scores are mostly slopes. The first p
-  # candidates hold fewer than k peaks in both images; the top 2p scores of the same p pixels
-  # hold k peaks above the p-th pixel's maximum in the second image (criterion (b) of
-  # `_top_k_peaks_of_candidates`), so only the first falls back.
+def test_top_k_peaks_pixels_above_every_left_out_pixel():
+  # Smooth noise (three 3x3 box blurs): the top scores are mostly slopes. The top p elements
+  # of the top p pixels hold fewer than k peaks in both images (criterion (a) of
+  # `_top_k_peaks_of_pixels` fails); with p = 128 the second image's top pixels hold k peaks
+  # above the p-th pixel's maximum (criterion (b)), with p = 96 neither does, so only the
+  # first falls back at p = 128 and both at p = 96.
   rng = np.random.default_rng(7)
-  b, h, w, c, k, p = 2, 32, 40, 6, 30, 128
+  b, h, w, c, k = 2, 32, 40, 6, 30
   logits = rng.normal(0.0, 1.0, (b, h, w, c))
   for _ in range(3):
     padded = np.pad(logits, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='edge')
     logits = sum(padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9
   logits = jnp.asarray(logits, jnp.float32)
   refs = D.top_k_peaks_whole_map(logits, k)
-  for m, expected in ((p, [False, False]), (2 * p, [False, True])):
-    fast, found = D._top_k_peaks_of_candidates(logits, k, p, m)  # pylint: disable=protected-access
+  for p, expected in ((96, [False, False]), (128, [False, True])):
+    fast, found = D._top_k_peaks_of_pixels(logits, k, p)  # pylint: disable=protected-access
     np.testing.assert_array_equal(found, expected)
-    for got, fast_got, ref in zip(D.top_k_peaks(logits, k, p, m), fast, refs):
+    for got, fast_got, ref in zip(D.top_k_peaks(logits, k, p), fast, refs):
       np.testing.assert_array_equal(got, ref)
       np.testing.assert_array_equal(np.asarray(fast_got)[found], np.asarray(ref)[found])
 
