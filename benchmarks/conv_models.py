@@ -7,7 +7,7 @@ same process, interleaved.
   python benchmarks/conv_models.py --row mnv2fpn --measure predict --batch 8
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
-A variant is `<conv>+<options>[+flaxbn]`: conv `library` (`lax.conv_general_dilated` in every
+A variant is `<conv>+<options>[+flaxbn][+chain]`: conv `library` (`lax.conv_general_dilated` in every
 `nn.Conv`, the code before this change), `dots` (the models as they are), `nowino` (the models
 without F(4x4, 3x3): before 2026-12-03 night), `dots64` (also products only at maps of 64 x 64
 pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before 2026-12-02
@@ -15,7 +15,9 @@ evening) or `deconvlib` (no F(4x4, 3x3), and the library call in transposed conv
 ResNet50 V2 before `layers.ConvTranspose2D`); options `ours`
 (`performance.CPU_COMPILER_OPTIONS`, YNNPACK's dot fusions off) or `default` (XLA's); `flaxbn`
 puts `nn.BatchNorm` (autodiff's gradient) where the models have `layers.BatchNorm` (its
-written-out training gradient; the models before 2026-12-03 evening).
+written-out training gradient; the models before 2026-12-03 evening); `chain` leaves the
+residual blocks' outputs to XLA's fusion (`layers.block_output` as the identity: the models
+before 2026-12-03 late evening).
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
@@ -54,6 +56,7 @@ NUM_CLASSES = 90
 MAX_BOXES = 100
 DOTS_CONV = layers.conv_general_dilated
 OUR_BATCH_NORM = layers.BatchNorm
+OUR_BLOCK_OUTPUT = layers.BLOCK_OUTPUT_CPU
 
 
 def dots_but_library_transposed(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -111,16 +114,17 @@ def main() -> int:
         f'{args.row} {args.measure} batch {b}; {args.repeats} interleaved rounds\n', flush=True)
   compiled = {}
   for variant in args.variants.split(','):
-    conv, options, *bn = variant.split('+')
+    conv, options, *flags = variant.split('+')
     start = time.perf_counter()
     if conv not in ('library', 'dots', 'dots64', 'deconvlib', 'nowino'):
       raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
-    if bn not in ([], ['flaxbn']):
-      raise SystemExit(f'--variants: {variant!r} may only end in "+flaxbn"')
+    if not set(flags) <= {'flaxbn', 'chain'}:
+      raise SystemExit(f'--variants: {variant!r} may only end in "+flaxbn" and/or "+chain"')
     overrides = {
         'conv_general_dilated': {'library': jax.lax.conv_general_dilated,
                                  'deconvlib': dots_but_library_transposed}.get(conv, DOTS_CONV),
-        'BatchNorm': nn.BatchNorm if bn else OUR_BATCH_NORM}
+        'BatchNorm': nn.BatchNorm if 'flaxbn' in flags else OUR_BATCH_NORM,
+        'BLOCK_OUTPUT_CPU': (lambda x: x) if 'chain' in flags else OUR_BLOCK_OUTPUT}
     if conv == 'dots64':
       overrides['DOTS_MIN_WEIGHT_GRAD_FLOPS'] = float('inf')
     if conv in ('dots64', 'deconvlib', 'nowino'):

@@ -136,7 +136,7 @@ class ResidualBlock(nn.Module):
     if self.skip_conv:
       x = ConvBlock(self.features, 1, self.stride, relu=False, dtype=self.dtype,
                     bn_momentum=self.bn_momentum, name='skip')(x, train)
-    return nn.relu(y + x)
+    return layers.block_output(nn.relu(y + x))
 
 
 def _repeated_residual_blocks(x, out_channels: int, num_blocks: int, initial_stride: int,

@@ -36,6 +36,29 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _materialized(x: jax.Array) -> jax.Array:
+  return jax.lax.optimization_barrier(x)
+
+
+# What `block_output` does on CPU; a module attribute so that benchmarks/conv_models.py can
+# lower a model without it (identity).
+BLOCK_OUTPUT_CPU: Callable[[jax.Array], jax.Array] = _materialized
+
+
+def block_output(x: jax.Array) -> jax.Array:
+  """A residual block's output `relu(shortcut + y)`, kept as one buffer that the next block
+  reads, on XLA:CPU.
+
+  Without it XLA:CPU fuses each block's batch-norm + add + ReLU tail into the next block's
+  and recomputes the whole residual chain of a stage in every block's fusion: in ResNet101's
+  23 conv4 blocks the k-th block's tail fusion held the k tails before it (408 instructions
+  for the last), 193 of the 596 ms of a 512 predict at batch 1 (docs/benchmarks.md, "Residual
+  chains"). An optimization barrier ends the chain. The ResNet V1 and Hourglass blocks use it;
+  ResNet V2 (no ReLU after the sum) and MobileNetV2 showed no such chain and do not. Other
+  platforms, and the ONNX export, get the identity."""
+  return jax.lax.platform_dependent(x, cpu=BLOCK_OUTPUT_CPU, default=lambda a: a)
+
+
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   """XLA's (and TF's) 'SAME' padding of one spatial axis: (before, after) pixels."""
   out = -(-size // stride)

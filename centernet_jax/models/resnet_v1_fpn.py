@@ -161,7 +161,7 @@ class ResNetV1(nn.Module):
     y = nn.relu(self._bn(train, f'{name}_2_bn')(y))
     y = self._conv(out_ch, 1, 1, 'VALID', f'{name}_3_conv')(y)
     y = self._bn(train, f'{name}_3_bn')(y)
-    return nn.relu(shortcut + y)
+    return layers.block_output(nn.relu(shortcut + y))
 
   def _basic(self, x, filters: int, stride: int, projection: bool, name: str, train: bool):
     out_ch = scaled_channels(filters, self.width_multiplier)
@@ -177,7 +177,7 @@ class ResNetV1(nn.Module):
     y = nn.relu(self._bn(train, f'{name}_1_bn')(y))
     y = self._conv(out_ch, 3, 1, 'SAME', f'{name}_2_conv')(y)
     y = self._bn(train, f'{name}_2_bn')(y)
-    return nn.relu(shortcut + y)
+    return layers.block_output(nn.relu(shortcut + y))
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> List[jnp.ndarray]:
