@@ -7,7 +7,7 @@ same process, interleaved.
   python benchmarks/conv_models.py --row mnv2fpn --measure predict --batch 8
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
-A variant is `<conv>+<options>[+flaxbn][+chain]`: conv `library` (`lax.conv_general_dilated` in every
+A variant is `<conv>+<options>[+flaxbn][+chain][+flaxpool]`: conv `library` (`lax.conv_general_dilated` in every
 `nn.Conv`, the code before this change), `dots` (the models as they are), `nowino` (the models
 without F(4x4, 3x3): before 2026-12-03 night), `dots64` (also products only at maps of 64 x 64
 pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before 2026-12-02
@@ -17,7 +17,8 @@ ResNet50 V2 before `layers.ConvTranspose2D`); options `ours`
 puts `nn.BatchNorm` (autodiff's gradient) where the models have `layers.BatchNorm` (its
 written-out training gradient; the models before 2026-12-03 evening); `chain` leaves the
 residual blocks' outputs to XLA's fusion (`layers.block_output` as the identity: the models
-before 2026-12-03 late evening).
+before 2026-12-03 late evening); `flaxpool` gives the ResNet stems' max pool Flax's
+`nn.max_pool` instead of `layers.max_pool`.
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
@@ -57,6 +58,13 @@ MAX_BOXES = 100
 DOTS_CONV = layers.conv_general_dilated
 OUR_BATCH_NORM = layers.BatchNorm
 OUR_BLOCK_OUTPUT = layers.BLOCK_OUTPUT_CPU
+OUR_MAX_POOL = layers.max_pool
+
+
+def flax_max_pool(x, window, strides):
+  """The `flaxpool` stem pool: `nn.max_pool` and autodiff's gradient (the models before
+  2026-12-03 late evening)."""
+  return nn.max_pool(x, window, strides=strides, padding='VALID')
 
 
 def dots_but_library_transposed(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -118,13 +126,15 @@ def main() -> int:
     start = time.perf_counter()
     if conv not in ('library', 'dots', 'dots64', 'deconvlib', 'nowino'):
       raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
-    if not set(flags) <= {'flaxbn', 'chain'}:
-      raise SystemExit(f'--variants: {variant!r} may only end in "+flaxbn" and/or "+chain"')
+    if not set(flags) <= {'flaxbn', 'chain', 'flaxpool'}:
+      raise SystemExit(f'--variants: {variant!r} may only end in "+flaxbn", "+chain", '
+                       f'"+flaxpool"')
     overrides = {
         'conv_general_dilated': {'library': jax.lax.conv_general_dilated,
                                  'deconvlib': dots_but_library_transposed}.get(conv, DOTS_CONV),
         'BatchNorm': nn.BatchNorm if 'flaxbn' in flags else OUR_BATCH_NORM,
-        'BLOCK_OUTPUT_CPU': (lambda x: x) if 'chain' in flags else OUR_BLOCK_OUTPUT}
+        'BLOCK_OUTPUT_CPU': (lambda x: x) if 'chain' in flags else OUR_BLOCK_OUTPUT,
+        'max_pool': flax_max_pool if 'flaxpool' in flags else OUR_MAX_POOL}
     if conv == 'dots64':
       overrides['DOTS_MIN_WEIGHT_GRAD_FLOPS'] = float('inf')
     if conv in ('dots64', 'deconvlib', 'nowino'):

@@ -385,3 +385,22 @@ def test_batch_norm_takes_its_written_gradient_in_training_only():
   y_ours = layers.BatchNorm(**infer).apply(variables, x)
   y_ref = nn.BatchNorm(**infer).apply(variables, x)
   np.testing.assert_array_equal(y_ours, y_ref)
+
+
+@pytest.mark.parametrize('values', ['normal', 'ties'])
+def test_max_pool_values_and_gradient_equal_flax(values):
+  rng = np.random.default_rng(5)
+  shape = (2, 11, 9, 3)
+  if values == 'normal':
+    x = rng.standard_normal(shape)
+  else:  # few distinct values: ties inside most windows, each cotangent to one element
+    x = rng.integers(0, 3, shape)
+  x = jnp.asarray(x, jnp.float32)
+  w = jnp.asarray(rng.standard_normal((2, 5, 4, 3)), jnp.float32)
+  ref = lambda a: nn.max_pool(a, (3, 3), strides=(2, 2), padding='VALID')
+  ours = lambda a: layers.max_pool(a, (3, 3), (2, 2))
+  np.testing.assert_array_equal(ours(x), ref(x))
+  grad = lambda f: jax.grad(lambda a: jnp.sum(f(a) * w))(x)
+  np.testing.assert_allclose(grad(ours), grad(ref), rtol=1e-6, atol=1e-6)
+  # Each output's cotangent lands on exactly one input element.
+  np.testing.assert_allclose(jnp.sum(grad(ours)), jnp.sum(w), rtol=1e-5)

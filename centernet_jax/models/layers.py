@@ -59,6 +59,61 @@ def block_output(x: jax.Array) -> jax.Array:
   return jax.lax.platform_dependent(x, cpu=BLOCK_OUTPUT_CPU, default=lambda a: a)
 
 
+def _pool_windows(x: jax.Array, window: tuple[int, int], strides: tuple[int, int]):
+  """The kh*kw strided windows `[B, Ho, Wo, C]` of a VALID pool over `x`, row-major."""
+  (kh, kw), (sh, sw) = window, strides
+  b, h, w, c = x.shape
+  oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+  return [jax.lax.slice(x, (0, i, j, 0), (b, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c),
+                        (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool_cpu(x, window, strides):
+  return functools.reduce(jnp.maximum, _pool_windows(x, window, strides))
+
+
+def _max_pool_cpu_fwd(x, window, strides):
+  out = _max_pool_cpu(x, window, strides)
+  return out, (x, out)
+
+
+def _max_pool_cpu_bwd(window, strides, residuals, g):
+  # Each output's cotangent goes to the first window element (row-major) equal to the max,
+  # put back in place by a pad with interior padding: no scatter, no index arrays.
+  x, out = residuals
+  (kh, kw), (sh, sw) = window, strides
+  _, h, w, _ = x.shape
+  _, oh, ow, _ = out.shape
+  taken = jnp.zeros(out.shape, bool)
+  dx = jnp.zeros(x.shape, g.dtype)
+  for t, win in enumerate(_pool_windows(x, window, strides)):
+    i, j = divmod(t, kw)
+    hit = (win == out) & ~taken
+    taken = taken | hit
+    dx = dx + jax.lax.pad(jnp.where(hit, g, 0).astype(g.dtype), jnp.zeros((), g.dtype),
+                          ((0, 0, 0), (i, h - i - (oh - 1) * sh - 1, sh - 1),
+                           (j, w - j - (ow - 1) * sw - 1, sw - 1), (0, 0, 0)))
+  return (dx.astype(x.dtype),)
+
+
+_max_pool_cpu.defvjp(_max_pool_cpu_fwd, _max_pool_cpu_bwd)
+
+
+def max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int]) -> jax.Array:
+  """`nn.max_pool(x, window, strides, padding='VALID')` on NHWC `[B, H, W, C]`.
+
+  On XLA:CPU as a max of the kh*kw strided slices, with a written-out gradient (to the first
+  maximal element of each window, row-major): autodiff's gradient of `reduce_window` became a
+  variadic reduce-window over four full-size index arrays there, about 200 ms of the
+  ResNet50 V1 FPN 512 training step's 4.3 s of op time at batch 2 (docs/benchmarks.md,
+  "Residual chains"). Other platforms get `nn.max_pool`."""
+  window, strides = tuple(window), tuple(strides)
+  return jax.lax.platform_dependent(
+      x, cpu=lambda a: _max_pool_cpu(a, window, strides),
+      default=lambda a: nn.max_pool(a, window, strides=strides, padding='VALID'))
+
+
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   """XLA's (and TF's) 'SAME' padding of one spatial axis: (before, after) pixels."""
   out = -(-size // stride)

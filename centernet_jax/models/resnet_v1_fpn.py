@@ -191,7 +191,7 @@ class ResNetV1(nn.Module):
                    'conv1_conv')(_pad(x, 3))
     x = nn.relu(self._bn(train, 'conv1_bn')(x))
     # ReLU output >= 0, so zero padding before the max pool equals Keras' ZeroPadding2D + pool.
-    x = nn.max_pool(_pad(x, 1), (3, 3), strides=(2, 2), padding='VALID')
+    x = layers.max_pool(_pad(x, 1), (3, 3), (2, 2))
     taps = []
     for stage, (filters, count) in enumerate(zip(STAGE_FILTERS, counts)):
       for b in range(count):

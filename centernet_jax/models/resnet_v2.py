@@ -153,7 +153,7 @@ class ResNetV2(nn.Module):
     x = jnp.asarray(x, self.dtype)
     x = self._conv(64, 7, 2, True, 'conv1_conv')(_pad(x, 3))
     # No ReLU before the pool in v2: the zero padding (not -inf) matters, as in Keras.
-    x = nn.max_pool(_pad(x, 1), (3, 3), strides=(2, 2), padding='VALID')
+    x = layers.max_pool(_pad(x, 1), (3, 3), (2, 2))
     for stage, (filters, count) in enumerate(zip(STAGE_FILTERS, DEPTH_CONFIG[self.depth])):
       for b in range(count):
         stride = STAGE_LAST_STRIDE[stage] if b == count - 1 else 1
