@@ -250,7 +250,7 @@ def top_k_peaks(logits, k: int, num_pixels: int = PEAK_CANDIDATE_PIXELS):
   peaks (`_top_k_peaks_of_pixels` says when that is certain), those are the answer, in their
   order. Else (a map whose highest scores are mostly slopes of broad maxima) the whole map is
   peak-tested (`lax.cond` on the batch). On XLA:CPU at 128 x 128 x 90, k = 100, the pixel path
-  is ~2.5x faster than the whole-map path, and the fallback costs both (docs/benchmarks.md,
+  is ~2.3x faster than the whole-map path, and the fallback costs both (docs/benchmarks.md,
   "Decoder").
 
   Args:
