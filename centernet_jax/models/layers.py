@@ -24,6 +24,10 @@ docs/benchmarks.md, "Hot paths").
 
 `BatchNorm` is `nn.BatchNorm` with its training gradient written out (fewer passes over the
 activations than autodiff's on XLA:CPU); every backbone builds its batch norms with it.
+`block_output` (an optimization barrier on residual block outputs) and `max_pool` (strided
+slices and a written-out gradient) exist for XLA:CPU too: without them it recomputed whole
+residual chains and took the pool's gradient through full-size index arrays
+(docs/benchmarks.md, "Residual chains").
 """
 
 import functools
@@ -59,18 +63,12 @@ def block_output(x: jax.Array) -> jax.Array:
   return jax.lax.platform_dependent(x, cpu=BLOCK_OUTPUT_CPU, default=lambda a: a)
 
 
-def _pool_windows(x: jax.Array, window: tuple[int, int], strides: tuple[int, int]):
-  """The kh*kw strided windows `[B, Ho, Wo, C]` of a VALID pool over `x`, row-major."""
-  (kh, kw), (sh, sw) = window, strides
-  b, h, w, c = x.shape
-  oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-  return [jax.lax.slice(x, (0, i, j, 0), (b, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c),
-                        (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+_NO_PADS = ((0, 0), (0, 0))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _max_pool_cpu(x, window, strides):
-  return functools.reduce(jnp.maximum, _pool_windows(x, window, strides))
+  return functools.reduce(jnp.maximum, conv_windows(x, window, strides, _NO_PADS))
 
 
 def _max_pool_cpu_fwd(x, window, strides):
@@ -82,12 +80,12 @@ def _max_pool_cpu_bwd(window, strides, residuals, g):
   # Each output's cotangent goes to the first window element (row-major) equal to the max,
   # put back in place by a pad with interior padding: no scatter, no index arrays.
   x, out = residuals
-  (kh, kw), (sh, sw) = window, strides
+  (_, kw), (sh, sw) = window, strides
   _, h, w, _ = x.shape
   _, oh, ow, _ = out.shape
   taken = jnp.zeros(out.shape, bool)
   dx = jnp.zeros(x.shape, g.dtype)
-  for t, win in enumerate(_pool_windows(x, window, strides)):
+  for t, win in enumerate(conv_windows(x, window, strides, _NO_PADS)):
     i, j = divmod(t, kw)
     hit = (win == out) & ~taken
     taken = taken | hit
