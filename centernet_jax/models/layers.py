@@ -40,13 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _materialized(x: jax.Array) -> jax.Array:
-  return jax.lax.optimization_barrier(x)
-
-
 # What `block_output` does on CPU; a module attribute so that benchmarks/conv_models.py can
 # lower a model without it (identity).
-BLOCK_OUTPUT_CPU: Callable[[jax.Array], jax.Array] = _materialized
+BLOCK_OUTPUT_CPU: Callable[[jax.Array], jax.Array] = jax.lax.optimization_barrier
 
 
 def block_output(x: jax.Array) -> jax.Array:
