@@ -7,7 +7,7 @@ same process, interleaved.
   python benchmarks/conv_models.py --row mnv2fpn --measure predict --batch 8
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
-A variant is `<conv>+<options>[+flaxbn][+chain][+flaxpool]`: conv `library` (`lax.conv_general_dilated` in every
+A variant is `<conv>+<options>[+flaxbn][+chain][+flaxpool][+stackkt]`: conv `library` (`lax.conv_general_dilated` in every
 `nn.Conv`, the code before this change), `dots` (the models as they are), `nowino` (the models
 without F(4x4, 3x3): before 2026-12-03 night), `dots64` (also products only at maps of 64 x 64
 pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before 2026-12-02
@@ -18,7 +18,8 @@ puts `nn.BatchNorm` (autodiff's gradient) where the models have `layers.BatchNor
 written-out training gradient; the models before 2026-12-03 evening); `chain` leaves the
 residual blocks' outputs to XLA's fusion (`layers.block_output` as the identity: the models
 before 2026-12-03 late evening); `flaxpool` gives the ResNet stems' max pool Flax's
-`nn.max_pool` instead of `layers.max_pool`.
+`nn.max_pool` instead of `layers.max_pool`; `stackkt` computes F(4x4, 3x3)'s kernel transform
+and its transpose as sums of slices, stacked (before 2026-12-04), instead of one product.
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
@@ -65,6 +66,16 @@ def flax_max_pool(x, window, strides):
   """The `flaxpool` stem pool: `nn.max_pool` and autodiff's gradient (the models before
   2026-12-03 late evening)."""
   return nn.max_pool(x, window, strides=strides, padding='VALID')
+
+
+def stacked_kernel_tiles(kernel):
+  """The `stackkt` kernel transform `G w G^T`: 36 sums of slices, stacked."""
+  return layers._transform_2d(layers._WINOGRAD_G, kernel).reshape((36,) + kernel.shape[2:])  # pylint: disable=protected-access
+
+
+def stacked_kernel_tiles_transposed(tiles):
+  """The `stackkt` transpose of the kernel transform, `G^T . G`, as sums of slices."""
+  return layers._transform_2d(layers._WINOGRAD_G.T, tiles.reshape(6, 6, *tiles.shape[1:]))  # pylint: disable=protected-access
 
 
 def dots_but_library_transposed(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -126,15 +137,18 @@ def main() -> int:
     start = time.perf_counter()
     if conv not in ('library', 'dots', 'dots64', 'deconvlib', 'nowino'):
       raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
-    if not set(flags) <= {'flaxbn', 'chain', 'flaxpool'}:
+    if not set(flags) <= {'flaxbn', 'chain', 'flaxpool', 'stackkt'}:
       raise SystemExit(f'--variants: {variant!r} may only end in "+flaxbn", "+chain", '
-                       f'"+flaxpool"')
+                       f'"+flaxpool", "+stackkt"')
     overrides = {
         'conv_general_dilated': {'library': jax.lax.conv_general_dilated,
                                  'deconvlib': dots_but_library_transposed}.get(conv, DOTS_CONV),
         'BatchNorm': nn.BatchNorm if 'flaxbn' in flags else OUR_BATCH_NORM,
         'BLOCK_OUTPUT_CPU': (lambda x: x) if 'chain' in flags else OUR_BLOCK_OUTPUT,
         'max_pool': flax_max_pool if 'flaxpool' in flags else OUR_MAX_POOL}
+    if 'stackkt' in flags:
+      overrides['winograd_kernel_tiles'] = stacked_kernel_tiles
+      overrides['winograd_kernel_tiles_transposed'] = stacked_kernel_tiles_transposed
     if conv == 'dots64':
       overrides['DOTS_MIN_WEIGHT_GRAD_FLOPS'] = float('inf')
     if conv in ('dots64', 'deconvlib', 'nowino'):

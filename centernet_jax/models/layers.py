@@ -333,23 +333,33 @@ WINOGRAD_WEIGHT_GRAD_MIN_TILES = 64
 
 
 def _combine(coefficients, arrays):
-  """sum_i c_i * arrays[i] over the nonzero constants c_i (multiplications by +-1 skipped)."""
+  """sum_i c_i * arrays[i] over the nonzero constants c_i (multiplications by +-1 skipped).
+
+  `lax` ops, not `jnp`'s: the same program, traced without a nested jit per op (these sums
+  are most of the primitives a Winograd convolution traces)."""
   total = None
   for c, a in zip(coefficients, arrays):
     if c == 0:
       continue
-    term = a if c == 1 else -a if c == -1 else a * np.float32(c)
-    total = term if total is None else total + term
+    term = a if c == 1 else jax.lax.neg(a) if c == -1 else jax.lax.mul(a, a.dtype.type(c))
+    total = term if total is None else jax.lax.add(total, term)
   return total
 
 
 def _transform_2d(matrix: np.ndarray, a) -> jax.Array:
   """`matrix @ a @ matrix^T` over the two leading axes of `a` (`[n, n, ...]` -> `[k, k, ...]`
-  for a `[k, n]` matrix), as constant-coefficient sums: first along axis 0, then axis 1."""
-  rows = [_combine(coefficients, [a[i] for i in range(matrix.shape[1])])
-          for coefficients in matrix]
-  return jnp.stack([jnp.stack([_combine(coefficients, [row[j] for j in range(matrix.shape[1])])
-                               for coefficients in matrix]) for row in rows])
+  for a `[k, n]` matrix), as constant-coefficient sums: first along axis 0, then axis 1.
+
+  Each slice is taken once and reused by every sum (XLA would merge repeated slices, but
+  tracing them made these transforms a third of a model's training-step trace time)."""
+  rows = [_combine(coefficients, _unstack(a)) for coefficients in matrix]
+  return jnp.stack([jnp.stack([_combine(coefficients, parts) for coefficients in matrix])
+                    for parts in map(_unstack, rows)])
+
+
+def _unstack(a: jax.Array) -> list[jax.Array]:
+  """The slices of `a` along its leading axis."""
+  return [jax.lax.index_in_dim(a, i, keepdims=False) for i in range(a.shape[0])]
 
 
 def _winograd_tiles(size: int) -> int:
@@ -379,9 +389,26 @@ def winograd_input_tiles(x: jax.Array) -> jax.Array:
   return jnp.stack(tiles).reshape(_TILE_IN**2, b * ty * tx, c)
 
 
+# `G w G^T` for every channel pair at once: one product of this [36, 9] matrix (row 6u + v,
+# column 3i + j: G[u, i] G[v, j]) with the kernel's 9 taps. The same time as the sums of slices
+# (one memory-bound pass either way), and one primitive to trace instead of ~150.
+_WINOGRAD_KERNEL_MATRIX = np.einsum('ui,vj->uvij', _WINOGRAD_G, _WINOGRAD_G).reshape(
+    _TILE_IN**2, 9).astype(np.float32)
+
+
 def winograd_kernel_tiles(kernel: jax.Array) -> jax.Array:
   """`G w G^T`: `[3, 3, Cin, Cout]` -> `[36, Cin, Cout]` (row 6u + v)."""
-  return _transform_2d(_WINOGRAD_G, kernel).reshape((_TILE_IN**2,) + kernel.shape[2:])
+  cin, cout = kernel.shape[2:]
+  return jnp.dot(_WINOGRAD_KERNEL_MATRIX, kernel.reshape(9, cin * cout),
+                 precision=jax.lax.Precision.HIGHEST).reshape(_TILE_IN**2, cin, cout)
+
+
+def winograd_kernel_tiles_transposed(tiles: jax.Array) -> jax.Array:
+  """The transpose of `winograd_kernel_tiles` (`G^T . G`): `[36, Cin, Cout]` ->
+  `[3, 3, Cin, Cout]`."""
+  cin, cout = tiles.shape[1:]
+  return jnp.dot(_WINOGRAD_KERNEL_MATRIX.T, tiles.reshape(_TILE_IN**2, cin * cout),
+                 precision=jax.lax.Precision.HIGHEST).reshape(3, 3, cin, cout)
 
 
 def winograd_output(products: jax.Array, shape: tuple[int, int, int, int]) -> jax.Array:
@@ -452,7 +479,7 @@ def winograd_conv3x3_weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
   dm = _transform_2d(_WINOGRAD_AT.T, gt)
   du = jax.lax.dot_general(winograd_input_tiles(x), dm.reshape(_TILE_IN**2, b * ty * tx, cout),
                            (((1,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32)
-  return _transform_2d(_WINOGRAD_G.T, du.reshape(_TILE_IN, _TILE_IN, *du.shape[1:]))
+  return winograd_kernel_tiles_transposed(du)
 
 
 def winograd_passes(x_shape, kernel_shape, dtypes, strides, pads, lhs_dilation
