@@ -35,6 +35,23 @@ def test_shift_add_equals_library(hw, stride, k):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('hw,stride,rows_limit', [((70, 9), 1, 32), ((67, 20), 2, 32),
+                                                   ((31, 8), 1, 32), ((12, 6), 1, 4),
+                                                   ((24, 10), 2, 5)])
+def test_weight_grad_in_row_groups_equals_library(monkeypatch, hw, stride, rows_limit):
+  """Output heights with groups of several rows (70: 14 rows, 34: 17, 12: 4, 12 with at most
+  5: 4), and a prime height of one group (31)."""
+  monkeypatch.setattr(layers, 'DEPTHWISE_WEIGHT_GRAD_ROWS', rows_limit)
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(2,) + hw + (4,)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 1, 4)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=layers.depthwise_conv_library(x, kernel, stride).shape),
+                  jnp.float32)
+  ref = jax.grad(lambda k: jnp.sum(layers.depthwise_conv_library(x, k, stride) * g))(kernel)
+  np.testing.assert_allclose(layers.depthwise_weight_grad(x, g, 3, stride), ref,
+                             rtol=1e-4, atol=1e-4)
+
+
 def test_module_matches_grouped_nn_conv_and_its_parameter():
   """Same parameter name, shape and init as `nn.Conv(..., feature_group_count=C)`."""
   x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 8, 8, 4)), jnp.float32)

@@ -115,21 +115,17 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   return total // 2, total - total // 2
 
 
-def depthwise_conv_shift_add(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """Depthwise 'SAME' convolution as k*k strided slices times per-channel weights.
+def _depthwise_geometry(x_shape, k: int, stride: int):
+  """'SAME' pads ((top, bottom), (left, right)) and output (height, width) of a depthwise
+  k x k convolution of `x_shape` `[B, H, W, C]`."""
+  _, h, w, _ = x_shape
+  return ((same_padding(h, k, stride), same_padding(w, k, stride)),
+          (-(-h // stride), -(-w // stride)))
 
-  Args:
-    x: `[B, H, W, C]`.
-    kernel: `[k, k, 1, C]` (Flax's grouped-conv layout with one input channel per group).
-    stride: the same in both axes.
-  Returns:
-    `[B, ceil(H / stride), ceil(W / stride), C]`, accumulated in float32 and returned in the
-    dtype of `x`.
-  """
-  _, h, w, c = x.shape
-  k = kernel.shape[0]
-  pad_h, pad_w = same_padding(h, k, stride), same_padding(w, k, stride)
-  out_h, out_w = -(-h // stride), -(-w // stride)
+
+def _depthwise_shift_add(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  k, c = kernel.shape[0], x.shape[-1]
+  (pad_h, pad_w), (out_h, out_w) = _depthwise_geometry(x.shape, k, stride)
   xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
   weights = kernel.reshape(k, k, c).astype(jnp.float32)
   out = jnp.zeros(x.shape[:1] + (out_h, out_w, c), jnp.float32)
@@ -140,6 +136,92 @@ def depthwise_conv_shift_add(x: jax.Array, kernel: jax.Array, stride: int) -> ja
                              j + (out_w - 1) * stride + 1, c), (1, stride, stride, 1))
       out = out + window.astype(jnp.float32) * weights[i, j]
   return out.astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise_conv_shift_add(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """Depthwise 'SAME' convolution as k*k strided slices times per-channel weights.
+
+  Its input gradient is autodiff's (the same shift-adds, transposed); its weight gradient is
+  `depthwise_weight_grad`.
+
+  Args:
+    x: `[B, H, W, C]`.
+    kernel: `[k, k, 1, C]` (Flax's grouped-conv layout with one input channel per group).
+    stride: the same in both axes.
+  Returns:
+    `[B, ceil(H / stride), ceil(W / stride), C]`, accumulated in float32 and returned in the
+    dtype of `x`.
+  """
+  return _depthwise_shift_add(x, kernel, stride)
+
+
+def _depthwise_fwd(x, kernel, stride):
+  return _depthwise_shift_add(x, kernel, stride), (x, kernel)
+
+
+def _depthwise_bwd(stride, residuals, g):
+  x, kernel = residuals
+  _, x_vjp = jax.vjp(lambda a: _depthwise_shift_add(a, kernel, stride), x)
+  dx, = x_vjp(g)
+  return dx, depthwise_weight_grad(x, g, kernel.shape[0], stride).astype(kernel.dtype)
+
+
+depthwise_conv_shift_add.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+# Output rows whose products `depthwise_weight_grad` sums elementwise (the largest divisor of
+# the output height up to this) before its one reduction. Autodiff's weight gradient is one
+# reduction per tap over a window copied out of the padded input (XLA:CPU materializes each
+# for YNNPACK's reduce), nine passes over the activations; the sums of 32 rows run in one loop
+# fusion that reads x and g once and leaves the reduction 1/32 of the products. Weight
+# gradient alone at MobileNetV2 FPN 512 shapes, batch 2 (docs/benchmarks.md, "Depthwise
+# weight gradient"): 256 x 256 x 32 47 -> 8 ms, 128 x 128 x 144 51 -> 10 ms, 32 x 32 x 576
+# 12 -> 3 ms, and 16 rows, 64 rows or fewer lost to 32 at those shapes.
+DEPTHWISE_WEIGHT_GRAD_ROWS = 32
+
+
+def depthwise_weight_grad(x: jax.Array, g: jax.Array, k: int, stride: int) -> jax.Array:
+  """The kernel's gradient of `sum(depthwise_conv_shift_add(x, kernel, stride) * g)`.
+
+  dk[i, j, c] = sum over (b, y, x) of xp[b, stride * y + i, stride * x + j, c] * g[b, y, x, c],
+  xp the 'SAME'-padded input; summed first over groups of R output rows, elementwise
+  (R = the largest divisor of the output height <= `DEPTHWISE_WEIGHT_GRAD_ROWS`), then reduced.
+
+  Args:
+    x: `[B, H, W, C]` the convolution's input.
+    g: `[B, ceil(H / stride), ceil(W / stride), C]` the cotangent of its output.
+    k: the kernel side.
+    stride: the same in both axes.
+  Returns:
+    `[k, k, 1, C]` float32.
+  """
+  b, _, _, c = x.shape
+  (pad_h, pad_w), (out_h, out_w) = _depthwise_geometry(x.shape, k, stride)
+  rows = max(r for r in range(1, min(DEPTHWISE_WEIGHT_GRAD_ROWS, out_h) + 1) if out_h % r == 0)
+  groups = out_h // rows
+  xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0))).astype(jnp.float32)
+  g32 = g.astype(jnp.float32)
+
+  def every_rows_th(a, first_row, first_col, row_step, col_step, cols):
+    """Rows first_row + row_step * m (m < groups), `cols` columns from first_col."""
+    return jax.lax.slice(a, (0, first_row, first_col, 0),
+                         (b, first_row + row_step * (groups - 1) + 1,
+                          first_col + col_step * (cols - 1) + 1, c), (1, row_step, col_step, 1))
+
+  g_rows = [every_rows_th(g32, r, 0, rows, 1, out_w) for r in range(rows)]
+  x_rows = {}  # one slice per (input row offset, column offset), shared by the taps
+  taps = []
+  for i in range(k):
+    for j in range(k):
+      total = None
+      for r in range(rows):
+        key = (stride * r + i, j)
+        if key not in x_rows:
+          x_rows[key] = every_rows_th(xp, key[0], j, stride * rows, stride, out_w)
+        term = x_rows[key] * g_rows[r]
+        total = term if total is None else total + term
+      taps.append(total)
+  return jnp.sum(jnp.stack(taps), axis=(1, 2, 3)).reshape(k, k, 1, c)
 
 
 def depthwise_conv_library(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
