@@ -194,6 +194,27 @@ def test_dense_conv_small_map_with_a_big_weight_gradient_gets_the_products(monke
   assert 'dot_general' in products and 'dot_general' not in library
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+def test_pointwise_conv_on_a_small_map_gets_the_product(monkeypatch, stride):
+  """A 1x1 kernel below both bounds: one product; a 3x3 kernel on the same map: the library's."""
+  monkeypatch.setattr(layers, 'DOTS_MIN_OUTPUT_PIXELS', 64 * 64)
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 6)), jnp.float32)
+
+  def weight_grad(k):
+    conv = nn.Conv(5, (k, k), strides=stride, conv_general_dilated=layers.conv_general_dilated)
+    ref = nn.Conv(5, (k, k), strides=stride)
+    variables = conv.init(jax.random.key(0), x)
+    loss = lambda m: lambda v: jnp.sum(jnp.sin(m.apply(v, x)))
+    return (str(jax.make_jaxpr(jax.grad(loss(conv)))(variables)),
+            jax.grad(loss(conv))(variables), jax.grad(loss(ref))(variables))
+
+  jaxpr, ours, ref = weight_grad(1)
+  assert 'dot_general' in jaxpr
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  assert 'dot_general' not in weight_grad(3)[0]
+
+
 @pytest.mark.parametrize('hw,cin,features,k,stride', [((5, 7), 4, 8, 3, 2), ((8, 8), 6, 5, 3, 2),
                                                       ((4, 6), 3, 2, 4, 2), ((5, 5), 3, 4, 3, 3),
                                                       ((6, 4), 2, 3, 1, 2)])

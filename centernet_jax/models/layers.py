@@ -174,8 +174,8 @@ depthwise_conv_shift_add.defvjp(_depthwise_fwd, _depthwise_bwd)
 # reduction per tap over a window copied out of the padded input (XLA:CPU materializes each
 # for YNNPACK's reduce), nine passes over the activations; the sums of 32 rows run in one loop
 # fusion that reads x and g once and leaves the reduction 1/32 of the products. Weight
-# gradient alone at MobileNetV2 FPN 512 shapes, batch 2 (docs/benchmarks.md, "Depthwise
-# weight gradient"): 256 x 256 x 32 47 -> 8 ms, 128 x 128 x 144 51 -> 10 ms, 32 x 32 x 576
+# gradient alone at MobileNetV2 FPN 512 shapes, batch 2 (docs/benchmarks.md, "Depthwise and
+# 1x1 weight gradients"): 256 x 256 x 32 47 -> 8 ms, 128 x 128 x 144 51 -> 10 ms, 32 x 32 x 576
 # 12 -> 3 ms, and 16 rows, 64 rows or fewer lost to 32 at those shapes.
 DEPTHWISE_WEIGHT_GRAD_ROWS = 32
 
@@ -272,6 +272,13 @@ DOTS_MIN_OUTPUT_PIXELS = 64 * 64
 # channels, 0.3-1.2 GFLOP per image; benchmarks/conv_cpu.py), while every demo convolution is
 # under 0.05 GFLOP (docs/benchmarks.md, "Hot paths").
 DOTS_MIN_WEIGHT_GRAD_FLOPS = 2e8
+
+# Whatever the bounds above, a 1x1 kernel's weight gradient is one product `x^T @ g`
+# (`conv_general_dilated`): no windows to copy, while at the MobileNetV2 FPN 512 shapes under
+# both bounds (32 x 32 and 16 x 16 maps, 0.01-0.11 GFLOP per image) the library's ran at ~12
+# GFLOP/s (19 ms for 576 -> 96 channels at batch 2). Train step at batch 2 (8 for the demo),
+# interleaved rounds: MobileNetV2 FPN 881 -> 826 ms, the demo 86 -> 84 ms, ResNet50 V1 FPN
+# unchanged (docs/benchmarks.md, "Depthwise and 1x1 weight gradients").
 
 # Up to this many input channels the weight gradient is one product of the k*k windows side by
 # side (`[pixels, k*k*Cin]^T @ g`), which reads the cotangent once instead of k*k times: the
@@ -636,9 +643,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   - forward pass and input gradient by F(4x4, 3x3) where `winograd_passes` says so, else the
     library's;
   - weight gradient by F(4x4, 3x3) where `winograd_passes` says so; else from
-    `conv_weight_grad_dots` with at least `DOTS_MIN_OUTPUT_PIXELS` output pixels per image
-    (approximately, by ceil(H / stride) * ceil(W / stride)) or a weight gradient of at least
-    `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image; with an input dilation (a transposed convolution:
+    `conv_weight_grad_dots` for every 1x1 kernel (one product), and for others with at least
+    `DOTS_MIN_OUTPUT_PIXELS` output pixels per image (approximately, by ceil(H / stride) *
+    ceil(W / stride)) or a weight gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image; with an input dilation (a transposed convolution:
     window strides 1, explicit padding) always from `dilated_conv_weight_grad_dots`, since
     XLA:CPU's own runs as a plain loop there; else the library's.
   A plan with every pass the library's, any other convolution, and every other platform get
@@ -669,7 +676,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   forward, input_grad, weight_grad = winograd_passes(lhs.shape, rhs.shape,
                                                      (lhs.dtype, rhs.dtype), strides, pads,
                                                      dilation)
-  dots = (dilated or out_pixels >= DOTS_MIN_OUTPUT_PIXELS or
+  dots = (dilated or tuple(rhs.shape[:2]) == (1, 1) or out_pixels >= DOTS_MIN_OUTPUT_PIXELS or
           weight_grad_flops >= DOTS_MIN_WEIGHT_GRAD_FLOPS)
   plan = ConvPlan(forward, input_grad,
                   'winograd' if weight_grad else 'dots' if dots else 'library')
