@@ -28,7 +28,8 @@ a window of the padded input: before 2026-12-04 evening) instead of
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
 (their results must agree: detections; or loss, gradient norm and the updated parameters),
-then each round times one call of each; medians and every round.
+then each round times one call of each; medians and every round. The process keeps freed host
+memory as `main` does when the row's config says so (`host_memory.set_up`).
 """
 
 import argparse
@@ -46,6 +47,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
 from centernet_jax import experiments
+from centernet_jax import host_memory
 from centernet_jax import model_variables
 from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
@@ -115,6 +117,7 @@ def main() -> int:
   parser.add_argument('--repeats', type=int, default=3)
   args = parser.parse_args()
   config = experiments.load_config(os.path.join(REPO, 'experiments', ROWS[args.row] + '.py'))
+  host_memory.set_up(config)  # as main runs the row, before the first computation
   config.dataset.max_boxes = MAX_BOXES
   size, b = int(config.input.size), args.batch
   model = models.build_model(config.model, NUM_CLASSES)
