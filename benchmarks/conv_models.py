@@ -8,12 +8,12 @@ same process, interleaved.
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
 A variant is `<conv>+<options>[+flaxbn][+chain][+flaxpool][+stackkt][+autodw]`: conv
-`library` (`lax.conv_general_dilated` in every
-`nn.Conv`, the code before this change), `dots` (the models as they are), `nowino` (the models
-without F(4x4, 3x3): before 2026-12-03 night), `dots64` (also products only at maps of 64 x 64
-pixels and more, `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before 2026-12-02
-evening) or `deconvlib` (no F(4x4, 3x3), and the library call in transposed convolutions:
-ResNet50 V2 before `layers.ConvTranspose2D`); options `ours`
+`library` (`lax.conv_general_dilated` in every `nn.Conv`, the code before this change), `dots`
+(the models as they are), `nowino` (the models without F(4x4, 3x3): before 2026-12-03 night),
+`dots64` (also products only at maps of 64 x 64 pixels and more,
+`layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before 2026-12-02 evening) or
+`deconvlib` (no F(4x4, 3x3), and the library call in transposed convolutions: ResNet50 V2
+before `layers.ConvTranspose2D`); options `ours`
 (`performance.CPU_COMPILER_OPTIONS`, YNNPACK's dot fusions off) or `default` (XLA's); `flaxbn`
 puts `nn.BatchNorm` (autodiff's gradient) where the models have `layers.BatchNorm` (its
 written-out training gradient; the models before 2026-12-03 evening); `chain` leaves the
@@ -157,7 +157,8 @@ def main() -> int:
       overrides['winograd_kernel_tiles'] = stacked_kernel_tiles
       overrides['winograd_kernel_tiles_transposed'] = stacked_kernel_tiles_transposed
     if 'autodw' in flags:
-      overrides['depthwise_conv_shift_add'] = layers._depthwise_shift_add  # pylint: disable=protected-access
+      # pylint: disable-next=protected-access
+      overrides['depthwise_conv_shift_add'] = layers._depthwise_shift_add
     if conv == 'dots64':
       overrides['DOTS_MIN_WEIGHT_GRAD_FLOPS'] = float('inf')
     if conv in ('dots64', 'deconvlib', 'nowino'):

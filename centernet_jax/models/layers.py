@@ -3,18 +3,20 @@
 `DepthwiseConv` exists for speed on XLA:CPU (docs/benchmarks.md, "Depthwise convolutions"):
 there a grouped `conv_general_dilated` with one channel per group runs ~20x slower forward and
 ~10x slower backward than the same arithmetic written as k*k shifted multiply-adds (measured
-at MobileNetV2 shapes). On GPU and TPU the library convolution is the fast one. The choice is
-made per platform when the computation is lowered (`jax.lax.platform_dependent`), so one model
-definition serves every backend and exports carry both.
+at MobileNetV2 shapes); its weight gradient sums groups of output rows elementwise before one
+reduction (`depthwise_weight_grad`). On GPU and TPU the library convolution is the fast one.
+The choice is made per platform when the computation is lowered (`jax.lax.platform_dependent`),
+so one model definition serves every backend and exports carry both.
 
 `conv_general_dilated` (given to `nn.Conv`) does the same for dense convolutions' weight
 gradient: XLA:CPU computes it as a backward convolution at ~6-25 GFLOP/s, while the same sums
 written as k*k matrix products `x_ij^T @ g` ran 1.2-13x faster at the ResNet50 V1 FPN shapes
 (`benchmarks/conv_cpu.py`; docs/benchmarks.md, "Hot paths"); for the RGB stems, one product of
-the k*k windows side by side. Float32 3x3 stride-1 convolutions with enough channels and tiles
-get some or all of their three passes from Winograd's F(4x4, 3x3) instead (4x fewer
-multiplications; docs/winograd.md); other forward passes and input gradients stay the
-library's. Parameters are untouched: it is `nn.Conv`'s own kernel `[k, k, Cin, Cout]`.
+the k*k windows side by side; for 1x1 kernels, one product at every size. Float32 3x3
+stride-1 convolutions with enough channels and tiles get some or all of their three passes
+from Winograd's F(4x4, 3x3) instead (4x fewer multiplications; docs/winograd.md); other forward
+passes and input gradients stay the library's. Parameters are untouched: it is `nn.Conv`'s
+own kernel `[k, k, Cin, Cout]`.
 `ConvTranspose2D` (Flax's `nn.ConvTranspose` with `transpose_kernel=True`, which takes no
 convolution function) routes its convolution of the zero-dilated input through the same
 function; there the weight gradient is products over the output pixels of one parity class per
@@ -124,6 +126,8 @@ def _depthwise_geometry(x_shape, k: int, stride: int):
 
 
 def _depthwise_shift_add(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """`depthwise_conv_shift_add` under autodiff (its input gradient, and the old weight
+  gradient benchmarks/conv_models.py compares with)."""
   k, c = kernel.shape[0], x.shape[-1]
   (pad_h, pad_w), (out_h, out_w) = _depthwise_geometry(x.shape, k, stride)
   xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
@@ -183,7 +187,7 @@ depthwise_conv_shift_add.defvjp(_depthwise_fwd, _depthwise_bwd)
 # fusion that reads x and g once and leaves the reduction 1/32 of the products. Weight
 # gradient alone at MobileNetV2 FPN 512 shapes, batch 2 (docs/benchmarks.md, "Depthwise and
 # 1x1 weight gradients"): 256 x 256 x 32 47 -> 8 ms, 128 x 128 x 144 51 -> 10 ms, 32 x 32 x 576
-# 12 -> 3 ms, and 16 rows, 64 rows or fewer lost to 32 at those shapes.
+# 12 -> 3 ms; groups of 16 or 64 rows did no better than 32 there, 4 or 8 worse.
 DEPTHWISE_WEIGHT_GRAD_ROWS = 32
 
 
@@ -652,9 +656,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   - weight gradient by F(4x4, 3x3) where `winograd_passes` says so; else from
     `conv_weight_grad_dots` for every 1x1 kernel (one product), and for others with at least
     `DOTS_MIN_OUTPUT_PIXELS` output pixels per image (approximately, by ceil(H / stride) *
-    ceil(W / stride)) or a weight gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image; with an input dilation (a transposed convolution:
-    window strides 1, explicit padding) always from `dilated_conv_weight_grad_dots`, since
-    XLA:CPU's own runs as a plain loop there; else the library's.
+    ceil(W / stride)) or a weight gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image;
+    with an input dilation (a transposed convolution: window strides 1, explicit padding)
+    always from `dilated_conv_weight_grad_dots`, since XLA:CPU's own runs as a plain loop
+    there; else the library's.
   A plan with every pass the library's, any other convolution, and every other platform get
   the library call unchanged."""
   library = functools.partial(
