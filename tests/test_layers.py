@@ -196,8 +196,11 @@ def test_dense_conv_small_map_with_a_big_weight_gradient_gets_the_products(monke
 
 @pytest.mark.parametrize('stride', [1, 2])
 def test_pointwise_conv_on_a_small_map_gets_the_product(monkeypatch, stride):
-  """A 1x1 kernel below both bounds: one product; a 3x3 kernel on the same map: the library's."""
+  """A 1x1 kernel below both general bounds but at the pointwise one: one product; a 3x3 kernel
+  on the same map, and the 1x1 kernel under a pointwise bound above its size: the library's."""
   monkeypatch.setattr(layers, 'DOTS_MIN_OUTPUT_PIXELS', 64 * 64)
+  # 2 x (8 / stride)^2 pixels x 6 x 5 weight-gradient FLOPs per image: 3840 at stride 1.
+  monkeypatch.setattr(layers, 'POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS', 2 * 16 * 6 * 5)
   x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 6)), jnp.float32)
 
   def weight_grad(k):
@@ -213,6 +216,8 @@ def test_pointwise_conv_on_a_small_map_gets_the_product(monkeypatch, stride):
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   assert 'dot_general' not in weight_grad(3)[0]
+  monkeypatch.setattr(layers, 'POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS', 2 * 64 * 6 * 5 + 1)
+  assert 'dot_general' not in weight_grad(1)[0]
 
 
 @pytest.mark.parametrize('hw,cin,features,k,stride', [((5, 7), 4, 8, 3, 2), ((8, 8), 6, 5, 3, 2),

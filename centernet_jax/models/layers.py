@@ -12,7 +12,7 @@ so one model definition serves every backend and exports carry both.
 gradient: XLA:CPU computes it as a backward convolution at ~6-25 GFLOP/s, while the same sums
 written as k*k matrix products `x_ij^T @ g` ran 1.2-13x faster at the ResNet50 V1 FPN shapes
 (`benchmarks/conv_cpu.py`; docs/benchmarks.md, "Hot paths"); for the RGB stems, one product of
-the k*k windows side by side; for 1x1 kernels, one product at every size. Float32 3x3
+the k*k windows side by side; for 1x1 kernels, one product at smaller sizes too. Float32 3x3
 stride-1 convolutions with enough channels and tiles get some or all of their three passes
 from Winograd's F(4x4, 3x3) instead (4x fewer multiplications; docs/winograd.md); other forward
 passes and input gradients stay the library's. Parameters are untouched: it is `nn.Conv`'s
@@ -284,12 +284,16 @@ DOTS_MIN_OUTPUT_PIXELS = 64 * 64
 # under 0.05 GFLOP (docs/benchmarks.md, "Hot paths").
 DOTS_MIN_WEIGHT_GRAD_FLOPS = 2e8
 
-# Whatever the bounds above, a 1x1 kernel's weight gradient is one product `x^T @ g`
-# (`conv_general_dilated`): no windows to copy, while at the MobileNetV2 FPN 512 shapes under
-# both bounds (32 x 32 and 16 x 16 maps, 0.01-0.11 GFLOP per image) the library's ran at ~12
-# GFLOP/s (19 ms for 576 -> 96 channels at batch 2). Train step at batch 2 (8 for the demo),
-# interleaved rounds: MobileNetV2 FPN 881 -> 826 ms, the demo 86 -> 84 ms, ResNet50 V1 FPN
-# unchanged (docs/benchmarks.md, "Depthwise and 1x1 weight gradients").
+# A 1x1 kernel's weight gradient is one product `x^T @ g` from this much weight gradient per
+# image on, whatever the bounds above: no windows to copy, while at the MobileNetV2 FPN 512
+# shapes under both bounds (32 x 32 and 16 x 16 maps, 4-210 MFLOP per image) the library's ran
+# at ~12 GFLOP/s (19 ms for 576 -> 96 channels at batch 2). Train step at batch 2 with the
+# product for every 1x1 kernel, interleaved rounds: MobileNetV2 FPN 881 -> 826 ms (1.07x),
+# ResNet50 V1 FPN unchanged, the demo's model (1x1 kernels of 0.15-1.2 MFLOP) 86 -> 84 ms at
+# batch 8, inside its spread, while its rounding changed enough to move `make demo`'s AP from
+# 0.628 to 0.615; below this bound the demo keeps the library's (docs/benchmarks.md,
+# "Depthwise and 1x1 weight gradients").
+POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS = 1e7
 
 # Up to this many input channels the weight gradient is one product of the k*k windows side by
 # side (`[pixels, k*k*Cin]^T @ g`), which reads the cotangent once instead of k*k times: the
@@ -654,8 +658,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   - forward pass and input gradient by F(4x4, 3x3) where `winograd_passes` says so, else the
     library's;
   - weight gradient by F(4x4, 3x3) where `winograd_passes` says so; else from
-    `conv_weight_grad_dots` for every 1x1 kernel (one product), and for others with at least
-    `DOTS_MIN_OUTPUT_PIXELS` output pixels per image (approximately, by ceil(H / stride) *
+    `conv_weight_grad_dots` for a 1x1 kernel with a weight gradient of at least
+    `POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS` per image (one product), and for any kernel with
+    at least `DOTS_MIN_OUTPUT_PIXELS` output pixels per image (approximately, by ceil(H / stride) *
     ceil(W / stride)) or a weight gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image;
     with an input dilation (a transposed convolution: window strides 1, explicit padding)
     always from `dilated_conv_weight_grad_dots`, since XLA:CPU's own runs as a plain loop
@@ -688,7 +693,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   forward, input_grad, weight_grad = winograd_passes(lhs.shape, rhs.shape,
                                                      (lhs.dtype, rhs.dtype), strides, pads,
                                                      dilation)
-  dots = (dilated or tuple(rhs.shape[:2]) == (1, 1) or out_pixels >= DOTS_MIN_OUTPUT_PIXELS or
+  pointwise = (tuple(rhs.shape[:2]) == (1, 1) and
+               weight_grad_flops >= POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS)
+  dots = (dilated or pointwise or out_pixels >= DOTS_MIN_OUTPUT_PIXELS or
           weight_grad_flops >= DOTS_MIN_WEIGHT_GRAD_FLOPS)
   plan = ConvPlan(forward, input_grad,
                   'winograd' if weight_grad else 'dots' if dots else 'library')
