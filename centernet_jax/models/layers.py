@@ -117,28 +117,21 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   return total // 2, total - total // 2
 
 
-def _depthwise_geometry(x_shape, k: int, stride: int):
-  """'SAME' pads ((top, bottom), (left, right)) and output (height, width) of a depthwise
-  k x k convolution of `x_shape` `[B, H, W, C]`."""
-  _, h, w, _ = x_shape
-  return ((same_padding(h, k, stride), same_padding(w, k, stride)),
-          (-(-h // stride), -(-w // stride)))
+def _same_pads(x_shape, k: int, stride: int) -> tuple[tuple[int, int], tuple[int, int]]:
+  """'SAME' ((top, bottom), (left, right)) padding of a k x k, stride `stride` convolution of
+  `x_shape` `[B, H, W, C]`, in pixels."""
+  return same_padding(x_shape[1], k, stride), same_padding(x_shape[2], k, stride)
 
 
 def _depthwise_shift_add(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """`depthwise_conv_shift_add` under autodiff (its input gradient, and the old weight
   gradient benchmarks/conv_models.py compares with)."""
   k, c = kernel.shape[0], x.shape[-1]
-  (pad_h, pad_w), (out_h, out_w) = _depthwise_geometry(x.shape, k, stride)
-  xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
-  weights = kernel.reshape(k, k, c).astype(jnp.float32)
-  out = jnp.zeros(x.shape[:1] + (out_h, out_w, c), jnp.float32)
-  for i in range(k):
-    for j in range(k):
-      window = jax.lax.slice(
-          xp, (0, i, j, 0), (xp.shape[0], i + (out_h - 1) * stride + 1,
-                             j + (out_w - 1) * stride + 1, c), (1, stride, stride, 1))
-      out = out + window.astype(jnp.float32) * weights[i, j]
+  windows = conv_windows(x, (k, k), (stride, stride), _same_pads(x.shape, k, stride))
+  weights = kernel.reshape(k * k, c).astype(jnp.float32)
+  out = jnp.zeros(windows[0].shape, jnp.float32)
+  for tap, window in enumerate(windows):
+    out = out + window.astype(jnp.float32) * weights[tap]
   return out.astype(x.dtype)
 
 
@@ -207,10 +200,10 @@ def depthwise_weight_grad(x: jax.Array, g: jax.Array, k: int, stride: int) -> ja
     `[k, k, 1, C]` float32.
   """
   b, _, _, c = x.shape
-  (pad_h, pad_w), (out_h, out_w) = _depthwise_geometry(x.shape, k, stride)
+  out_h, out_w = g.shape[1:3]
   rows = max(r for r in range(1, min(DEPTHWISE_WEIGHT_GRAD_ROWS, out_h) + 1) if out_h % r == 0)
   groups = out_h // rows
-  xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0))).astype(jnp.float32)
+  xp = jnp.pad(x, ((0, 0),) + _same_pads(x.shape, k, stride) + ((0, 0),)).astype(jnp.float32)
   g32 = g.astype(jnp.float32)
 
   def every_rows_th(a, first_row, first_col, row_step, col_step, cols):
