@@ -7,7 +7,7 @@ same process, interleaved.
   python benchmarks/conv_models.py --row mnv2fpn --measure predict --batch 8
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
-A variant is `<conv>+<options>[+flaxbn][+chain][+flaxpool][+stackkt][+autodw]`: conv
+A variant is `<conv>+<options>[+flaxbn][+chain][+flaxpool][+stackkt][+autodw][+noprod]`: conv
 `library` (`lax.conv_general_dilated` in every `nn.Conv`, the code before this change), `dots`
 (the models as they are), `nowino` (the models without F(4x4, 3x3): before 2026-12-03 night),
 `dots64` (also products only at maps of 64 x 64 pixels and more,
@@ -23,7 +23,8 @@ before 2026-12-03 late evening); `flaxpool` gives the ResNet stems' max pool Fla
 and its transpose as sums of slices, stacked (before 2026-12-04), instead of one product;
 `autodw` gives the depthwise convolutions autodiff's weight gradient (one reduction per tap of
 a window of the padded input: before 2026-12-04 evening) instead of
-`layers.depthwise_weight_grad`.
+`layers.depthwise_weight_grad`; `noprod` keeps the library's forward and input gradient in
+training where `layers.conv_plan` gives tap products (before 2026-12-04 night).
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
@@ -144,9 +145,9 @@ def main() -> int:
     start = time.perf_counter()
     if conv not in ('library', 'dots', 'dots64', 'deconvlib', 'nowino'):
       raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
-    if not set(flags) <= {'flaxbn', 'chain', 'flaxpool', 'stackkt', 'autodw'}:
+    if not set(flags) <= {'flaxbn', 'chain', 'flaxpool', 'stackkt', 'autodw', 'noprod'}:
       raise SystemExit(f'--variants: {variant!r} may only end in "+flaxbn", "+chain", '
-                       f'"+flaxpool", "+stackkt", "+autodw"')
+                       f'"+flaxpool", "+stackkt", "+autodw", "+noprod"')
     overrides = {
         'conv_general_dilated': {'library': jax.lax.conv_general_dilated,
                                  'deconvlib': dots_but_library_transposed}.get(conv, DOTS_CONV),
@@ -159,6 +160,9 @@ def main() -> int:
     if 'autodw' in flags:
       # pylint: disable-next=protected-access
       overrides['depthwise_conv_shift_add'] = layers._depthwise_shift_add
+    if 'noprod' in flags:
+      overrides['TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS'] = float('inf')
+      overrides['TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS'] = float('inf')
     if conv == 'dots64':
       overrides['DOTS_MIN_WEIGHT_GRAD_FLOPS'] = float('inf')
     if conv in ('dots64', 'deconvlib', 'nowino'):

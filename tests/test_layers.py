@@ -447,3 +447,85 @@ def test_max_pool_values_and_gradient_equal_flax(values):
   np.testing.assert_allclose(grad(ours), grad(ref), rtol=1e-6, atol=1e-6)
   # Each output's cotangent lands on exactly one input element.
   np.testing.assert_allclose(jnp.sum(grad(ours)), jnp.sum(w), rtol=1e-5)
+
+
+@pytest.mark.parametrize('hw,k,stride,pads', [((9, 12), 3, (1, 1), ((1, 1), (1, 1))),
+                                              ((16, 15), 3, (2, 2), ((0, 1), (1, 1))),
+                                              ((12, 9), 1, (2, 2), ((0, 0), (0, 0))),
+                                              ((7, 8), 5, (1, 2), ((2, 2), (1, 3))),
+                                              ((6, 6), 1, (1, 1), ((0, 0), (0, 0)))])
+def test_tap_products_equal_the_library_and_can_fail(hw, k, stride, pads):
+  """`conv_tap_products` and its input gradient against the library convolution and its
+  transpose; a kernel with its taps transposed is caught."""
+  rng = np.random.default_rng(11)
+  x = jnp.asarray(rng.normal(size=(2,) + hw + (5,)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, 5, 4)), jnp.float32)
+  conv = lambda a, b: jax.lax.conv_general_dilated(a, b, stride, pads,
+                                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y = layers.conv_tap_products(x, w, stride, pads)
+  np.testing.assert_allclose(y, conv(x, w), rtol=1e-5, atol=1e-4)
+  g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+  (ref,) = jax.linear_transpose(lambda a: conv(a, w), x)(g)
+  ours = layers.conv_input_grad_tap_products(g, w, stride, pads, x.shape)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-4)
+  if k > 1:
+    flipped = w.transpose(1, 0, 2, 3)
+    assert np.max(np.abs(layers.conv_tap_products(x, flipped, stride, pads) - conv(x, w))) > 1e-2
+    assert np.max(np.abs(
+        layers.conv_input_grad_tap_products(g, flipped, stride, pads, x.shape) - ref)) > 1e-2
+
+
+@pytest.mark.parametrize('k,stride', [(3, 1), (1, 1), (1, 2)])
+def test_dense_conv_trains_through_tap_products_and_infers_through_the_library(
+    monkeypatch, k, stride):
+  """With the tap-product bounds lowered to this small convolution: the same outputs and
+  gradients (input, kernel, bias) as the plain `nn.Conv`; the differentiated program lowered
+  for CPU has no library convolution left (but the 1x1 stride-2 forward, which stays the
+  library's), while inference keeps the library forward."""
+  monkeypatch.setattr(layers, 'TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS', 1)
+  monkeypatch.setattr(layers, 'TRAIN_PRODUCTS_MAX_PIXELS', 10**9)
+  monkeypatch.setattr(layers, 'TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS', 0)
+  monkeypatch.setattr(layers, 'WINOGRAD_MIN_CHANNELS', 10**9)
+  x = jnp.asarray(np.random.default_rng(12).normal(size=(2, 10, 7, 5)), jnp.float32)
+  kwargs = dict(features=6, kernel_size=(k, k), strides=stride, padding='SAME')
+  ours = nn.Conv(**kwargs, conv_general_dilated=layers.conv_general_dilated)
+  ref = nn.Conv(**kwargs)
+  variables = ref.init(jax.random.key(0), x)
+  np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), rtol=1e-5,
+                             atol=1e-5)
+  cot = jnp.asarray(np.random.default_rng(13).normal(size=ref.apply(variables, x).shape),
+                    jnp.float32)
+  loss = lambda m: (lambda v, a: jnp.sum(jnp.sin(m.apply(v, a)) * cot))
+  g_ours = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
+  # Lowered for CPU alone, `platform_dependent` keeps only the CPU branch.
+  training = jax.jit(jax.grad(loss(ours), argnums=(0, 1))).lower(variables, x).as_text()
+  assert training.count('convolution') == (1 if stride == 2 else 0)
+  inference = jax.jit(ours.apply).lower(variables, x).as_text()
+  assert inference.count('convolution') == 1
+
+
+def test_train_products_follow_the_documented_bounds():
+  """`conv_plan` at the shapes the bounds come from (batch 2): ResNet conv5's 3x3 512 -> 512
+  at 16 x 16 and ResNet50 V2's 2048 -> 256 get products in training, not at 64 x 64 nor at
+  256 x 256 channels; 1x1 kernels from the pointwise bound on, the forward at stride 1 only;
+  inference keeps the library's forward."""
+  f32 = (jnp.float32, jnp.float32)
+  plan = lambda x, kernel, strides=(1, 1): layers.conv_plan(
+      x, kernel, f32, strides, ((kernel[0] // 2,) * 2, (kernel[1] // 2,) * 2), (1, 1))
+  conv5 = plan((2, 16, 16, 512), (3, 3, 512, 512))
+  assert conv5 == layers.ConvPlan('library', 'products', 'products', 'dots')
+  assert plan((2, 16, 16, 2048), (3, 3, 2048, 256)).train_forward == 'products'
+  assert plan((16, 16, 16, 512), (3, 3, 512, 512)).train_forward == 'library'  # 4096 pixels
+  assert plan((2, 64, 64, 512), (3, 3, 512, 512)).input_grad == 'library'
+  assert plan((2, 16, 16, 256), (3, 3, 256, 256)).input_grad == 'library'
+  assert plan((2, 16, 16, 2048), (1, 1, 2048, 512)) == layers.ConvPlan(
+      'library', 'products', 'products', 'dots')
+  assert plan((2, 32, 32, 1024), (1, 1, 1024, 2048), (2, 2)) == layers.ConvPlan(
+      'library', 'library', 'products', 'dots')
+  # The demo's 1x1 kernels (96 px ResNet-18 FPN, under 1.2 MFLOP of weight gradient; this
+  # module's fixture gives every size the weight-gradient products).
+  demo = plan((8, 12, 12, 64), (1, 1, 64, 32))
+  assert (demo.forward, demo.train_forward, demo.input_grad) == ('library',) * 3

@@ -14,9 +14,12 @@ written as k*k matrix products `x_ij^T @ g` ran 1.2-13x faster at the ResNet50 V
 (`benchmarks/conv_cpu.py`; docs/benchmarks.md, "Hot paths"); for the RGB stems, one product of
 the k*k windows side by side; for 1x1 kernels, one product at smaller sizes too. Float32 3x3
 stride-1 convolutions with enough channels and tiles get some or all of their three passes
-from Winograd's F(4x4, 3x3) instead (4x fewer multiplications; docs/winograd.md); other forward
-passes and input gradients stay the library's. Parameters are untouched: it is `nn.Conv`'s
-own kernel `[k, k, Cin, Cout]`.
+from Winograd's F(4x4, 3x3) instead (4x fewer multiplications; docs/winograd.md). In training,
+1x1 kernels and big 3x3 kernels on small maps also take their forward pass and input gradient
+as one matrix product per kernel tap (`conv_tap_products`), where the library convolution under
+the training step's compiler options was slower; other forward passes and input gradients stay
+the library's (`conv_plan` has the rules). Parameters are untouched: it is `nn.Conv`'s own
+kernel `[k, k, Cin, Cout]`.
 `ConvTranspose2D` (Flax's `nn.ConvTranspose` with `transpose_kernel=True`, which takes no
 convolution function) routes its convolution of the zero-dilated input through the same
 function; there the weight gradient is products over the output pixels of one parity class per
@@ -296,6 +299,22 @@ POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS = 1e7
 # neither won by more than 1.17x, the k*k products mostly.
 IM2COL_MAX_INPUT_CHANNELS = 4
 
+# In training (the forward pass of the custom VJP and the input gradient) a convolution is
+# matrix products over its kernel taps, `sum_ij window_ij @ W_ij` and its transpose, instead of
+# the library convolution, where XLA:CPU's training options (YNNPACK's convolutions) were
+# measured slowest: 3x3 stride-1 kernels with at least this many Cin x Cout pairs on at most
+# TRAIN_PRODUCTS_MAX_PIXELS output pixels per call (ResNet conv5 and the 2048-channel
+# upsampling input of ResNet50 V2, 1.2-2.9x per pass at batch 2 to 8), and 1x1 kernels whose
+# weight gradient (2 x pixels x Cin x Cout) is at least TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS per
+# image (1.0-2.0x; the input gradient at stride 2 too, the forward at stride 1 only; the
+# bound, the same as the 1x1 weight gradient's, leaves the demo's small 1x1 kernels alone).
+# Inference keeps the library forward, which XLA's own kernels (the predict function's
+# options) ran as fast or faster (docs/benchmarks.md, "Convolutions as tap products in
+# training").
+TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS = 512 * 512
+TRAIN_PRODUCTS_MAX_PIXELS = 2048
+TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS = POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS
+
 # Flax's `nn.Conv` dimension numbers for a 2-D convolution: NHWC input, HWIO kernel.
 _NHWC_HWIO = jax.lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                           out_spec=(0, 3, 1, 2))
@@ -356,6 +375,46 @@ def _tap_products(pairs, kernel_hw: tuple[int, int], cin: int, cout: int, dtype)
                               (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
           for pair in pairs]
   return jnp.stack(taps).reshape(kernel_hw + (cin, cout)).astype(dtype)
+
+
+def conv_tap_products(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                      pads: Sequence[tuple[int, int]]) -> jax.Array:
+  """A dense NHWC/HWIO convolution as one matrix product per kernel tap, summed:
+  `sum_ij window_ij @ kernel[i, j]` over the windows of `conv_windows`.
+
+  Args:
+    x: `[B, H, W, Cin]`.
+    kernel: `[kh, kw, Cin, Cout]`.
+    strides, pads: as in `conv_windows`.
+  Returns:
+    `[B, Ho, Wo, Cout]` in the dtype of `x` (accumulated in float32).
+  """
+  windows = conv_windows(x, kernel.shape[:2], strides, pads)
+  kw = kernel.shape[1]
+  total = None
+  for t, win in enumerate(windows):
+    y = jax.lax.dot_general(win, kernel[t // kw, t % kw], (((3,), (0,)), ((), ())),
+                            preferred_element_type=jnp.float32)
+    total = y if total is None else total + y
+  return total.astype(x.dtype)
+
+
+def conv_input_grad_tap_products(g: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                                 pads: Sequence[tuple[int, int]], x_shape) -> jax.Array:
+  """The input gradient of `conv_tap_products`: per tap `g @ kernel[i, j]^T`, put back where
+  its window came from (the transposes of the window's slice and of the padding).
+
+  Args:
+    g: the output's cotangent `[B, Ho, Wo, Cout]`.
+    kernel: `[kh, kw, Cin, Cout]`.
+    strides, pads: as in `conv_windows`.
+    x_shape: the input's shape `[B, H, W, Cin]`.
+  Returns:
+    `[B, H, W, Cin]` in the dtype of `g`.
+  """
+  (dx,) = jax.linear_transpose(lambda a: conv_tap_products(a, kernel, strides, pads),
+                               jax.ShapeDtypeStruct(tuple(x_shape), g.dtype))(g)
+  return dx
 
 
 def dilated_conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int],
@@ -603,27 +662,43 @@ def _conv_library(x, kernel, strides, pads, lhs_dilation=(1, 1)):
 
 
 class ConvPlan(NamedTuple):
-  """How the CPU path computes each pass of one convolution (`conv_general_dilated`)."""
-  winograd_forward: bool
-  winograd_input_grad: bool
-  weight_grad: str  # 'winograd', 'dots' (conv_weight_grad_dots and its dilated form), 'library'
+  """How the CPU path computes each pass of one convolution (`conv_general_dilated`):
+  'library' (`lax.conv_general_dilated` and its transposes), 'winograd' (F(4x4, 3x3)) or
+  'products' (`conv_tap_products` and its transpose); the weight gradient also 'dots'
+  (`conv_weight_grad_dots` and its dilated form). `forward` is the inference forward,
+  `train_forward` the forward of a differentiated call (the custom VJP's forward rule)."""
+  forward: str
+  train_forward: str
+  input_grad: str
+  weight_grad: str
+
+
+LIBRARY_PLAN = ConvPlan('library', 'library', 'library', 'library')
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _conv_cpu(x, kernel, strides, pads, lhs_dilation, plan):
-  if plan.winograd_forward:
+  if plan.forward == 'winograd':
     return winograd_conv3x3(x, kernel)
   return _conv_library(x, kernel, strides, pads, lhs_dilation)
 
 
 def _conv_cpu_fwd(x, kernel, strides, pads, lhs_dilation, plan):
-  return _conv_cpu(x, kernel, strides, pads, lhs_dilation, plan), (x, kernel)
+  if plan.train_forward == 'products':
+    y = conv_tap_products(x, kernel, strides, pads)
+  elif plan.train_forward == 'winograd':
+    y = winograd_conv3x3(x, kernel)
+  else:
+    y = _conv_library(x, kernel, strides, pads, lhs_dilation)
+  return y, (x, kernel)
 
 
 def _conv_cpu_bwd(strides, pads, lhs_dilation, plan, residuals, g):
   x, kernel = residuals
-  if plan.winograd_input_grad:
+  if plan.input_grad == 'winograd':
     dx = winograd_conv3x3_input_grad(g, kernel)
+  elif plan.input_grad == 'products':
+    dx = conv_input_grad_tap_products(g, kernel, strides, pads, x.shape)
   else:  # linear in g: XLA's transposed convolution, as autodiff would emit it
     (dx,) = jax.linear_transpose(
         lambda a: _conv_library(a, kernel, strides, pads, lhs_dilation), x)(g)
@@ -642,24 +717,57 @@ def _conv_cpu_bwd(strides, pads, lhs_dilation, plan, residuals, g):
 _conv_cpu.defvjp(_conv_cpu_fwd, _conv_cpu_bwd)
 
 
-def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
-                         padding: str | Sequence[tuple[int, int]], lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
-                         precision=None, **kwargs) -> jax.Array:
-  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`. On CPU, a 2-D
-  NHWC/HWIO convolution without kernel dilation or groups gets a `ConvPlan`:
-  - forward pass and input gradient by F(4x4, 3x3) where `winograd_passes` says so, else the
-    library's;
+def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
+              pads: tuple[tuple[int, int], ...], lhs_dilation: tuple[int, int]) -> ConvPlan:
+  """The CPU path's plan for a 2-D NHWC/HWIO convolution without kernel dilation or groups
+  (input dilation only with window strides 1 and explicit padding):
+  - inference forward and input gradient by F(4x4, 3x3) where `winograd_passes` says so;
+  - else, in training, forward and input gradient as tap products (`conv_tap_products`) for
+    a 3x3-or-larger stride-1 kernel with at least `TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS` Cin x Cout
+    pairs on at most `TRAIN_PRODUCTS_MAX_PIXELS` output pixels per call, and for a 1x1 kernel
+    with at least `TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS` of weight gradient per image (the
+    forward at stride 1 only); else the library's;
   - weight gradient by F(4x4, 3x3) where `winograd_passes` says so; else from
     `conv_weight_grad_dots` for a 1x1 kernel with a weight gradient of at least
     `POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS` per image (one product), and for any kernel with
     at least `DOTS_MIN_OUTPUT_PIXELS` output pixels per image (approximately, by ceil(H / stride) *
     ceil(W / stride)) or a weight gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image;
-    with an input dilation (a transposed convolution: window strides 1, explicit padding)
-    always from `dilated_conv_weight_grad_dots`, since XLA:CPU's own runs as a plain loop
-    there; else the library's.
-  A plan with every pass the library's, any other convolution, and every other platform get
-  the library call unchanged."""
+    with an input dilation (a transposed convolution) always from
+    `dilated_conv_weight_grad_dots`, since XLA:CPU's own runs as a plain loop there; else the
+    library's.
+  A symbolic batch size (a batch-polymorphic export) counts as one image."""
+  dilated = tuple(lhs_dilation) != (1, 1)
+  out_pixels = -(-x_shape[1] // strides[0]) * -(-x_shape[2] // strides[1])
+  weight_grad_flops = 2.0 * out_pixels * math.prod(kernel_shape)
+  forward, input_grad, weight_grad = winograd_passes(x_shape, kernel_shape, dtypes, strides,
+                                                     pads, lhs_dilation)
+  pointwise = tuple(kernel_shape[:2]) == (1, 1)
+  dots = (dilated or out_pixels >= DOTS_MIN_OUTPUT_PIXELS or
+          weight_grad_flops >= DOTS_MIN_WEIGHT_GRAD_FLOPS or
+          (pointwise and weight_grad_flops >= POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS))
+  images = x_shape[0] if isinstance(x_shape[0], int) else 1
+  big_kernel = (not pointwise and tuple(strides) == (1, 1) and not dilated and
+                kernel_shape[2] * kernel_shape[3] >= TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS and
+                images * out_pixels <= TRAIN_PRODUCTS_MAX_PIXELS)
+  pointwise_products = (pointwise and not dilated and
+                        weight_grad_flops >= TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS)
+  products_forward = big_kernel or (pointwise_products and tuple(strides) == (1, 1))
+  return ConvPlan(
+      forward='winograd' if forward else 'library',
+      train_forward='winograd' if forward else 'products' if products_forward else 'library',
+      input_grad=('winograd' if input_grad else
+                  'products' if big_kernel or pointwise_products else 'library'),
+      weight_grad='winograd' if weight_grad else 'dots' if dots else 'library')
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                         padding: str | Sequence[tuple[int, int]], lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                         precision=None, **kwargs) -> jax.Array:
+  """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`. On CPU, a 2-D
+  NHWC/HWIO convolution without kernel dilation or groups gets the passes of `conv_plan`. A
+  plan with every pass the library's, any other convolution, and every other platform get the
+  library call unchanged."""
   library = functools.partial(
       jax.lax.conv_general_dilated, window_strides=window_strides, padding=padding,
       lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
@@ -671,8 +779,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
            and all(d == 1 for d in (rhs_dilation or (1,))) and
            jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
            == _NHWC_HWIO)
-  dilated = dilation != (1, 1)
-  if dilated:
+  if dilation != (1, 1):
     plain = plain and strides == (1, 1) and not isinstance(padding, str)
   if not plain:
     return library(lhs, rhs)
@@ -681,18 +788,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   else:
     pads = padding
   pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-  out_pixels = -(-lhs.shape[1] // strides[0]) * -(-lhs.shape[2] // strides[1])
-  weight_grad_flops = 2.0 * out_pixels * math.prod(rhs.shape)
-  forward, input_grad, weight_grad = winograd_passes(lhs.shape, rhs.shape,
-                                                     (lhs.dtype, rhs.dtype), strides, pads,
-                                                     dilation)
-  pointwise = (tuple(rhs.shape[:2]) == (1, 1) and
-               weight_grad_flops >= POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS)
-  dots = (dilated or pointwise or out_pixels >= DOTS_MIN_OUTPUT_PIXELS or
-          weight_grad_flops >= DOTS_MIN_WEIGHT_GRAD_FLOPS)
-  plan = ConvPlan(forward, input_grad,
-                  'winograd' if weight_grad else 'dots' if dots else 'library')
-  if plan == ConvPlan(False, False, 'library'):
+  plan = conv_plan(lhs.shape, rhs.shape, (lhs.dtype, rhs.dtype), strides, pads, dilation)
+  if plan == LIBRARY_PLAN:
     return library(lhs, rhs)
   return jax.lax.platform_dependent(
       lhs, rhs, cpu=lambda a, b: _conv_cpu(a, b, strides, pads, dilation, plan),
