@@ -52,6 +52,9 @@ SHAPES = {
     'c2_1x1e': (2, 128, 128, 64, 256, 1, 1, 'VALID'),      # conv2_x 1x1 expand
     'c3_1x1s2': (2, 128, 128, 256, 128, 1, 2, 'VALID'),    # conv3_block1 strided 1x1
     'c4_1x1': (2, 32, 32, 1024, 256, 1, 1, 'VALID'),       # conv4_x 1x1 reduce
+    'c5_1x1': (2, 16, 16, 2048, 512, 1, 1, 'VALID'),       # conv5_x 1x1 reduce
+    'c5_1x1s2': (2, 32, 32, 1024, 2048, 1, 2, 'VALID'),    # conv5_block1 strided projection
+    'v2_up16': (2, 16, 16, 2048, 256, 3, 1, 'SAME'),       # ResNet50 V2's first upsampling conv
     'stem7': (2, 518, 518, 3, 64, 7, 2, 'VALID'),          # conv1 (input padded by 3)
     'mnv2_stem': (2, 512, 512, 3, 32, 3, 2, 'SAME'),       # MobileNetV2 Conv1
 }

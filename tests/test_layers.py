@@ -480,8 +480,7 @@ def test_dense_conv_trains_through_tap_products_and_infers_through_the_library(
     monkeypatch, k, stride):
   """With the tap-product bounds lowered to this small convolution: the same outputs and
   gradients (input, kernel, bias) as the plain `nn.Conv`; the differentiated program lowered
-  for CPU has no library convolution left (but the 1x1 stride-2 forward, which stays the
-  library's), while inference keeps the library forward."""
+  for CPU has no library convolution left, while inference keeps the library forward."""
   monkeypatch.setattr(layers, 'TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS', 1)
   monkeypatch.setattr(layers, 'TRAIN_PRODUCTS_MAX_PIXELS', 10**9)
   monkeypatch.setattr(layers, 'TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS', 0)
@@ -502,7 +501,7 @@ def test_dense_conv_trains_through_tap_products_and_infers_through_the_library(
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
   # Lowered for CPU alone, `platform_dependent` keeps only the CPU branch.
   training = jax.jit(jax.grad(loss(ours), argnums=(0, 1))).lower(variables, x).as_text()
-  assert training.count('convolution') == (1 if stride == 2 else 0)
+  assert training.count('convolution') == 0
   inference = jax.jit(ours.apply).lower(variables, x).as_text()
   assert inference.count('convolution') == 1
 
@@ -510,8 +509,8 @@ def test_dense_conv_trains_through_tap_products_and_infers_through_the_library(
 def test_train_products_follow_the_documented_bounds():
   """`conv_plan` at the shapes the bounds come from (batch 2): ResNet conv5's 3x3 512 -> 512
   at 16 x 16 and ResNet50 V2's 2048 -> 256 get products in training, not at 64 x 64 nor at
-  256 x 256 channels; 1x1 kernels from the pointwise bound on, the forward at stride 1 only;
-  inference keeps the library's forward."""
+  256 x 256 channels; 1x1 kernels from the pointwise bound on, a strided one's forward from the
+  channel-pair bound on; inference keeps the library's forward."""
   f32 = (jnp.float32, jnp.float32)
   plan = lambda x, kernel, strides=(1, 1): layers.conv_plan(
       x, kernel, f32, strides, ((kernel[0] // 2,) * 2, (kernel[1] // 2,) * 2), (1, 1))
@@ -524,6 +523,8 @@ def test_train_products_follow_the_documented_bounds():
   assert plan((2, 16, 16, 2048), (1, 1, 2048, 512)) == layers.ConvPlan(
       'library', 'products', 'products', 'dots')
   assert plan((2, 32, 32, 1024), (1, 1, 1024, 2048), (2, 2)) == layers.ConvPlan(
+      'library', 'products', 'products', 'dots')
+  assert plan((2, 128, 128, 256), (1, 1, 256, 128), (2, 2)) == layers.ConvPlan(
       'library', 'library', 'products', 'dots')
   # The demo's 1x1 kernels (96 px ResNet-18 FPN, under 1.2 MFLOP of weight gradient; this
   # module's fixture gives every size the weight-gradient products).

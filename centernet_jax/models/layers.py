@@ -306,8 +306,9 @@ IM2COL_MAX_INPUT_CHANNELS = 4
 # TRAIN_PRODUCTS_MAX_PIXELS output pixels per call (ResNet conv5 and the 2048-channel
 # upsampling input of ResNet50 V2, 1.2-2.9x per pass at batch 2 to 8), and 1x1 kernels whose
 # weight gradient (2 x pixels x Cin x Cout) is at least TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS per
-# image (1.0-2.0x; the input gradient at stride 2 too, the forward at stride 1 only; the
-# bound, the same as the 1x1 weight gradient's, leaves the demo's small 1x1 kernels alone).
+# image (1.0-2.0x; the bound, the same as the 1x1 weight gradient's, leaves the demo's small
+# 1x1 kernels alone), except the forward of a strided 1x1 kernel with fewer channel pairs than
+# the 3x3 bound (0.65-0.9x there; 1.2-1.6x from 512 x 1024 on).
 # Inference keeps the library forward, which XLA's own kernels (the predict function's
 # options) ran as fast or faster (docs/benchmarks.md, "Convolutions as tap products in
 # training").
@@ -726,7 +727,8 @@ def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
     a 3x3-or-larger stride-1 kernel with at least `TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS` Cin x Cout
     pairs on at most `TRAIN_PRODUCTS_MAX_PIXELS` output pixels per call, and for a 1x1 kernel
     with at least `TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS` of weight gradient per image (the
-    forward at stride 1 only); else the library's;
+    forward of a strided one only from `TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS` on); else the
+    library's;
   - weight gradient by F(4x4, 3x3) where `winograd_passes` says so; else from
     `conv_weight_grad_dots` for a 1x1 kernel with a weight gradient of at least
     `POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS` per image (one product), and for any kernel with
@@ -751,7 +753,9 @@ def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
                 images * out_pixels <= TRAIN_PRODUCTS_MAX_PIXELS)
   pointwise_products = (pointwise and not dilated and
                         weight_grad_flops >= TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS)
-  products_forward = big_kernel or (pointwise_products and tuple(strides) == (1, 1))
+  products_forward = big_kernel or (pointwise_products and (
+      tuple(strides) == (1, 1) or
+      kernel_shape[2] * kernel_shape[3] >= TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS))
   return ConvPlan(
       forward='winograd' if forward else 'library',
       train_forward='winograd' if forward else 'products' if products_forward else 'library',
