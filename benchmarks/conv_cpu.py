@@ -34,6 +34,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
+from centernet_jax import host_memory
 from centernet_jax import performance
 from centernet_jax.models import layers
 from machine import machine_kind
@@ -137,13 +138,19 @@ def main() -> int:
   parser.add_argument('--options', default='ours', choices=('ours', 'default'))
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--batch', type=int, default=None, help="instead of the shapes' batch")
+  parser.add_argument('--glibc_defaults', action='store_true',
+                      help="glibc's malloc defaults instead of keeping freed memory as `main` "
+                           'does (config.keep_freed_host_memory; results before 2026-12-04 '
+                           'night were measured so)')
   args = parser.parse_args()
+  if not args.glibc_defaults:
+    host_memory.keep_freed_memory()  # before the first computation
   options = dict(performance.CPU_COMPILER_OPTIONS) if args.options == 'ours' else {}
   forms = args.formulations.split(',')
   dtype = jnp.dtype(args.dtype)
   print(f'Machine: {machine_kind()}; JAX {jax.__version__} on {jax.default_backend()}; '
         f'{args.repeats} interleaved rounds; compiler options: {options or "default"}; '
-        f'{args.dtype}\n')
+        f'{args.dtype}; freed memory {"returned (glibc defaults)" if args.glibc_defaults else "kept"}\n')
   print('| shape (B,H,W,Cin,Cout,k,s,pad) | pass | library ms | '
         + ' | '.join(f'{f} ms | library / {f}' for f in forms) + ' | every round (ms) |')
   print('|---|---|---|' + '---|---|' * len(forms) + '---|')

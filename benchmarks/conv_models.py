@@ -29,8 +29,8 @@ training where `layers.conv_plan` gives tap products (before 2026-12-04 night).
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
 (their results must agree: detections; or loss, gradient norm and the updated parameters),
-then each round times one call of each; medians and every round. The process keeps freed host
-memory as `main` does when the row's config says so (`host_memory.set_up`).
+then each round times one call of each; medians and every round. The process sets malloc up
+as `main` would for the measure (`host_memory.set_up`: freed memory kept in training).
 """
 
 import argparse
@@ -118,7 +118,8 @@ def main() -> int:
   parser.add_argument('--repeats', type=int, default=3)
   args = parser.parse_args()
   config = experiments.load_config(os.path.join(REPO, 'experiments', ROWS[args.row] + '.py'))
-  host_memory.set_up(config)  # as main runs the row, before the first computation
+  # As main runs the row (freed memory kept in training only), before the first computation.
+  host_memory.set_up(config, training=args.measure == 'train')
   config.dataset.max_boxes = MAX_BOXES
   size, b = int(config.input.size), args.batch
   model = models.build_model(config.model, NUM_CLASSES)

@@ -27,9 +27,13 @@ means we are faster):
                `dataset.max_boxes`; OD API: tf.function of provide_groundtruth + GradientTape
                over predict + loss + Adam).
 Every figure is wall time of one call with its outputs on the host, after one warm-up call.
-Our worker sets the process up as `main` does: glibc keeps the host memory XLA:CPU frees
-(`config.keep_freed_host_memory`, host_memory.py). `--ours main,glibc_defaults` adds a worker of
-ours without it (`OUR_SETTINGS`), asked in the same rounds (its rows say so).
+Our side is two processes, each set up as `main` sets up that kind of run: one answers `train`
+with glibc keeping the host memory XLA:CPU frees (`config.keep_freed_host_memory`,
+host_memory.py), the other the inference measures with malloc as it is, as `main --mode eval`,
+`detect` and `inference.Predictor` run (until 2026-12-04 night one process answered all four
+with the training setting, which costs inference ~10 % at batch 8). `--ours
+main,glibc_defaults` adds a side of ours without the setting (`OUR_SETTINGS`), asked in the
+same rounds (its rows say so).
 """
 
 from __future__ import annotations
@@ -86,7 +90,12 @@ def our_worker(case: str, max_boxes: int, measures, setting: str) -> None:
     zoo = importer.read_pipeline_config(f.read())
   config = config_base.base_config()
   config.update(OUR_SETTINGS[setting])
-  host_memory.set_up(config)  # as main does, before the first computation
+  training = 'train' in measures
+  if training and len(measures) > 1:
+    raise SystemExit(f'our worker: train with {measures}: a process of ours either trains or '
+                     'runs inference, as main does')
+  # As main sets up a training or an evaluation run, before the first computation.
+  host_memory.set_up(config, training=training)
   config.model.update_from_flattened_dict(zoo.model_overrides())
   size, num_classes = zoo.input_size, zoo.num_classes
   config.input.size = size
@@ -215,6 +224,22 @@ class Worker:
     self.log.close()
 
 
+class OurSide:
+  """Our side of one variant: a worker per kind of run ('train', 'inference'), each asked the
+  measures it was started for."""
+
+  def __init__(self, workers: dict[str, Worker]):
+    self.workers = workers
+    self.info = next(iter(workers.values())).info
+
+  def measure(self, what: str) -> float:
+    return self.workers['train' if what == 'train' else 'inference'].measure(what)
+
+  def close(self) -> None:
+    for worker in self.workers.values():
+      worker.close()
+
+
 def odapi_python() -> list[str]:
   """The OD API env's python command (builds the env on first use)."""
   out = subprocess.run([os.path.join(REPO, 'tools', 'odapi_env.sh')], check=True,
@@ -239,10 +264,15 @@ def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: li
     for i, setting in enumerate(our_settings):
       side = 'ours' if i == 0 else f'ours {setting}'
       print(f'[{variant}] importing its checkpoint on our side ({setting}) ...', flush=True)
-      ours[side] = Worker(side, [sys.executable, os.path.abspath(__file__), '--worker', '--case',
-                                 case, '--max_boxes', str(max_boxes),
-                                 '--measures', ','.join(measures), '--ours', setting],
-                          os.path.join(out_dir, f'{variant}.ours.{setting}.log'), timeout_s)
+      ours[side] = OurSide({
+          phase: Worker(f'{side} {phase}',
+                        [sys.executable, os.path.abspath(__file__), '--worker', '--case', case,
+                         '--max_boxes', str(max_boxes), '--measures', ','.join(group),
+                         '--ours', setting],
+                        os.path.join(out_dir, f'{variant}.ours.{setting}.{phase}.log'),
+                        timeout_s)
+          for phase, group in (('inference', [m for m in measures if m != 'train']),
+                               ('train', [m for m in measures if m == 'train'])) if group})
     sides = {**ours, 'odapi': theirs}
     times = {m: {side: [] for side in sides} for m in measures}
     for r in range(repeats):

@@ -173,7 +173,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.peak_tflops_per_device = 0.0
   c.init_checkpoint = ''  # optional orbax checkpoint dir to initialise params from
   # glibc keeps the host memory freed between steps for reuse (host_memory.py): XLA:CPU
-  # allocates a program's buffers at every call; a `main` process-wide setting, on glibc only.
+  # allocates a program's buffers at every call; a process-wide setting of `main` in training
+  # (`--mode eval` leaves malloc alone), on glibc only.
   c.keep_freed_host_memory = True
 
   # ---- evaluation ----

@@ -17,12 +17,18 @@ MALLOC_TRIM_THRESHOLD_=<huge>` environment but set from inside the process (no r
   * no mmap for large blocks: they come from the main heap, which can be reused;
   * no trimming: freed memory at the top of the heap stays mapped.
 The cost: the process's resident memory stays at its high-water mark instead of falling
-between steps. A training or evaluation process reaches that mark every step anyway.
+between steps. A training process reaches that mark every step anyway.
+
+Training only: the one arena makes every thread's small allocations take the same lock, and
+inference, whose buffers are smaller, was slower with it (the predict function at batch 8:
+ResNet50 V1 FPN 512 1767-1773 ms with glibc's defaults against 1975-1978 ms kept, MobileNetV2
+FPN 371-391 against 409-418 ms; docs/benchmarks.md, "Convolutions as tap products in
+training"), so an evaluation-only process keeps glibc's defaults.
 
 Only glibc has these settings; elsewhere (macOS, musl) `keep_freed_memory` logs and does
-nothing. `main` calls `set_up`, which applies it when `config.keep_freed_host_memory` is set
-(the base config's default); a library user embedding `inference.Predictor` calls
-`keep_freed_memory` themselves if they want it.
+nothing. `main` calls `set_up`, which applies it to a training run when
+`config.keep_freed_host_memory` is set (the base config's default); `--mode eval`, `detect`
+and `inference.Predictor` leave malloc as it is.
 """
 
 import ctypes
@@ -64,9 +70,14 @@ def keep_freed_memory() -> bool:
   return True
 
 
-def set_up(config) -> None:
+def set_up(config, *, training: bool) -> None:
   """What a process of this project does with `config.keep_freed_host_memory` (`main`, and the
-  benchmarks that time ours as `main` runs): keeps freed memory when it is set. Call it before
-  the first JAX computation."""
-  if config.keep_freed_host_memory:
+  benchmarks that time ours as `main` runs): a training process keeps freed memory when it is
+  set; an evaluation-only one (`training=False`) keeps glibc's defaults (module docstring).
+  Call it before the first JAX computation."""
+  if not config.keep_freed_host_memory:
+    return
+  if training:
     keep_freed_memory()
+  else:
+    logging.info('keep_freed_host_memory: not for evaluation alone; malloc left as it is.')

@@ -41,7 +41,7 @@ _HEARTBEAT = flags.DEFINE_integer(
 def main(argv):
   del argv
   config = _CONFIG.value
-  host_memory.set_up(config)  # before JAX starts its threads
+  host_memory.set_up(config, training=_MODE.value == 'train')  # before JAX starts its threads
   import jax  # pylint: disable=g-import-not-at-top
   if _DISTRIBUTED.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,

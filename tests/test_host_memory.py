@@ -57,10 +57,11 @@ def test_not_glibc_leaves_malloc_alone(monkeypatch):
 
 
 @pytest.mark.parametrize('keep', [True, False])
-def test_set_up_follows_the_config(monkeypatch, keep):
+@pytest.mark.parametrize('training', [True, False])
+def test_set_up_follows_the_config_in_training_only(monkeypatch, keep, training):
   calls = []
   monkeypatch.setattr(host_memory, 'keep_freed_memory', lambda: calls.append(1) or True)
   config = config_base.base_config()
   config.keep_freed_host_memory = keep
-  host_memory.set_up(config)
-  assert calls == ([1] if keep else [])
+  host_memory.set_up(config, training=training)
+  assert calls == ([1] if keep and training else [])
