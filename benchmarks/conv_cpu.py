@@ -18,7 +18,9 @@ Each pass but winograd's is timed as XLA compiles it inside autodiff: the input 
 is the linear transpose of the formulation in that argument. All programs of a row are compiled
 first, then each round times one call of each (interleaved); the table gives medians, library /
 formulation (> 1: the formulation is faster) and every round. `--options ours` compiles with
-`performance.CPU_COMPILER_OPTIONS` (as the train step and predict do), `default` without.
+`performance.CPU_COMPILER_OPTIONS` (as predict does), `default` without (as the train step
+does). The process keeps freed host memory as `main` does in training unless
+`--glibc_defaults`.
 """
 
 import argparse
@@ -140,8 +142,8 @@ def main() -> int:
   parser.add_argument('--batch', type=int, default=None, help="instead of the shapes' batch")
   parser.add_argument('--glibc_defaults', action='store_true',
                       help="glibc's malloc defaults instead of keeping freed memory as `main` "
-                           'does (config.keep_freed_host_memory; results before 2026-12-04 '
-                           'night were measured so)')
+                           'does in training (config.keep_freed_host_memory; results before '
+                           '2026-12-04 night were measured so)')
   args = parser.parse_args()
   if not args.glibc_defaults:
     host_memory.keep_freed_memory()  # before the first computation
@@ -150,7 +152,8 @@ def main() -> int:
   dtype = jnp.dtype(args.dtype)
   print(f'Machine: {machine_kind()}; JAX {jax.__version__} on {jax.default_backend()}; '
         f'{args.repeats} interleaved rounds; compiler options: {options or "default"}; '
-        f'{args.dtype}; freed memory {"returned (glibc defaults)" if args.glibc_defaults else "kept"}\n')
+        f'{args.dtype}; freed memory '
+        f'{"returned (glibc defaults)" if args.glibc_defaults else "kept"}\n')
   print('| shape (B,H,W,Cin,Cout,k,s,pad) | pass | library ms | '
         + ' | '.join(f'{f} ms | library / {f}' for f in forms) + ' | every round (ms) |')
   print('|---|---|---|' + '---|---|' * len(forms) + '---|')

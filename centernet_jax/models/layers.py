@@ -687,10 +687,8 @@ def _conv_cpu(x, kernel, strides, pads, lhs_dilation, plan):
 def _conv_cpu_fwd(x, kernel, strides, pads, lhs_dilation, plan):
   if plan.train_forward == 'products':
     y = conv_tap_products(x, kernel, strides, pads)
-  elif plan.train_forward == 'winograd':
-    y = winograd_conv3x3(x, kernel)
-  else:
-    y = _conv_library(x, kernel, strides, pads, lhs_dilation)
+  else:  # `conv_plan` gives training the inference forward otherwise
+    y = _conv_cpu(x, kernel, strides, pads, lhs_dilation, plan)
   return y, (x, kernel)
 
 
@@ -748,14 +746,13 @@ def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
           weight_grad_flops >= DOTS_MIN_WEIGHT_GRAD_FLOPS or
           (pointwise and weight_grad_flops >= POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS))
   images = x_shape[0] if isinstance(x_shape[0], int) else 1
-  big_kernel = (not pointwise and tuple(strides) == (1, 1) and not dilated and
-                kernel_shape[2] * kernel_shape[3] >= TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS and
+  stride_1 = tuple(strides) == (1, 1)
+  many_pairs = kernel_shape[2] * kernel_shape[3] >= TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS
+  big_kernel = (not pointwise and stride_1 and not dilated and many_pairs and
                 images * out_pixels <= TRAIN_PRODUCTS_MAX_PIXELS)
   pointwise_products = (pointwise and not dilated and
                         weight_grad_flops >= TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS)
-  products_forward = big_kernel or (pointwise_products and (
-      tuple(strides) == (1, 1) or
-      kernel_shape[2] * kernel_shape[3] >= TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS))
+  products_forward = big_kernel or (pointwise_products and (stride_1 or many_pairs))
   return ConvPlan(
       forward='winograd' if forward else 'library',
       train_forward='winograd' if forward else 'products' if products_forward else 'library',
