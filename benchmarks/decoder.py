@@ -9,14 +9,15 @@ once, then timed round after round in turn (A B A B);
 medians in ms. Rows:
   peak pool   the 3x3 SAME max-pool: `lax.reduce_window` | shifted slices, H then W (the
               decoder before 2026-12-02) | shifted slices, W then H (`decoder.max_pool_same`)
-  class max   the max over the C classes of each pixel: `jnp.max(x, -1)` |
-              `decoder.max_over_classes` (maxima of 16-wide slices)
+  class max   the max over the C classes of each pixel, without YNNPACK's reduce fusions:
+              `jnp.max(x, -1)` | maxima of 16-wide slices (the decoder from 2026-12-02 to
+              2026-12-04); with them (the project's options): `jnp.max(x, -1)` (the decoder)
   top-k       one `lax.top_k` over the flattened H*W*C map | `decoder.top_k_pixels_classes`
   peaks top-k sigmoid, peak test of the whole map, then `top_k_pixels_classes` (the
               definition) | `decoder.top_k_peaks` (every class of the top pixels peak-tested)
   decode      `decoder.decode_detections` with the plain parts (reduce_window pool, one flat
               top-k, the whole map peak-tested) | with the project's parts
-Everything is compiled with the options the predict function uses
+Everything else is compiled with the options the predict function uses
 (`performance.compiler_options()`). Each pair is checked for equal outputs before it is
 timed. The table goes to stdout and
 --out (markdown).
@@ -61,6 +62,18 @@ def top_k_flat(scores, k):
   b, p, c = scores.shape
   values, idx = jax.lax.top_k(scores.reshape(b, p * c), k)
   return values, (idx // c).astype(jnp.int32), (idx % c).astype(jnp.int32)
+
+
+def max_over_16_lanes(x):
+  """`jnp.max(x, -1)` as elementwise maxima of 16-wide slices of the classes (one AVX-512
+  register of float32) and one reduce of 16: what XLA:CPU ran fastest before YNNPACK's
+  reduce fusions were turned on for inference."""
+  n, r = divmod(x.shape[-1], 16)
+  slices = [x[..., 16 * i:16 * (i + 1)] for i in range(n)]
+  if r:
+    slices.append(jnp.pad(x[..., 16 * n:], [(0, 0)] * (x.ndim - 1) + [(0, 16 - r)],
+                          constant_values=-jnp.inf))
+  return jnp.max(functools.reduce(jnp.maximum, slices), axis=-1)
 
 
 @contextlib.contextmanager
@@ -109,6 +122,8 @@ def main() -> None:
 
   # Compiled as the predict function compiles the decoder (performance.compiler_options).
   jit = functools.partial(jax.jit, compiler_options=performance.compiler_options())
+  no_reduce = functools.partial(jax.jit, compiler_options={
+      **(performance.compiler_options() or {}), 'xla_cpu_experimental_ynn_fusion_type': ''})
   decode_project = jit(decode_fn()).lower(heads).compile()
   with plain_parts():
     decode_plain = jit(decode_fn()).lower(heads).compile()
@@ -116,8 +131,9 @@ def main() -> None:
       ('peak pool', [('reduce_window', jit(pool_reduce_window)),
                      ('shifted, H then W', jit(pool_h_then_w)),
                      ('shifted, W then H (ours)', jit(decoder.max_pool_same))], (prob,)),
-      ('class max', [('jnp.max', jit(lambda x: jnp.max(x, axis=-1))),
-                     ('16-wide slices (ours)', jit(decoder.max_over_classes))], (masked,)),
+      ('class max', [('jnp.max, no YNNPACK reduce', no_reduce(lambda x: jnp.max(x, axis=-1))),
+                     ('16-wide slices, no YNNPACK reduce', no_reduce(max_over_16_lanes)),
+                     ('jnp.max (ours)', jit(lambda x: jnp.max(x, axis=-1)))], (masked,)),
       ('top-k', [('one flat lax.top_k', jit(top_k_flat, static_argnums=1)),
                  ('two stages (ours)', jit(decoder.top_k_pixels_classes,
                                                static_argnums=1))], (masked, k)),

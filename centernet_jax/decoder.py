@@ -54,9 +54,6 @@ PEAK_POOL_SIZE = 3
 # many.
 PEAK_CANDIDATE_PIXELS = 512
 INVALID_CANDIDATE_DISTANCE = 1e5
-# Width of the slices `max_over_classes` takes elementwise maxima of (16 float32 lanes of an
-# AVX-512 register).
-MAX_LANES = 16
 
 
 class KeypointDecodeParams(NamedTuple):
@@ -93,25 +90,6 @@ def max_pool_same(x):
   return functools.reduce(jnp.maximum, [xp[:, i:i + h] for i in range(2 * r + 1)])
 
 
-def max_over_classes(x):
-  """`[..., C]` -> `[...]`, the max over the last axis: the same values as `jnp.max(x, -1)`
-  (a max is exact in any order), as elementwise maxima of `MAX_LANES`-wide slices and one
-  reduce of `MAX_LANES` at the end. XLA:CPU reduces a minor axis of 90 one element at a time
-  and vectorizes the elementwise maxima: 0.23 against 1.09 ms at 128 x 128 x 90
-  (docs/benchmarks.md, "Decoder")."""
-  c = x.shape[-1]
-  if c <= MAX_LANES:
-    return jnp.max(x, axis=-1)
-  n, r = divmod(c, MAX_LANES)
-  blocks = x[..., :n * MAX_LANES].reshape(x.shape[:-1] + (n, MAX_LANES))
-  m = functools.reduce(jnp.maximum, [blocks[..., i, :] for i in range(n)])
-  if r:
-    tail = jnp.pad(x[..., n * MAX_LANES:], [(0, 0)] * (x.ndim - 1) + [(0, MAX_LANES - r)],
-                   constant_values=-jnp.inf)
-    m = jnp.maximum(m, tail)
-  return jnp.max(m, axis=-1)
-
-
 def peak_mask(prob):
   """`[B, H, W, C]` probabilities -> float32 mask of 3x3 local maxima (|p - maxpool| < 1e-6)."""
   return (jnp.abs(prob - max_pool_same(prob)) < PEAK_TOLERANCE).astype(prob.dtype)
@@ -142,7 +120,7 @@ def top_k_pixels_classes(scores, k: int):
   """
   batch, num_pixels, num_classes = scores.shape
   kp = min(int(k), num_pixels)
-  _, pixels = jax.lax.top_k(max_over_classes(scores), kp)
+  _, pixels = jax.lax.top_k(jnp.max(scores, axis=-1), kp)
   return _top_k_of_pixels(scores, pixels, k)
 
 
@@ -203,7 +181,7 @@ def _top_k_peaks_of_pixels(logits, k: int, num_pixels: int):
   # pixels are the score order's top p (ties by lower index, as `lax.top_k`): "strictly".
   # (A top-k of p + 1 to look at the next pixel instead became a full sort of the maxima on
   # XLA:CPU: 2.7 ms.)
-  maxima = max_over_classes(per_pixel)
+  maxima = jnp.max(per_pixel, axis=-1)
   top_maxima, pixels = jax.lax.top_k(maxima, num_pixels)
   last = top_maxima[:, -1:]
   bound = jax.nn.sigmoid(last)
