@@ -24,6 +24,7 @@ Each request runs its function once and reports wall milliseconds (outputs fetch
 """
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -138,6 +139,7 @@ def main():
     what = line.strip()
     if what == 'quit':
       break
+    gc.collect()  # as our worker does: no collection of the previous call's garbage in the timing
     t0 = time.perf_counter()
     tf.nest.map_structure(lambda t: t.numpy(), runs[what]())
     print(json.dumps({'what': what, 'ms': (time.perf_counter() - t0) * 1e3}), flush=True)

@@ -26,7 +26,9 @@ means we are faster):
                jitted `train.make_train_step` with its targets built on device, boxes padded to
                `dataset.max_boxes`; OD API: tf.function of provide_groundtruth + GradientTape
                over predict + loss + Adam).
-Every figure is wall time of one call with its outputs on the host, after one warm-up call.
+Every figure is wall time of one call with its outputs on the host, after one warm-up call;
+before each call the orchestrator pauses `SETTLE_S` and the worker collects Python's
+garbage (both sides alike, as `timeit` keeps the collector out of its timings).
 Our side is two processes, each set up as `main` sets up that kind of run: one answers `train`
 with glibc keeping the host memory XLA:CPU frees (`config.keep_freed_host_memory`,
 host_memory.py), the other the inference measures with malloc as it is, as `main --mode eval`,
@@ -39,6 +41,7 @@ same rounds (its rows say so).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -174,6 +177,11 @@ def answer_requests(runs) -> None:
     what = line.strip()
     if what == 'quit':
       break
+    # The previous call's Python garbage is collected before the clock starts, as `timeit`
+    # keeps the collector out of its timings: a collection falling inside the decoder's call
+    # took it from 2.1 to 3.2 ms (docs/benchmarks.md, "Decoder"). The OD API's worker does the
+    # same.
+    gc.collect()
     t0 = time.perf_counter()
     runs[what]()
     print(json.dumps({'what': what, 'ms': (time.perf_counter() - t0) * 1e3}), flush=True)
