@@ -28,7 +28,8 @@ means we are faster):
                over predict + loss + Adam).
 Every figure is wall time of one call with its outputs on the host, after one warm-up call;
 before each call the orchestrator pauses `SETTLE_S` and the worker collects Python's
-garbage (both sides alike, as `timeit` keeps the collector out of its timings).
+garbage (both sides alike, as `timeit` keeps the collector out of its timings). Once all the
+workers of a variant are up, `WARMUP_ROUNDS` untimed rounds run first (in the log only).
 Our side is two processes, each set up as `main` sets up that kind of run: one answers `train`
 with glibc keeping the host memory XLA:CPU frees (`config.keep_freed_host_memory`,
 host_memory.py), the other the inference measures with malloc as it is, as `main --mode eval`,
@@ -59,6 +60,12 @@ VARIANTS = ('r50v1fpn', 'r101v1fpn', 'r50v2', 'mnv2fpn')
 HOURGLASS = 'hg104'
 MEASURES = ('e2e1', 'e2e8', 'decode', 'train')
 SETTLE_S = 0.5  # idle seconds before every timed call
+# Untimed rounds once every worker of a variant is up. Each worker warms up once when it starts,
+# but a worker started after ours (our training worker compiling for ~40 s, 6 GB) made our next
+# batch-1 calls slow: ResNet50 V2 507 ms against 261-266 before it started and 277-291 from the
+# second call on; in run 15 our first timed batch-1 round took 1.6-2.9x the later rounds'
+# median in every variant, the OD API's 1.0-1.14x (docs/benchmarks.md, "Side by side").
+WARMUP_ROUNDS = 1
 # Our workers' config overrides (`--ours`): none, which is what `main` runs with, or glibc's
 # malloc defaults (XLA:CPU's buffers mapped and unmapped at every call; docs/benchmarks.md,
 # "The step's host memory").
@@ -283,7 +290,7 @@ def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: li
                                ('train', [m for m in measures if m == 'train'])) if group})
     sides = {**ours, 'odapi': theirs}
     times = {m: {side: [] for side in sides} for m in measures}
-    for r in range(repeats):
+    for r in range(-WARMUP_ROUNDS, repeats):
       for m in measures:
         # A B A B ...: each round runs every side back to back, each after a pause: TF's
         # thread pools spin for a while after a call, which took the cores from the decoder
@@ -292,6 +299,11 @@ def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: li
         for side, worker in sides.items():
           time.sleep(SETTLE_S)
           times[m][side].append(worker.measure(m) / PER_IMAGE.get(m, 1))
+      if r < 0:  # untimed: reported in the log only
+        print(f'[{variant}] warm-up round: ' + ', '.join(
+            f'{m} ' + '/'.join(f'{times[m][side].pop():.0f}' for side in sides) + ' ms'
+            for m in measures), flush=True)
+        continue
       print(f'[{variant}] round {r + 1}/{repeats}: ' + ', '.join(
           f'{m} ' + '/'.join(f'{times[m][side][-1]:.0f}' for side in sides) + ' ms'
           for m in measures), flush=True)
@@ -370,7 +382,8 @@ def main() -> int:
       results.append({'variant': v, 'error': str(e)})
   info = next((r for r in results if 'error' not in r), {})
   header = (f'Machine: {kind} (at the start). Started {started}; {args.repeats} interleaved '
-            f'rounds (ours, OD API, ours, ...), median per side. Ours: jax '
+            f'rounds (ours, OD API, ours, ...) after {WARMUP_ROUNDS} untimed, median per side. '
+            f'Ours: jax '
             f'{info.get("ours_info", {}).get("jax_version", "?")}; OD API: TF '
             f'{info.get("odapi_info", {}).get("tf_version", "?")}. Command: '
             f'`python benchmarks/vs_odapi.py --variants {",".join(variants)} --repeats '
