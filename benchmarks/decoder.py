@@ -121,9 +121,12 @@ def main() -> None:
                                                input_size=4 * s, max_detections=k)
 
   # Compiled as the predict function compiles the decoder (performance.compiler_options).
-  jit = functools.partial(jax.jit, compiler_options=performance.compiler_options())
-  no_reduce = functools.partial(jax.jit, compiler_options={
-      **(performance.compiler_options() or {}), 'xla_cpu_experimental_ynn_fusion_type': ''})
+  options = performance.compiler_options()
+  jit = functools.partial(jax.jit, compiler_options=options)
+  # The class-max row's baselines: XLA:CPU without YNNPACK's reduce fusions (other backends
+  # take no CPU options: there they compile as `jit`).
+  no_reduce = functools.partial(jax.jit, compiler_options=None if options is None else {
+      **options, 'xla_cpu_experimental_ynn_fusion_type': ''})
   decode_project = jit(decode_fn()).lower(heads).compile()
   with plain_parts():
     decode_plain = jit(decode_fn()).lower(heads).compile()

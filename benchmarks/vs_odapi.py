@@ -291,6 +291,7 @@ def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: li
     sides = {**ours, 'odapi': theirs}
     times = {m: {side: [] for side in sides} for m in measures}
     for r in range(-WARMUP_ROUNDS, repeats):
+      this_round = {m: {} for m in measures}
       for m in measures:
         # A B A B ...: each round runs every side back to back, each after a pause: TF's
         # thread pools spin for a while after a call, which took the cores from the decoder
@@ -298,15 +299,15 @@ def run_variant(variant: str, measures, repeats: int, out_dir: str, odapi_py: li
         # 2.3 ms after a pause; docs/benchmarks.md).
         for side, worker in sides.items():
           time.sleep(SETTLE_S)
-          times[m][side].append(worker.measure(m) / PER_IMAGE.get(m, 1))
-      if r < 0:  # untimed: reported in the log only
-        print(f'[{variant}] warm-up round: ' + ', '.join(
-            f'{m} ' + '/'.join(f'{times[m][side].pop():.0f}' for side in sides) + ' ms'
-            for m in measures), flush=True)
-        continue
-      print(f'[{variant}] round {r + 1}/{repeats}: ' + ', '.join(
-          f'{m} ' + '/'.join(f'{times[m][side][-1]:.0f}' for side in sides) + ' ms'
-          for m in measures), flush=True)
+          this_round[m][side] = worker.measure(m) / PER_IMAGE.get(m, 1)
+      label = 'warm-up round' if r < 0 else f'round {r + 1}/{repeats}'
+      print(f'[{variant}] {label}: ' + ', '.join(
+          f'{m} ' + '/'.join(f'{ms:.0f}' for ms in per_side.values()) + ' ms'
+          for m, per_side in this_round.items()), flush=True)
+      if r >= 0:  # the warm-up rounds are in the log only
+        for m, per_side in this_round.items():
+          for side, ms in per_side.items():
+            times[m][side].append(ms)
     return {'variant': variant, 'times': times, 'odapi_info': theirs.info,
             'ours_info': ours['ours'].info}
   finally:
