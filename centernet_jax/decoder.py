@@ -6,7 +6,8 @@
 3. Top-k over the flattened `H * W * C` map of each image (not per class; no score threshold;
    no NMS): class = flat index % C, pixel = flat index // C. Computed exactly in two stages
    (pixels first, then their classes: `top_k_pixels_classes`), and, when it suffices, on the
-   peak test of the top pixels' classes alone (`top_k_peaks`) instead of the whole map.
+   peak test of the top pixels' classes alone (`top_k_peaks`; 512 pixels, then 256 more)
+   instead of the whole map.
 4. Box in output pixels: `(y + oy -/+ h/2, x + ox -/+ w/2)` with `(h, w) = max(scale, 0)` and
    `(oy, ox)` the offset, both read at the peak; clipped to `[0, H_out] x [0, W_out]`.
 5. To original image pixels: times the stride (`input_size / output_size`) gives pixels of the
@@ -53,6 +54,11 @@ PEAK_POOL_SIZE = 3
 # variants (docs/benchmarks.md, "Decoder"); all the classes of those pixels hold at least as
 # many.
 PEAK_CANDIDATE_PIXELS = 512
+# When those pixels do not settle it, the next PEAK_MORE_PIXELS pixels are peak-tested and
+# merged in before the whole map is: a map of that benchmark whose top 100 peaks lay on pixels
+# of rank up to 557 took 6.7 ms with the whole map as the only fallback and 3.0 ms with this
+# stage, while maps settled by the first stage kept their time (docs/benchmarks.md, "Decoder").
+PEAK_MORE_PIXELS = 256
 INVALID_CANDIDATE_DISTANCE = 1e5
 
 
@@ -147,17 +153,85 @@ def top_k_peaks_whole_map(logits, k: int):
   return top_k_pixels_classes((prob * peak_mask(prob)).reshape(batch, h * w, c), k)
 
 
-def _top_k_peaks_of_pixels(logits, k: int, num_pixels: int):
-  """The top-k peaks among every element of the `num_pixels` (p) pixels with the highest
-  class maximum, in the map's (score descending, flat index ascending) order.
-
-  Each selected pixel's C scores are peak-tested against the same classes of its 8
+def _peak_test_of_pixels(per_pixel, pixels, w: int):
+  """Every class of the given pixels: score and peak test against the same class of the 8
   neighbours, read as whole rows of C logits (9 row gathers, no per-element gather). The 3x3
   maximum is taken on the logits and goes through the sigmoid once: the sigmoid keeps the
   logits' order (checked on XLA:CPU for every float32 of magnitude below 88,
   docs/benchmarks.md, "Decoder"), so it gives the very value the whole-map max-pool of the
-  probabilities gives. The p pixels are laid out in ascending pixel order, so a position in
-  the `[p * C]` block orders as the flat index does.
+  probabilities gives.
+
+  Args:
+    per_pixel: float32 `[B, H * W, C]` logits (pixel y * W + x).
+    pixels: int32 `[B, q]` pixel indices.
+    w: static W.
+  Returns:
+    (prob float32 `[B, q * C]`, is_peak bool `[B, q * C]`), pixel-major in the order of
+    `pixels`.
+  """
+  batch, q = pixels.shape
+  h = per_pixel.shape[1] // w
+  y = pixels // w
+  x = pixels % w
+  r = PEAK_POOL_SIZE // 2
+  block = pooled = None
+  for dy in range(-r, r + 1):
+    for dx in range(-r, r + 1):
+      ny, nx = y + dy, x + dx
+      inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+      index = jnp.clip(ny, 0, h - 1) * w + jnp.clip(nx, 0, w - 1)
+      rows = jnp.take_along_axis(per_pixel, index[..., None], axis=1)  # [B, q, C]
+      if dy == 0 and dx == 0:
+        block = rows
+      rows = jnp.where(inside[..., None], rows, -jnp.inf)
+      pooled = rows if pooled is None else jnp.maximum(pooled, rows)
+  size = q * per_pixel.shape[-1]
+  prob = jax.nn.sigmoid(block).reshape(batch, size)
+  is_peak = jnp.abs(prob - jax.nn.sigmoid(pooled).reshape(batch, size)) < PEAK_TOLERANCE
+  return prob, is_peak
+
+
+def _top_k_peaks_of_more_pixels(logits, first, num_first: int, num_pixels: int):
+  """The top-k peaks among every element of the `num_pixels` pixels with the highest class
+  maximum, given `first`, the top-k peaks of the first `num_first` of them (the first stage's
+  answer, `(values, pixels, classes)` as `top_k_peaks`, exact within those pixels): only the
+  pixels ranked `num_first` to `num_pixels - 1` are peak-tested, and the two top-k are merged
+  in the map's order (score descending, ties by the lower flat index).
+
+  Found: the merged k-th score is above the `num_pixels`-th pixel's maximum score, which no
+  element of a pixel left out exceeds (condition (b) of `_top_k_peaks_of_pixels` over all
+  `num_pixels` pixels); the k scores are then above 0, so all of them peaks.
+
+  Returns ((values, pixels, classes) as `top_k_peaks`, found `[B]` bool; only where found are
+  the values the map's).
+  """
+  batch, h, w, c = logits.shape
+  k = first[0].shape[1]
+  per_pixel = logits.reshape(batch, h * w, c)
+  # Recomputed rather than handed over from the first stage: as an operand of the `lax.cond`
+  # it cost the calls that the first stage settles ~0.1 ms (docs/benchmarks.md, "Decoder").
+  maxima = jnp.max(per_pixel, axis=-1)
+  top_maxima, ranked = jax.lax.top_k(maxima, num_pixels)
+  pixels = jnp.sort(ranked[:, num_first:], axis=-1)
+  prob, is_peak = _peak_test_of_pixels(per_pixel, pixels, w)
+  # The first stage's k and these at most k: the union's top k is among them.
+  top, position = jax.lax.top_k(jnp.where(is_peak, prob, 0.0), min(k, prob.shape[1]))
+  more_flat = jnp.take_along_axis(pixels, position // c, axis=1) * c + position % c
+  values = jnp.concatenate([first[0], top], axis=1)
+  flat = jnp.concatenate([first[1] * c + first[2], more_flat.astype(jnp.int32)], axis=1)
+  negated, flat = jax.lax.sort((-values, flat), dimension=1, num_keys=2)
+  values, flat = -negated[:, :k], flat[:, :k]
+  found = jnp.min(values, axis=1) > jax.nn.sigmoid(top_maxima[:, -1])
+  return (values, flat // c, flat % c), found
+
+
+def _top_k_peaks_of_pixels(logits, k: int, num_pixels: int):
+  """The top-k peaks among every element of the `num_pixels` (p) pixels with the highest
+  class maximum, in the map's (score descending, flat index ascending) order.
+
+  Each selected pixel's C scores are peak-tested (`_peak_test_of_pixels`). The p pixels are
+  laid out in ascending pixel order, so a position in the `[p * C]` block orders as the flat
+  index does.
 
   The block's top k peaks are the map's when either
   (a) the pixels were selected strictly (below) and the k-th found peak has a score > 0 and
@@ -187,23 +261,8 @@ def _top_k_peaks_of_pixels(logits, k: int, num_pixels: int):
   bound = jax.nn.sigmoid(last)
   selected_strictly = ~jnp.any((jax.nn.sigmoid(maxima) == bound) & (maxima != last), axis=1)
   pixels = jnp.sort(pixels, axis=-1)
-  y = pixels // w
-  x = pixels % w
-  r = PEAK_POOL_SIZE // 2
-  block = pooled = None
-  for dy in range(-r, r + 1):
-    for dx in range(-r, r + 1):
-      ny, nx = y + dy, x + dx
-      inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-      index = jnp.clip(ny, 0, h - 1) * w + jnp.clip(nx, 0, w - 1)
-      rows = jnp.take_along_axis(per_pixel, index[..., None], axis=1)  # [B, p, C]
-      if dy == 0 and dx == 0:
-        block = rows
-      rows = jnp.where(inside[..., None], rows, -jnp.inf)
-      pooled = rows if pooled is None else jnp.maximum(pooled, rows)
+  prob, is_peak = _peak_test_of_pixels(per_pixel, pixels, w)
   size = num_pixels * c
-  prob = jax.nn.sigmoid(block).reshape(batch, size)
-  is_peak = jnp.abs(prob - jax.nn.sigmoid(pooled).reshape(batch, size)) < PEAK_TOLERANCE
   # Non-peaks score 0, as in the full map; ties go to the lower position, which is the lower
   # flat index, so the order is the full map's.
   top, position = jax.lax.top_k(jnp.where(is_peak, prob, 0.0), k)
@@ -218,7 +277,8 @@ def _top_k_peaks_of_pixels(logits, k: int, num_pixels: int):
           (position % c).astype(jnp.int32)), found_above | found_first
 
 
-def top_k_peaks(logits, k: int, num_pixels: int = PEAK_CANDIDATE_PIXELS):
+def top_k_peaks(logits, k: int, num_pixels: int = PEAK_CANDIDATE_PIXELS,
+                more_pixels: int = PEAK_MORE_PIXELS):
   """The top `k` of each image's peak-tested scores (steps 1-3 of the module docstring):
   `top_k_pixels_classes` of `sigmoid(logits) * peak_mask(sigmoid(logits))`, same values,
   pixels, classes and order, without the peak test of the whole map when it can be avoided.
@@ -226,15 +286,18 @@ def top_k_peaks(logits, k: int, num_pixels: int = PEAK_CANDIDATE_PIXELS):
   The `num_pixels` pixels with the highest class maximum are picked first (p, at least 2.5 k),
   then every class of each is peak-tested against its neighbours. If they hold the map's top k
   peaks (`_top_k_peaks_of_pixels` says when that is certain), those are the answer, in their
-  order. Else (a map whose highest scores are mostly slopes of broad maxima) the whole map is
-  peak-tested (`lax.cond` on the batch). On XLA:CPU at 128 x 128 x 90, k = 100, the pixel path
-  is ~2.3x faster than the whole-map path, and the fallback costs both (docs/benchmarks.md,
+  order. Else the next `more_pixels` pixels by class maximum are peak-tested and merged in
+  (`_top_k_peaks_of_more_pixels`), and if that is not certain either (a map whose highest
+  scores are mostly slopes of broad maxima) the whole map is peak-tested (`lax.cond`s on the
+  batch). On XLA:CPU at 128 x 128 x 90, k = 100, the first stage is ~2.7x faster than the
+  whole-map path; each fallback adds its cost to the stages before it (docs/benchmarks.md,
   "Decoder").
 
   Args:
     logits: float32 `[B, H, W, C]` object-center logits.
     k: static, at most `H * W * C`.
     num_pixels: static; speed only.
+    more_pixels: static, 0 for none; speed only.
 
   Returns:
     (scores float32 `[B, k]` descending, pixels int32 `[B, k]` (y * W + x, output pixels),
@@ -244,8 +307,17 @@ def top_k_peaks(logits, k: int, num_pixels: int = PEAK_CANDIDATE_PIXELS):
   p = min(h * w, max(int(num_pixels), (5 * int(k) + 1) // 2))
   if p == h * w or p * c <= k:
     return top_k_peaks_whole_map(logits, k)
-  fast, found = _top_k_peaks_of_pixels(logits, k, p)
-  return jax.lax.cond(jnp.all(found), lambda: fast, lambda: top_k_peaks_whole_map(logits, k))
+  whole_map = lambda: top_k_peaks_whole_map(logits, k)
+  first, found = _top_k_peaks_of_pixels(logits, k, p)
+  wider = min(h * w, p + int(more_pixels))
+  if wider == p:
+    return jax.lax.cond(jnp.all(found), lambda: first, whole_map)
+
+  def second_stage():
+    more, found_more = _top_k_peaks_of_more_pixels(logits, first, p, wider)
+    return jax.lax.cond(jnp.all(found_more), lambda: more, whole_map)
+
+  return jax.lax.cond(jnp.all(found), lambda: first, second_stage)
 
 
 def decode_detections(head_outputs: Mapping[str, jax.Array], *, true_size, original_size,

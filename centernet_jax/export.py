@@ -56,7 +56,7 @@ is traced to a jaxpr here, with jit inlined (jax2onnx's jit lowering reads
 computed on a rank-3 view (`_max_pool_as_rank_3`), since onnxruntime pools at most 3 axes; and
 `platform_dependent` (MobileNetV2's depthwise convolutions) takes its default branch, the
 library convolution (an ONNX grouped Conv; jax2onnx cannot lower `platform_index`); and the
-decoder's data-dependent `cond` (`decoder.top_k_peaks`) runs both branches and selects
+decoder's data-dependent `cond`s (`decoder.top_k_peaks`) run every branch and select
 (`_cond_as_select`: jax2onnx's ONNX If is refused by onnxruntime). Multi-scale TTA is refused
 (`ONNX_TTA_MODES`). jax2onnx is installed with `--no-deps`
 (tools/requirements-onnx.txt, the Makefile): its metadata pins an orbax-checkpoint older than
@@ -228,8 +228,9 @@ def _cond_as_select(index: jax.Array, branches, operands) -> list[jax.Array]:
   """A `cond` on a traced index as every branch evaluated, then the chosen one's outputs
   selected: jax2onnx 0.17 turns a `cond` into an ONNX If whose branches use outer values in an
   order onnxruntime refuses ("Nodes in a graph must be topologically sorted"). The decoder's
-  only such `cond` picks between two computations of the same detections
-  (`decoder.top_k_peaks`), so the ONNX graph runs both and gives the same outputs."""
+  only such `cond`s pick between computations of the same detections (`decoder.top_k_peaks`:
+  its first stage, its second, the whole map), so the ONNX graph runs them all and gives the
+  same outputs."""
   outs = [_replay(branch, *operands) for branch in branches]
   chosen = outs[0]
   for i, branch_outs in enumerate(outs[1:], start=1):

@@ -1,5 +1,6 @@
-"""Helpers shared by the tests: model checks (tests/test_models*.py) and the environment of
-the processes tests start. Tiny run configs and data sets are tests/tiny.py."""
+"""Helpers shared by the tests: model checks (tests/test_models*.py), the environment of
+the processes tests start, and object-center logit maps that exercise each stage of the
+decoder's top-k. Tiny run configs and data sets are tests/tiny.py."""
 
 import os
 import pathlib
@@ -61,3 +62,26 @@ def reference_layers(name: str) -> dict[tuple[str, int], dict[str, tuple[int, ..
                        '<sub-model>/layer_with_weights-N/<variable>')
     layers.setdefault((m.group(1), int(m.group(2))), {})[m.group(3)] = shape
   return layers
+
+
+def broad_maxima(b: int, h: int, w: int, c: int, seed: int) -> np.ndarray:
+  """Smooth float32 logits `[b, h, w, c]`, one broad maximum per class: the highest scores
+  are its slopes (`decoder.top_k_peaks` falls back to the whole map)."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:h, 0:w]
+  logits = np.full((b, h, w, c), -6.0, np.float32)
+  for i in range(b):
+    for j in range(c):
+      cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+      logits[i, :, :, j] += 10 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 12.0 ** 2))
+  return logits
+
+
+def smooth_noise(b: int, h: int, w: int, c: int, seed: int = 7) -> np.ndarray:
+  """Smooth float64 noise `[b, h, w, c]` (three 3x3 box blurs): the top scores are mostly
+  slopes of many small maxima."""
+  logits = np.random.default_rng(seed).normal(0.0, 1.0, (b, h, w, c))
+  for _ in range(3):
+    padded = np.pad(logits, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='edge')
+    logits = sum(padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9
+  return logits

@@ -12,6 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from centernet_jax import decoder as D
 from centernet_jax import performance
 from centernet_jax import targets as T
+from tests import helpers
 
 
 def _logit(p):
@@ -220,18 +221,6 @@ def test_two_stage_top_k_equals_flat_top_k_with_ties(shape, k):
   np.testing.assert_array_equal(pixel * c + cls, jax.lax.top_k(smooth.reshape(b, p * c), k)[1])
 
 
-def _broad_maxima(b, h, w, c, seed):
-  """Smooth logits, one broad maximum per class: the highest scores are its slopes."""
-  rng = np.random.default_rng(seed)
-  yy, xx = np.mgrid[0:h, 0:w]
-  logits = np.full((b, h, w, c), -6.0, np.float32)
-  for i in range(b):
-    for j in range(c):
-      cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-      logits[i, :, :, j] += 10 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 12.0 ** 2))
-  return logits
-
-
 @pytest.mark.parametrize('case', ['noise', 'broad_maxima', 'plateaus', 'one_broad_image',
                                   'saturated', 'saturated_few'])
 def test_top_k_peaks_equals_the_full_map_peak_test(case):
@@ -240,7 +229,7 @@ def test_top_k_peaks_equals_the_full_map_peak_test(case):
   if case == 'noise':
     logits = rng.normal(-4.0, 2.0, (b, h, w, c)).astype(np.float32)
   elif case == 'broad_maxima':
-    logits = _broad_maxima(b, h, w, c, seed=1)
+    logits = helpers.broad_maxima(b, h, w, c, seed=1)
   elif case == 'plateaus':
     # Few distinct values: plateaus of equal peaks and ties at the k-th place.
     logits = rng.integers(-3, 1, (b, h, w, c)).astype(np.float32)
@@ -255,7 +244,7 @@ def test_top_k_peaks_equals_the_full_map_peak_test(case):
       flat[i, where, rng.integers(0, c, n)] = rng.uniform(20.0, 40.0, n)
   else:  # one image of broad maxima beside one of noise: the batch falls back together
     logits = rng.normal(-4.0, 2.0, (b, h, w, c)).astype(np.float32)
-    logits[1] = _broad_maxima(1, h, w, c, seed=2)[0]
+    logits[1] = helpers.broad_maxima(1, h, w, c, seed=2)[0]
   logits = jnp.asarray(logits)
   _, found = D._top_k_peaks_of_pixels(  # pylint: disable=protected-access
       logits, k, D.PEAK_CANDIDATE_PIXELS)
@@ -279,22 +268,46 @@ def test_top_k_peaks_equals_the_full_map_peak_test(case):
 
 
 def test_top_k_peaks_pixels_above_every_left_out_pixel():
-  # Smooth noise (three 3x3 box blurs): the top scores are mostly slopes. The top p elements
-  # of the top p pixels hold fewer than k peaks in both images (criterion (a) of
-  # `_top_k_peaks_of_pixels` fails); with p = 128 the second image's top pixels hold k peaks
-  # above the p-th pixel's maximum (criterion (b)), with p = 96 neither does, so only the
-  # first falls back at p = 128 and both at p = 96.
-  rng = np.random.default_rng(7)
+  # The top p elements of the top p pixels hold fewer than k peaks in both images (criterion
+  # (a) of `_top_k_peaks_of_pixels` fails); with p = 128 the second image's top pixels hold k
+  # peaks above the p-th pixel's maximum (criterion (b)), with p = 96 neither does, so only
+  # the first falls back at p = 128 and both at p = 96.
   b, h, w, c, k = 2, 32, 40, 6, 30
-  logits = rng.normal(0.0, 1.0, (b, h, w, c))
-  for _ in range(3):
-    padded = np.pad(logits, ((0, 0), (1, 1), (1, 1), (0, 0)), mode='edge')
-    logits = sum(padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9
-  logits = jnp.asarray(logits, jnp.float32)
+  logits = jnp.asarray(helpers.smooth_noise(b, h, w, c), jnp.float32)
   refs = D.top_k_peaks_whole_map(logits, k)
   for p, expected in ((96, [False, False]), (128, [False, True])):
     fast, found = D._top_k_peaks_of_pixels(logits, k, p)  # pylint: disable=protected-access
     np.testing.assert_array_equal(found, expected)
-    for got, fast_got, ref in zip(D.top_k_peaks(logits, k, p), fast, refs):
+    for got, fast_got, ref in zip(D.top_k_peaks(logits, k, p, more_pixels=0), fast, refs):
       np.testing.assert_array_equal(got, ref)
       np.testing.assert_array_equal(np.asarray(fast_got)[found], np.asarray(ref)[found])
+
+
+@pytest.mark.parametrize('step', [None, 0.02])
+def test_top_k_peaks_second_stage_merges_in_the_maps_order(step):
+  # The smooth noise as it is, and rounded to steps of 0.02 (ties within and across the two
+  # stages' pixels: the merge must order them by flat index as the map does). At p = 96 the
+  # first stage settles neither image; the second stage's next pixels settle the second image
+  # with a few of them, both with more, neither with too few (then the whole map decides; 2
+  # pixels: fewer elements than k).
+  b, h, w, c, k, p = 2, 32, 40, 6, 30, 96
+  logits = helpers.smooth_noise(b, h, w, c)
+  if step is not None:
+    logits = np.round(logits / step) * step
+  logits = jnp.asarray(logits, jnp.float32)
+  refs = D.top_k_peaks_whole_map(logits, k)
+  first, found = D._top_k_peaks_of_pixels(logits, k, p)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(found, [False, False])
+  cases = {None: ((2, [False, False]), (16, [False, True]), (128, [True, True])),
+           0.02: ((2, [False, False]), (16, [False, False]), (32, [False, True]),
+                  (64, [True, True]))}[step]
+  for more, expected in cases:
+    merged, found_more = D._top_k_peaks_of_more_pixels(  # pylint: disable=protected-access
+        logits, first, p, p + more)
+    np.testing.assert_array_equal(found_more, expected)
+    for fn in (D.top_k_peaks, jax.jit(D.top_k_peaks, static_argnums=(1, 2, 3),
+                                      compiler_options=performance.compiler_options())):
+      for got, merged_got, ref in zip(fn(logits, k, p, more), merged, refs):
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(np.asarray(merged_got)[found_more],
+                                      np.asarray(ref)[found_more])

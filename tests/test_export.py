@@ -9,20 +9,27 @@ import shutil
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import jax2onnx
 import numpy as np
+import onnxruntime
 from PIL import Image
 import pytest
 
 from centernet_jax import checkpointing
+from centernet_jax import decoder
 from centernet_jax import export
 from centernet_jax import inference
 from centernet_jax.data import sources
 from centernet_jax.data.sources import record_table
 
+from tests import helpers
 from tests import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Every test reads the module fixture `runs`, which exports two models in three formats.
+# Every test but the decoder's reads the module fixture `runs`, which exports two models in
+# three formats.
 pytestmark = pytest.mark.slow
 
 # The OD API inference tutorial's client, run with TensorFlow only: every `inputs` entry is one
@@ -286,3 +293,35 @@ def test_bad_export_arguments(runs, tmp_path):
     export.export(runs['box']['workdir'], str(tmp_path / 'x'), 'tflite')
   with pytest.raises(FileNotFoundError, match='no checkpoint'):
     export.export(str(tmp_path / 'empty'), str(tmp_path / 'x'), 'jax')
+
+
+def test_onnx_decoder_selects_the_stage_that_settles_the_top_k():
+  # The tests' exports decode maps of 16 x 16 pixels, which `decoder.top_k_peaks` peak-tests
+  # whole; a zoo model's 128 x 128 map goes through its `cond`s. One ONNX graph of it (96
+  # pixels, then 128 more, at 32 x 40 x 6) on three maps, each settled by another stage:
+  # noise by the first, smooth noise by the second, broad maxima by the whole map.
+  b, h, w, c, k, p, more = 2, 32, 40, 6, 30, 96, 128
+  maps = {'noise': np.random.default_rng(7).normal(-4.0, 2.0, (b, h, w, c)),
+          'smooth_noise': helpers.smooth_noise(b, h, w, c),
+          'broad_maxima': helpers.broad_maxima(b, h, w, c, seed=1)}
+  maps = {name: jnp.asarray(m, jnp.float32) for name, m in maps.items()}
+  for name, stage in (('noise', 1), ('smooth_noise', 2), ('broad_maxima', 3)):
+    first, found = decoder._top_k_peaks_of_pixels(maps[name], k, p)  # pylint: disable=protected-access
+    found_more = decoder._top_k_peaks_of_more_pixels(  # pylint: disable=protected-access
+        maps[name], first, p, p + more)[1]
+    assert bool(np.all(found)) == (stage == 1), name
+    assert stage == 1 or bool(np.all(found_more)) == (stage == 2), name
+  spec = jax.ShapeDtypeStruct((b, h, w, c), jnp.float32)
+  with jax.disable_jit():
+    closed = jax.make_jaxpr(lambda logits: decoder.top_k_peaks(logits, k, p, more))(spec)
+  model = jax2onnx.to_onnx(lambda logits: export._replay(closed, logits), [spec],  # pylint: disable=protected-access
+                           model_name='top_k_peaks', opset=export.ONNX_OPSET)
+  session = onnxruntime.InferenceSession(model.SerializeToString())
+  for name, logits in maps.items():
+    values, pixels, classes = decoder.top_k_peaks_whole_map(logits, k)
+    got_values, got_pixels, got_classes = session.run(
+        None, {session.get_inputs()[0].name: np.asarray(logits)})
+    np.testing.assert_array_equal(got_pixels, pixels, err_msg=name)
+    np.testing.assert_array_equal(got_classes, classes, err_msg=name)
+    # onnxruntime's sigmoid rounds a few scores differently from XLA's (6e-8 here).
+    np.testing.assert_allclose(got_values, values, rtol=0, atol=1e-6, err_msg=name)
