@@ -290,9 +290,9 @@ def top_k_peaks(logits, k: int, num_pixels: int = PEAK_CANDIDATE_PIXELS,
   (`_top_k_peaks_of_more_pixels`; with these, every pixel of a map of at most
   `num_pixels + more_pixels` pixels, whose merged top k is then the map's), and if that is not
   certain either (a map whose highest scores are mostly slopes of broad maxima) the whole map
-  is peak-tested (`lax.cond`s on the batch). On XLA:CPU at 128 x 128 x 90, k = 100, the first stage is ~2.7x faster than the
-  whole-map path; each fallback adds its cost to the stages before it (docs/benchmarks.md,
-  "Decoder").
+  is peak-tested (`lax.cond`s on the batch). On XLA:CPU at 128 x 128 x 90, k = 100, the first
+  stage is ~2.7x faster than the whole-map path; each fallback adds its cost to the stages
+  before it (docs/benchmarks.md, "Decoder").
 
   Args:
     logits: float32 `[B, H, W, C]` object-center logits.

@@ -305,17 +305,18 @@ def test_onnx_decoder_selects_the_stage_that_settles_the_top_k():
           'smooth_noise': helpers.smooth_noise(b, h, w, c),
           'broad_maxima': helpers.broad_maxima(b, h, w, c, seed=1)}
   maps = {name: jnp.asarray(m, jnp.float32) for name, m in maps.items()}
+  # pylint: disable=protected-access
   for name, stage in (('noise', 1), ('smooth_noise', 2), ('broad_maxima', 3)):
-    first, found = decoder._top_k_peaks_of_pixels(maps[name], k, p)  # pylint: disable=protected-access
-    found_more = decoder._top_k_peaks_of_more_pixels(  # pylint: disable=protected-access
-        maps[name], first, p, p + more)[1]
+    first, found = decoder._top_k_peaks_of_pixels(maps[name], k, p)
+    found_more = decoder._top_k_peaks_of_more_pixels(maps[name], first, p, p + more)[1]
     assert bool(np.all(found)) == (stage == 1), name
     assert stage == 1 or bool(np.all(found_more)) == (stage == 2), name
   spec = jax.ShapeDtypeStruct((b, h, w, c), jnp.float32)
   with jax.disable_jit():
     closed = jax.make_jaxpr(lambda logits: decoder.top_k_peaks(logits, k, p, more))(spec)
-  model = jax2onnx.to_onnx(lambda logits: export._replay(closed, logits), [spec],  # pylint: disable=protected-access
+  model = jax2onnx.to_onnx(lambda logits: export._replay(closed, logits), [spec],
                            model_name='top_k_peaks', opset=export.ONNX_OPSET)
+  # pylint: enable=protected-access
   session = onnxruntime.InferenceSession(model.SerializeToString())
   for name, logits in maps.items():
     values, pixels, classes = decoder.top_k_peaks_whole_map(logits, k)
