@@ -7,7 +7,8 @@ same process, interleaved.
   python benchmarks/conv_models.py --row mnv2fpn --measure predict --batch 8
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
-A variant is `<conv>+<options>[+flaxbn][+chain][+flaxpool][+stackkt][+autodw][+noprod]`: conv
+A variant is
+`<conv>+<options>[+flaxbn][+chain][+flaxpool][+stackkt][+autodw][+noprod][+bnx][+biasadd]`: conv
 `library` (`lax.conv_general_dilated` in every `nn.Conv`, the code before this change), `dots`
 (the models as they are), `nowino` (the models without F(4x4, 3x3): before 2026-12-03 night),
 `dots64` (also products only at maps of 64 x 64 pixels and more,
@@ -24,7 +25,11 @@ and its transpose as sums of slices, stacked (before 2026-12-04), instead of one
 `autodw` gives the depthwise convolutions autodiff's weight gradient (one reduction per tap of
 a window of the padded input: before 2026-12-04 evening) instead of
 `layers.depthwise_weight_grad`; `noprod` keeps the library's forward and input gradient in
-training where `layers.conv_plan` gives tap products (before 2026-12-04 night).
+training where `layers.conv_plan` gives tap products (before 2026-12-04 night); `bnx` keeps
+the batch norm's input as its training residual (`input_residual_batch_norm_train`, before
+2026-12-05) instead of the centred input; `biasadd` adds the convolutions' biases before their
+batch norms in training too (`layers.conv_then_batch_norm` as the two layers, before
+2026-12-05).
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
@@ -34,6 +39,7 @@ as `main` would for the measure (`host_memory.set_up`: freed memory kept in trai
 """
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -83,6 +89,52 @@ def stacked_kernel_tiles(kernel):
 def stacked_kernel_tiles_transposed(tiles):
   """The `stackkt` transpose of the kernel transform, `G^T . G`, as sums of slices."""
   return layers._transform_2d(layers._WINOGRAD_G.T, tiles.reshape(6, 6, *tiles.shape[1:]))  # pylint: disable=protected-access
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def input_residual_batch_norm_train(x, scale, bias, epsilon, fast_variance):
+  """The `bnx` batch norm: `layers.batch_norm_train` as it was before 2026-12-05, its input as
+  the residual and x_hat recomputed from it in the backward."""
+  y, mean, var, _ = _bnx_forward(x, scale, bias, epsilon, fast_variance)
+  return y, mean, var
+
+
+def _bnx_forward(x, scale, bias, epsilon, fast_variance):
+  x = x.astype(jnp.float32)
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axes)
+  if fast_variance:
+    var = jnp.maximum(0.0, jnp.mean(x * x, axes) - mean * mean)
+  else:
+    var = jnp.mean(jnp.square(x - mean), axes)
+  inv = jax.lax.rsqrt(var + epsilon)
+  return (x - mean) * (inv * scale) + bias, mean, var, inv
+
+
+def _bnx_fwd(x, scale, bias, epsilon, fast_variance):
+  y, mean, var, inv = _bnx_forward(x, scale, bias, epsilon, fast_variance)
+  return (y, mean, var), (x, mean, inv, scale)
+
+
+def _bnx_bwd(epsilon, fast_variance, residuals, cotangents):
+  del epsilon, fast_variance
+  x, mean, inv, scale = residuals
+  g = cotangents[0].astype(jnp.float32)
+  axes = tuple(range(x.ndim - 1))
+  n = x.size // x.shape[-1]
+  x_hat = (x.astype(jnp.float32) - mean) * inv
+  d_bias = jnp.sum(g, axes)
+  d_scale = jnp.sum(g * x_hat, axes)
+  return ((scale * inv / n) * (n * g - d_bias - x_hat * d_scale)).astype(x.dtype), d_scale, d_bias
+
+
+input_residual_batch_norm_train.defvjp(_bnx_fwd, _bnx_bwd)
+
+
+def conv_plus_bias_then_batch_norm(conv, batch_norm, x, train):
+  """The `biasadd` `layers.conv_then_batch_norm`: the two layers one after the other."""
+  del train
+  return batch_norm(conv(x))
 
 
 def dots_but_library_transposed(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -146,9 +198,11 @@ def main() -> int:
     start = time.perf_counter()
     if conv not in ('library', 'dots', 'dots64', 'deconvlib', 'nowino'):
       raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
-    if not set(flags) <= {'flaxbn', 'chain', 'flaxpool', 'stackkt', 'autodw', 'noprod'}:
-      raise SystemExit(f'--variants: {variant!r} may only end in "+flaxbn", "+chain", '
-                       f'"+flaxpool", "+stackkt", "+autodw", "+noprod"')
+    flag_names = ('flaxbn', 'chain', 'flaxpool', 'stackkt', 'autodw', 'noprod', 'bnx',
+                  'biasadd')
+    if not set(flags) <= set(flag_names):
+      raise SystemExit(f'--variants: {variant!r} may only end in '
+                       + ', '.join(f'"+{f}"' for f in flag_names))
     overrides = {
         'conv_general_dilated': {'library': jax.lax.conv_general_dilated,
                                  'deconvlib': dots_but_library_transposed}.get(conv, DOTS_CONV),
@@ -161,6 +215,10 @@ def main() -> int:
     if 'autodw' in flags:
       # pylint: disable-next=protected-access
       overrides['depthwise_conv_shift_add'] = layers._depthwise_shift_add
+    if 'bnx' in flags:
+      overrides['batch_norm_train'] = input_residual_batch_norm_train
+    if 'biasadd' in flags:
+      overrides['conv_then_batch_norm'] = conv_plus_bias_then_batch_norm
     if 'noprod' in flags:
       overrides['TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS'] = float('inf')
       overrides['TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS'] = float('inf')

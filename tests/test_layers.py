@@ -1,6 +1,8 @@
 """models/layers.py against what it stands in for (the library convolutions, `nn.ConvTranspose`,
 `nn.BatchNorm`): values, parameters and gradients."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -428,6 +430,117 @@ def test_batch_norm_takes_its_written_gradient_in_training_only():
   y_ours = layers.BatchNorm(**infer).apply(variables, x)
   y_ref = nn.BatchNorm(**infer).apply(variables, x)
   np.testing.assert_array_equal(y_ours, y_ref)
+
+
+@pytest.mark.parametrize('kernel,strides,padding,use_bias', [
+    ((3, 3), (1, 1), 'SAME', True), ((1, 1), (2, 2), 'VALID', True),
+    ((7, 7), (2, 2), ((3, 3), (3, 3)), False), ((3, 3), (2, 2), 'SAME', True)])
+def test_conv_matches_flax_parameters_and_values(kernel, strides, padding, use_bias):
+  """`Conv` against `nn.Conv(conv_general_dilated=layers.conv_general_dilated)`: the same
+  parameter tree and initial values from the same key, the same output; `add_bias=False` is
+  the output less the bias."""
+  x = jnp.asarray(np.random.default_rng(7).normal(size=(2, 9, 10, 3)), jnp.float32)
+  kwargs = dict(strides=strides, padding=padding, use_bias=use_bias)
+  ref = nn.Conv(5, kernel, conv_general_dilated=layers.conv_general_dilated, **kwargs)
+  ours = layers.Conv(5, kernel, **kwargs)
+  variables = ref.init(jax.random.key(4), x)
+  ours_init = ours.init(jax.random.key(4), x)
+  assert jax.tree.map(jnp.shape, ours_init) == jax.tree.map(jnp.shape, variables)
+  for a, b in zip(jax.tree.leaves(ours_init), jax.tree.leaves(variables)):
+    np.testing.assert_array_equal(a, b)
+  variables = jax.tree.map(lambda a: a + 0.1, variables)
+  y = ours.apply(variables, x)
+  np.testing.assert_array_equal(y, ref.apply(variables, x))
+  no_bias = ours.apply(variables, x, add_bias=False)
+  bias = variables['params']['bias'] if use_bias else 0.0
+  np.testing.assert_allclose(no_bias + bias, y, rtol=1e-6, atol=1e-6)
+  bias_parameter = ours.apply(variables, x, method=lambda m, a: (m(a), m.bias_parameter())[1])
+  if use_bias:
+    np.testing.assert_array_equal(bias_parameter, variables['params']['bias'])
+  else:
+    assert bias_parameter is None
+
+
+def test_batch_norm_input_bias_is_the_batch_norm_of_the_sum():
+  """`input_bias=b` on x: in training the output of x + b (the batch mean removes b) and the
+  running mean of x + b; in inference b is added."""
+  ours, ref, variables, x = _bn_pair(False, jnp.float32)
+  b = jnp.asarray(np.random.default_rng(8).normal(size=x.shape[-1]) * 5, jnp.float32)
+  y, stats = ours.apply(variables, x, input_bias=b, mutable=['batch_stats'])
+  y_ref, stats_ref = ref.apply(variables, x + b, mutable=['batch_stats'])
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  for k in ('mean', 'var'):
+    np.testing.assert_allclose(stats['batch_stats'][k], stats_ref['batch_stats'][k],
+                               rtol=1e-5, atol=1e-5)
+  infer = dict(use_running_average=True, epsilon=1e-3)
+  np.testing.assert_allclose(layers.BatchNorm(**infer).apply(variables, x, input_bias=b),
+                             nn.BatchNorm(**infer).apply(variables, x + b), rtol=1e-6, atol=1e-6)
+
+
+class _ConvBatchNorm(nn.Module):
+  """A convolution with a bias and a batch norm: `conv_then_batch_norm` (fused=True) or the
+  two modules one after the other."""
+  fused: bool
+  transpose: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    if self.transpose:
+      conv = layers.ConvTranspose2D(4, (3, 3), (2, 2), name='conv')
+    else:
+      conv = layers.Conv(4, (3, 3), padding='SAME', name='conv')
+    bn = layers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
+                          use_fast_variance=False, name='bn')
+    if self.fused:
+      return layers.conv_then_batch_norm(conv, bn, x, train)
+    return bn(conv(x))
+
+
+@pytest.mark.parametrize('transpose', [False, True])
+def test_conv_then_batch_norm_equals_the_two_layers(transpose):
+  """In training: the same output, running statistics and gradients as the convolution then
+  the batch norm, except the convolution's bias, whose gradient is exactly zero (the two layers'
+  is zero up to rounding); the bias is not added to the convolution's output. In inference:
+  the two layers' output to the bit."""
+  x = jnp.asarray(np.random.default_rng(9).normal(size=(2, 6, 7, 3)), jnp.float32)
+  fused, plain = _ConvBatchNorm(True, transpose), _ConvBatchNorm(False, transpose)
+  variables = plain.init(jax.random.key(0), x, train=False)
+  assert jax.tree.map(jnp.shape, fused.init(jax.random.key(0), x, train=False)) == (
+      jax.tree.map(jnp.shape, variables))
+  variables = {'params': jax.tree.map(lambda a: a + 0.3, variables['params']),
+               'batch_stats': variables['batch_stats']}
+
+  def loss(module):
+    def f(params, x):
+      y, updates = module.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                                x, train=True, mutable=['batch_stats'])
+      w = jnp.cos(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+      return jnp.sum(w * y ** 2), (y, updates['batch_stats'])
+    return f
+
+  (_, (y, stats)), grads = jax.value_and_grad(loss(fused), argnums=(0, 1),
+                                              has_aux=True)(variables['params'], x)
+  (_, (y_ref, stats_ref)), grads_ref = jax.value_and_grad(loss(plain), argnums=(0, 1),
+                                                          has_aux=True)(variables['params'], x)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(stats_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  conv_bias = grads[0]['conv']['bias']
+  np.testing.assert_array_equal(conv_bias, np.zeros_like(conv_bias))
+  scale = float(np.max(np.abs(grads_ref[0]['conv']['kernel'])))
+  np.testing.assert_allclose(grads_ref[0]['conv']['bias'], 0.0, atol=1e-4 * scale)
+  for path in (('conv', 'kernel'), ('bn', 'scale'), ('bn', 'bias')):
+    a, b = grads[0][path[0]][path[1]], grads_ref[0][path[0]][path[1]]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
+  np.testing.assert_allclose(grads[1], grads_ref[1], rtol=1e-4,
+                             atol=1e-4 * float(np.max(np.abs(grads_ref[1]))))
+  # The training program adds no bias to the convolution's output: an activation-sized add less.
+  full_adds = lambda module: len(re.findall(
+      r'f32\[2,\d+,\d+,4\] = add ',
+      str(jax.make_jaxpr(lambda p: loss(module)(p, x))(variables['params']))))
+  assert full_adds(fused) == full_adds(plain) - 1
+  np.testing.assert_array_equal(fused.apply(variables, x, train=False),
+                                plain.apply(variables, x, train=False))
 
 
 @pytest.mark.parametrize('values', ['normal', 'ties'])

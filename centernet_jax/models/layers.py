@@ -825,7 +825,8 @@ class ConvTranspose2D(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, add_bias: bool = True):
+    """`add_bias=False` leaves the bias out of the output (for `conv_then_batch_norm`)."""
     kh, kw = self.kernel_size
     kernel = self.param('kernel', self.kernel_init, (kh, kw, self.features, x.shape[-1]),
                         self.param_dtype)
@@ -838,7 +839,46 @@ class ConvTranspose2D(nn.Module):
             conv_transpose_same_pads(kw, self.strides[1]))
     y = conv_general_dilated(x, rhs, (1, 1), pads, lhs_dilation=tuple(self.strides),
                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return y if bias is None else y + bias
+    return y if bias is None or not add_bias else y + bias
+
+  def bias_parameter(self) -> jax.Array | None:
+    """The bias `[features]` (None without one); the module must have been called."""
+    return self.variables['params']['bias'] if self.use_bias else None
+
+
+class Conv(nn.Module):
+  """Flax's `nn.Conv(features, kernel_size, strides, padding, use_bias, kernel_init,
+  bias_init, dtype, param_dtype, conv_general_dilated=conv_general_dilated)` for 2-D NHWC
+  inputs (the same parameter names, shapes and initial values), with one more call argument:
+  `add_bias=False` leaves the bias out of the output, which `conv_then_batch_norm` hands to
+  the batch norm instead. tests/test_layers.py checks it against `nn.Conv`.
+
+  Input `[B, H, W, Cin]` -> `[B, H', W', features]`.
+  """
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  padding: str | Sequence[tuple[int, int]] = 'SAME'
+  use_bias: bool = True
+  kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+  bias_init: Callable[..., Any] = nn.initializers.zeros_init()
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, add_bias: bool = True):
+    kernel = self.param('kernel', self.kernel_init,
+                        tuple(self.kernel_size) + (x.shape[-1], self.features), self.param_dtype)
+    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = conv_general_dilated(x, kernel, tuple(self.strides), self.padding,
+                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y if bias is None or not add_bias else y + bias
+
+  def bias_parameter(self) -> jax.Array | None:
+    """The bias `[features]` (None without one); the module must have been called."""
+    return self.variables['params']['bias'] if self.use_bias else None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -850,13 +890,13 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: f
     x: `[..., C]`, any float dtype (the statistics and the output are float32).
     scale, bias: `[C]` float32.
     epsilon: added to the variance.
-    fast_variance: the variance as E[x^2] - E[x]^2 (clipped at 0, one pass over x) instead of
+    fast_variance: the variance as E[x^2] - E[x]^2 (clipped at 0) instead of
       E[(x - E[x])^2] (`nn.BatchNorm`'s `use_fast_variance`).
   Returns:
     (y `[..., C]` float32, mean `[C]`, variance `[C]`). The statistics are for the running
     averages: their cotangents are dropped (no gradient flows through a running average).
   """
-  y, mean, var, _ = _batch_norm_train_forward(x, scale, bias, epsilon, fast_variance)
+  y, mean, var, _, _ = _batch_norm_train_forward(x, scale, bias, epsilon, fast_variance)
   return y, mean, var
 
 
@@ -865,33 +905,37 @@ def _batch_norm_train_forward(x, scale, bias, epsilon, fast_variance):
   x = x.astype(jnp.float32)
   axes = tuple(range(x.ndim - 1))
   mean = jnp.mean(x, axes)
+  centred = x - mean
   if fast_variance:
     var = jnp.maximum(0.0, jnp.mean(x * x, axes) - mean * mean)
   else:
-    var = jnp.mean(jnp.square(x - mean), axes)
+    var = jnp.mean(centred * centred, axes)
   inv = jax.lax.rsqrt(var + epsilon)
-  y = (x - mean) * (inv * scale) + bias
-  return y, mean, var, inv
+  y = centred * (inv * scale) + bias
+  return y, mean, var, inv, centred
 
 
 def _batch_norm_train_fwd(x, scale, bias, epsilon, fast_variance):
-  y, mean, var, inv = _batch_norm_train_forward(x, scale, bias, epsilon, fast_variance)
-  return (y, mean, var), (x, mean, inv, scale)
+  y, mean, var, inv, centred = _batch_norm_train_forward(x, scale, bias, epsilon, fast_variance)
+  # The centred input is the residual, not x: XLA:CPU's library reductions read materialized
+  # operands, so the variance's pass has it in memory already, and the backward's sum of
+  # g * (x - mean) reads it as it is instead of a normalized copy written for it.
+  return (y, mean, var), (centred, inv, scale, jnp.zeros((0,), x.dtype))
 
 
 def _batch_norm_train_bwd(epsilon, fast_variance, residuals, cotangents):
   del epsilon, fast_variance
-  x, mean, inv, scale = residuals
+  centred, inv, scale, x_dtype = residuals
   g = cotangents[0].astype(jnp.float32)
-  axes = tuple(range(x.ndim - 1))
-  n = x.size // x.shape[-1]
-  x_hat = (x.astype(jnp.float32) - mean) * inv
-  # One pass over (g, x) for both sums, one for dx: the textbook gradient of normalizing by
-  # the batch's own mean and variance.
+  axes = tuple(range(centred.ndim - 1))
+  n = centred.size // centred.shape[-1]
+  # One pass over (g, x - mean) for both sums, one for dx: the textbook gradient of
+  # normalizing by the batch's own mean and variance, with x_hat = (x - mean) * inv.
   d_bias = jnp.sum(g, axes)
-  d_scale = jnp.sum(g * x_hat, axes)
-  dx = (scale * inv / n) * (n * g - d_bias - x_hat * d_scale)
-  return dx.astype(x.dtype), d_scale, d_bias
+  g_centred = jnp.sum(g * centred, axes)
+  d_scale = g_centred * inv
+  dx = (scale * inv / n) * (n * g - d_bias - centred * (inv * inv * g_centred))
+  return dx.astype(x_dtype.dtype), d_scale, d_bias
 
 
 batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
@@ -899,22 +943,31 @@ batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 class BatchNorm(nn.BatchNorm):
   """`nn.BatchNorm` (the same variables, names and values) whose training pass takes its
-  gradient from `batch_norm_train`'s written-out VJP: one pass over the input and the output
-  cotangent for the two parameter sums, one for the input gradient. Autodiff of `nn.BatchNorm`
-  gave XLA:CPU more passes: the training step ran 1.03-1.06x faster with this for MobileNetV2
-  FPN 512, 1.03-1.04x for ResNet50 V2 512, 1.02x for the demo, 1.01x for ResNet50 V1 FPN 512
-  (docs/benchmarks.md, "Hot paths"). Inference, and the cases `batch_norm_train` does not
-  cover (a mask, an `axis_name`, another feature axis, no scale or no bias), are
-  `nn.BatchNorm` itself. tests/test_layers.py checks values and gradients against it.
+  gradient from `batch_norm_train`'s written-out VJP: one pass over the centred input and the
+  output cotangent for the two parameter sums, one for the input gradient. Autodiff of
+  `nn.BatchNorm` gave XLA:CPU more passes: the training step ran 1.03-1.06x faster with this
+  for MobileNetV2 FPN 512, 1.03-1.04x for ResNet50 V2 512, 1.02x for the demo, 1.01x for
+  ResNet50 V1 FPN 512 (docs/benchmarks.md, "Hot paths"). Inference, and the cases
+  `batch_norm_train` does not cover (a mask, an `axis_name`, another feature axis, no scale or
+  no bias), are `nn.BatchNorm` itself. tests/test_layers.py checks values and gradients
+  against it.
+
+  `input_bias` (`[C]`, or None): a per-channel constant that the caller left out of `x` (the
+  bias of the convolution before, `conv_then_batch_norm`). The batch statistics remove any
+  such constant, so the training output is that of `x + input_bias` without the pass that
+  adds it; the running mean is that of `x + input_bias`. Elsewhere it is added to `x`.
   """
 
   @nn.compact
-  def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+  def __call__(self, x, use_running_average: bool | None = None, *, mask=None,
+               input_bias=None):
     running = nn.merge_param('use_running_average', self.use_running_average,
                              use_running_average)
     if (running or mask is not None or self.axis_name is not None
         or self.axis not in (-1, x.ndim - 1) or not (self.use_scale and self.use_bias)
         or not self.force_float32_reductions):
+      if input_bias is not None:
+        x = x + input_bias.astype(x.dtype)
       return super().__call__(x, use_running_average, mask=mask)
     features = (x.shape[-1],)
     ra_mean = self.variable('batch_stats', 'mean', lambda s: jnp.zeros(s, jnp.float32),
@@ -924,7 +977,23 @@ class BatchNorm(nn.BatchNorm):
     bias = self.param('bias', self.bias_init, features, self.param_dtype)
     y, mean, var = batch_norm_train(x, scale.astype(jnp.float32), bias.astype(jnp.float32),
                                     self.epsilon, self.use_fast_variance)
+    if input_bias is not None:
+      mean = mean + input_bias.astype(jnp.float32)
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y.astype(self.dtype or jnp.result_type(x, scale))
+
+
+def conv_then_batch_norm(conv: nn.Module, batch_norm: BatchNorm, x: jax.Array,
+                         train: bool) -> jax.Array:
+  """`batch_norm(conv(x))` for a `batch_norm` built with `use_running_average=not train` and
+  a `conv` that takes `add_bias` and has `bias_parameter()` (`Conv`, `ConvTranspose2D`,
+  MobileNetV2 FPN's `SeparableConv`). In training the convolution's bias
+  is not added to its output but handed to the batch norm (`BatchNorm`'s `input_bias`), which
+  removes it with the batch mean anyway: one pass over the activations less per layer (about
+  1.06x on the ResNet50 V1 FPN 512 training step; docs/benchmarks.md). Its gradient is then
+  exactly zero, as it is mathematically; autodiff through the add gave rounding noise."""
+  if not train:
+    return batch_norm(conv(x))
+  return batch_norm(conv(x, add_bias=False), input_bias=conv.bias_parameter())

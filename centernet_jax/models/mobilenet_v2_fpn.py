@@ -181,13 +181,17 @@ class SeparableConv(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, add_bias: bool = True) -> jnp.ndarray:
+    """`add_bias=False` leaves the bias out (`layers.conv_then_batch_norm`)."""
     glorot = nn.initializers.glorot_uniform()
     x = layers.DepthwiseConv(self.kernel, 1, kernel_init=glorot, dtype=self.dtype,
                              name='depthwise')(x)
-    return nn.Conv(self.features, (1, 1), use_bias=True, kernel_init=glorot,
-                   dtype=self.dtype, param_dtype=jnp.float32,
-                   conv_general_dilated=layers.conv_general_dilated, name='pointwise')(x)
+    return layers.Conv(self.features, (1, 1), use_bias=True, kernel_init=glorot,
+                       dtype=self.dtype, param_dtype=jnp.float32, name='pointwise')(x, add_bias)
+
+  def bias_parameter(self) -> jnp.ndarray:
+    """The layer's bias `[features]` (the module must have been called)."""
+    return self.variables['params']['pointwise']['bias']
 
 
 def upsample_nearest_2x(x: jnp.ndarray) -> jnp.ndarray:
@@ -226,16 +230,15 @@ class MobileNetV2FPN(nn.Module):
       lateral = self._conv1x1(lateral_ch, f'fpn_c{level}_lateral_conv')(taps[level])
       t = upsample_nearest_2x(t) + lateral
       if self.use_separable_conv:
-        t = SeparableConv(out_ch, 3, dtype=self.dtype, name=f'fpn_c{level}_conv')(t)
+        conv = SeparableConv(out_ch, 3, dtype=self.dtype, name=f'fpn_c{level}_conv')
       else:
-        t = nn.Conv(out_ch, (3, 3), padding='SAME', use_bias=True,
-                    kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype,
-                    param_dtype=jnp.float32, conv_general_dilated=layers.conv_general_dilated,
-                    name=f'fpn_c{level}_conv')(t)
-      t = layers.BatchNorm(use_running_average=not train, momentum=self.fpn_bn_momentum,
-                           epsilon=FPN_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
-                           use_fast_variance=False, name=f'fpn_c{level}_bn')(t)
-      t = nn.relu(t)
+        conv = layers.Conv(out_ch, (3, 3), padding='SAME', use_bias=True,
+                           kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype,
+                           param_dtype=jnp.float32, name=f'fpn_c{level}_conv')
+      bn = layers.BatchNorm(use_running_average=not train, momentum=self.fpn_bn_momentum,
+                            epsilon=FPN_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                            use_fast_variance=False, name=f'fpn_c{level}_bn')
+      t = nn.relu(layers.conv_then_batch_norm(conv, bn, t, train))
     return [t]
 
 

@@ -137,46 +137,41 @@ class ResNetV1(nn.Module):
   dtype: Any = jnp.float32
   bn_momentum: float = BN_MOMENTUM
 
-  def _conv(self, features: int, kernel: int, stride: int, padding, name: str) -> nn.Conv:
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
-                   use_bias=True, dtype=self.dtype, param_dtype=jnp.float32,
-                   conv_general_dilated=layers.conv_general_dilated, name=name)
-
-  def _bn(self, train: bool, name: str) -> layers.BatchNorm:
-    return layers.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                            epsilon=BACKBONE_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
-                            use_fast_variance=False, name=name)
+  def _conv_bn(self, x, features: int, kernel: int, stride: int, padding, name: str,
+               train: bool) -> jnp.ndarray:
+    """Keras' `{name}_conv` (with bias) and `{name}_bn`."""
+    conv = layers.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
+                       use_bias=True, dtype=self.dtype, param_dtype=jnp.float32,
+                       name=f'{name}_conv')
+    bn = layers.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                          epsilon=BACKBONE_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                          use_fast_variance=False, name=f'{name}_bn')
+    return layers.conv_then_batch_norm(conv, bn, x, train)
 
   def _bottleneck(self, x, filters: int, stride: int, projection: bool, name: str, train: bool):
     out_ch = scaled_channels(4 * filters, self.width_multiplier)
     mid_ch = scaled_channels(filters, self.width_multiplier)
     if projection:
-      shortcut = self._conv(out_ch, 1, stride, 'VALID', f'{name}_0_conv')(x)
-      shortcut = self._bn(train, f'{name}_0_bn')(shortcut)
+      shortcut = self._conv_bn(x, out_ch, 1, stride, 'VALID', f'{name}_0', train)
     else:
       shortcut = x
-    y = self._conv(mid_ch, 1, stride, 'VALID', f'{name}_1_conv')(x)
-    y = nn.relu(self._bn(train, f'{name}_1_bn')(y))
-    y = self._conv(mid_ch, 3, 1, 'SAME', f'{name}_2_conv')(y)
-    y = nn.relu(self._bn(train, f'{name}_2_bn')(y))
-    y = self._conv(out_ch, 1, 1, 'VALID', f'{name}_3_conv')(y)
-    y = self._bn(train, f'{name}_3_bn')(y)
+    y = nn.relu(self._conv_bn(x, mid_ch, 1, stride, 'VALID', f'{name}_1', train))
+    y = nn.relu(self._conv_bn(y, mid_ch, 3, 1, 'SAME', f'{name}_2', train))
+    y = self._conv_bn(y, out_ch, 1, 1, 'VALID', f'{name}_3', train)
     return layers.block_output(nn.relu(shortcut + y))
 
   def _basic(self, x, filters: int, stride: int, projection: bool, name: str, train: bool):
     out_ch = scaled_channels(filters, self.width_multiplier)
     if projection:
-      shortcut = self._conv(out_ch, 1, stride, 'VALID', f'{name}_0_conv')(x)
-      shortcut = self._bn(train, f'{name}_0_bn')(shortcut)
+      shortcut = self._conv_bn(x, out_ch, 1, stride, 'VALID', f'{name}_0', train)
     else:
       shortcut = x
     if stride == 1:
-      y = self._conv(out_ch, 3, 1, 'SAME', f'{name}_1_conv')(x)
+      y = self._conv_bn(x, out_ch, 3, 1, 'SAME', f'{name}_1', train)
     else:
-      y = self._conv(out_ch, 3, stride, 'VALID', f'{name}_1_conv')(_pad(x, 1))
-    y = nn.relu(self._bn(train, f'{name}_1_bn')(y))
-    y = self._conv(out_ch, 3, 1, 'SAME', f'{name}_2_conv')(y)
-    y = self._bn(train, f'{name}_2_bn')(y)
+      y = self._conv_bn(_pad(x, 1), out_ch, 3, stride, 'VALID', f'{name}_1', train)
+    y = nn.relu(y)
+    y = self._conv_bn(y, out_ch, 3, 1, 'SAME', f'{name}_2', train)
     return layers.block_output(nn.relu(shortcut + y))
 
   @nn.compact
@@ -187,9 +182,8 @@ class ResNetV1(nn.Module):
     block, counts = DEPTH_CONFIG[self.depth]
     x = jnp.asarray(x, self.dtype)
     # Stem.
-    x = self._conv(scaled_channels(64, self.width_multiplier), 7, 2, 'VALID',
-                   'conv1_conv')(_pad(x, 3))
-    x = nn.relu(self._bn(train, 'conv1_bn')(x))
+    x = nn.relu(self._conv_bn(_pad(x, 3), scaled_channels(64, self.width_multiplier), 7, 2,
+                              'VALID', 'conv1', train))
     # ReLU output >= 0, so zero padding before the max pool equals Keras' ZeroPadding2D + pool.
     x = layers.max_pool(_pad(x, 1), (3, 3), (2, 2))
     taps = []
@@ -220,10 +214,10 @@ class ResNetV1FPN(nn.Module):
   bn_momentum: float = BN_MOMENTUM
   fpn_bn_momentum: float = BN_MOMENTUM
 
-  def _conv(self, features: int, kernel: int, name: str) -> nn.Conv:
-    return nn.Conv(scaled_channels(features, self.width_multiplier), (kernel, kernel),
-                   padding='SAME', use_bias=True, dtype=self.dtype, param_dtype=jnp.float32,
-                   conv_general_dilated=layers.conv_general_dilated, name=name)
+  def _conv(self, features: int, kernel: int, name: str) -> layers.Conv:
+    return layers.Conv(scaled_channels(features, self.width_multiplier), (kernel, kernel),
+                       padding='SAME', use_bias=True, dtype=self.dtype, param_dtype=jnp.float32,
+                       name=name)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> List[jnp.ndarray]:
@@ -237,11 +231,11 @@ class ResNetV1FPN(nn.Module):
     for level, lateral_ch, out_ch in FPN_LEVELS:
       lateral = self._conv(lateral_ch, 1, f'fpn_c{level}_lateral_conv')(taps[level])
       t = upsample_nearest_2x(t) + lateral
-      t = self._conv(out_ch, 3, f'fpn_c{level}_conv')(t)
-      t = layers.BatchNorm(use_running_average=not train, momentum=self.fpn_bn_momentum,
-                           epsilon=FPN_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
-                           use_fast_variance=False, name=f'fpn_c{level}_bn')(t)
-      t = nn.relu(t)
+      bn = layers.BatchNorm(use_running_average=not train, momentum=self.fpn_bn_momentum,
+                            epsilon=FPN_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
+                            use_fast_variance=False, name=f'fpn_c{level}_bn')
+      conv = self._conv(out_ch, 3, f'fpn_c{level}_conv')
+      t = nn.relu(layers.conv_then_batch_norm(conv, bn, t, train))
     return [t]
 
 

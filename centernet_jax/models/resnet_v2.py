@@ -192,15 +192,16 @@ class ResNetV2Upsample(nn.Module):
     glorot = nn.initializers.glorot_uniform()
     for i, filters in enumerate(UPSAMPLE_FILTERS, start=1):
       f = scaled_channels(filters, self.width_multiplier)
-      x = nn.Conv(f, (3, 3), padding='SAME', use_bias=True, kernel_init=glorot,
-                  dtype=self.dtype, param_dtype=jnp.float32,
-                  conv_general_dilated=layers.conv_general_dilated, name=f'upsample{i}_conv')(x)
-      x = nn.relu(self._bn(train, f'upsample{i}_conv_bn')(x))
+      conv = layers.Conv(f, (3, 3), padding='SAME', use_bias=True, kernel_init=glorot,
+                         dtype=self.dtype, param_dtype=jnp.float32, name=f'upsample{i}_conv')
+      x = nn.relu(layers.conv_then_batch_norm(conv, self._bn(train, f'upsample{i}_conv_bn'), x,
+                                              train))
       # Keras Conv2DTranspose: kernel (kh, kw, out, in); see the module docstring.
-      x = layers.ConvTranspose2D(f, (3, 3), (2, 2), use_bias=True, kernel_init=glorot,
-                                 dtype=self.dtype, param_dtype=jnp.float32,
-                                 name=f'upsample{i}_deconv')(x)
-      x = nn.relu(self._bn(train, f'upsample{i}_deconv_bn')(x))
+      deconv = layers.ConvTranspose2D(f, (3, 3), (2, 2), use_bias=True, kernel_init=glorot,
+                                      dtype=self.dtype, param_dtype=jnp.float32,
+                                      name=f'upsample{i}_deconv')
+      x = nn.relu(layers.conv_then_batch_norm(deconv, self._bn(train, f'upsample{i}_deconv_bn'),
+                                              x, train))
     return [x]
 
 
