@@ -544,17 +544,20 @@ def test_conv_then_batch_norm_equals_the_two_layers(transpose):
 
 
 @pytest.mark.parametrize('values', ['normal', 'ties'])
-def test_max_pool_values_and_gradient_equal_flax(values):
+@pytest.mark.parametrize('window,strides,hw', [
+    ((3, 3), (2, 2), (11, 9)), ((3, 3), (2, 2), (12, 10)), ((2, 2), (2, 2), (8, 7)),
+    ((3, 3), (1, 1), (6, 5)), ((3, 2), (2, 3), (9, 11)), ((1, 2), (3, 2), (7, 8))])
+def test_max_pool_values_and_gradient_equal_flax(values, window, strides, hw):
   rng = np.random.default_rng(5)
-  shape = (2, 11, 9, 3)
+  shape = (2,) + hw + (3,)
   if values == 'normal':
     x = rng.standard_normal(shape)
   else:  # few distinct values: ties inside most windows, each cotangent to one element
     x = rng.integers(0, 3, shape)
   x = jnp.asarray(x, jnp.float32)
-  w = jnp.asarray(rng.standard_normal((2, 5, 4, 3)), jnp.float32)
-  ref = lambda a: nn.max_pool(a, (3, 3), strides=(2, 2), padding='VALID')
-  ours = lambda a: layers.max_pool(a, (3, 3), (2, 2))
+  ref = lambda a: nn.max_pool(a, window, strides=strides, padding='VALID')
+  ours = lambda a: layers.max_pool(a, window, strides)
+  w = jnp.asarray(rng.standard_normal(ref(x).shape), jnp.float32)
   np.testing.assert_array_equal(ours(x), ref(x))
   grad = lambda f: jax.grad(lambda a: jnp.sum(f(a) * w))(x)
   np.testing.assert_allclose(grad(ours), grad(ref), rtol=1e-6, atol=1e-6)

@@ -73,27 +73,44 @@ def _max_pool_cpu(x, window, strides):
 
 
 def _max_pool_cpu_fwd(x, window, strides):
-  out = _max_pool_cpu(x, window, strides)
-  return out, (x, out)
+  # The index of each window's first maximal element, row-major (the element `nn.max_pool`'s
+  # gradient picks), found with the maximum: small integer residuals, not x and the output.
+  windows = conv_windows(x, window, strides, _NO_PADS)
+  index_dtype = jnp.int8 if len(windows) <= 127 else jnp.int32
+  out, first = windows[0], jnp.zeros(windows[0].shape, index_dtype)
+  for t, win in enumerate(windows[1:], 1):
+    first = jnp.where(win > out, jnp.asarray(t, index_dtype), first)
+    out = jnp.maximum(out, win)
+  # In memory: XLA would otherwise recompute it (every window compared) in each tap's select of
+  # the backward, 99 ms there instead of 22 in the ResNet stem's profile.
+  first = jax.lax.optimization_barrier(first)
+  return out, (first, jnp.zeros((0,) + x.shape, x.dtype))
 
 
 def _max_pool_cpu_bwd(window, strides, residuals, g):
-  # Each output's cotangent goes to the first window element (row-major) equal to the max,
-  # put back in place by a pad with interior padding: no scatter, no index arrays.
-  x, out = residuals
-  (_, kw), (sh, sw) = window, strides
-  _, h, w, _ = x.shape
-  _, oh, ow, _ = out.shape
-  taken = jnp.zeros(out.shape, bool)
-  dx = jnp.zeros(x.shape, g.dtype)
-  for t, win in enumerate(conv_windows(x, window, strides, _NO_PADS)):
-    i, j = divmod(t, kw)
-    hit = (win == out) & ~taken
-    taken = taken | hit
-    dx = dx + jax.lax.pad(jnp.where(hit, g, 0).astype(g.dtype), jnp.zeros((), g.dtype),
-                          ((0, 0, 0), (i, h - i - (oh - 1) * sh - 1, sh - 1),
-                           (j, w - j - (ow - 1) * sw - 1, sw - 1), (0, 0, 0)))
-  return (dx.astype(x.dtype),)
+  # The input gradient by stride phase: input pixel (sh * a + p, sw * b + q) is reached only by
+  # the taps (i, j) with i % sh == p and j % sw == q, from output (a - i // sh, b - j // sw). Each
+  # phase is a sum of those taps' cotangents shifted into place (pads), and the phases are
+  # interleaved by a reshape: each input pixel reads its own taps only. A sum over all the taps
+  # of interior-padded arrays, each tap's hit decided by comparing the windows again, took 56
+  # ms in the ResNet50 V1 FPN 512 step's profile at batch 2 on one core, this 24 (with the
+  # index); docs/benchmarks.md, "The training step against the OD API's, op by op".
+  first, x_shape_holder = residuals
+  b, h, w, c = x_shape_holder.shape[1:]
+  (kh, kw), (sh, sw) = window, strides
+  _, oh, ow, _ = g.shape
+  ph, pw = -(-h // sh), -(-w // sw)
+  zero = jnp.zeros((), g.dtype)
+  phases = [[jnp.zeros((b, ph, pw, c), g.dtype) for _ in range(sw)] for _ in range(sh)]
+  for i in range(kh):
+    for j in range(kw):
+      taken = jnp.where(first == i * kw + j, g, zero)
+      di, dj = i // sh, j // sw
+      phases[i % sh][j % sw] = phases[i % sh][j % sw] + jax.lax.pad(
+          taken, zero, ((0, 0, 0), (di, ph - oh - di, 0), (dj, pw - ow - dj, 0), (0, 0, 0)))
+  dx = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # [B, PH, sh, PW, sw, C]
+  dx = dx.reshape(b, ph * sh, pw * sw, c)[:, :h, :w]
+  return (dx.astype(x_shape_holder.dtype),)
 
 
 _max_pool_cpu.defvjp(_max_pool_cpu_fwd, _max_pool_cpu_bwd)
@@ -103,10 +120,10 @@ def max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int]) ->
   """`nn.max_pool(x, window, strides, padding='VALID')` on NHWC `[B, H, W, C]`.
 
   On XLA:CPU as a max of the kh*kw strided slices, with a written-out gradient (to the first
-  maximal element of each window, row-major): autodiff's gradient of `reduce_window` became a
-  variadic reduce-window over four full-size index arrays there, about 200 ms of the
-  ResNet50 V1 FPN 512 training step's 4.3 s of op time at batch 2 (docs/benchmarks.md,
-  "Residual chains"). Other platforms get `nn.max_pool`."""
+  maximal element of each window, row-major, by stride phase): autodiff's gradient of
+  `reduce_window` became a variadic reduce-window over four full-size index arrays there,
+  about 200 ms of the ResNet50 V1 FPN 512 training step's 4.3 s of op time at batch 2
+  (docs/benchmarks.md, "Residual chains"). Other platforms get `nn.max_pool`."""
   window, strides = tuple(window), tuple(strides)
   return jax.lax.platform_dependent(
       x, cpu=lambda a: _max_pool_cpu(a, window, strides),
