@@ -622,6 +622,19 @@ def test_dense_conv_trains_through_tap_products_and_infers_through_the_library(
   assert inference.count('convolution') == 1
 
 
+def test_stems_weight_gradient_follows_the_documented_bounds(monkeypatch):
+  """At full size (batch 2, 512 px): the ResNet 7x7 stride-2 stem (3 -> 64) keeps the library's
+  weight gradient, the Hourglass stem (3 -> 128) and MobileNetV2's 3x3 stem (3 -> 32) get the
+  one product of the windows side by side."""
+  monkeypatch.setattr(layers, 'DOTS_MIN_OUTPUT_PIXELS', 64 * 64)
+  f32 = (jnp.float32, jnp.float32)
+  plan = lambda x, kernel, pads: layers.conv_plan(x, kernel, f32, (2, 2), pads, (1, 1))
+  assert plan((2, 518, 518, 3), (7, 7, 3, 64), ((0, 0), (0, 0))).weight_grad == 'library'
+  assert plan((2, 512, 512, 3), (7, 7, 3, 128), ((3, 3), (3, 3))).weight_grad == 'dots'
+  assert plan((2, 512, 512, 3), (3, 3, 3, 32), ((0, 1), (0, 1))).weight_grad == 'dots'
+  assert plan((2, 518, 518, 16), (7, 7, 16, 64), ((0, 0), (0, 0))).weight_grad == 'dots'
+
+
 def test_train_products_follow_the_documented_bounds():
   """`conv_plan` at the shapes the bounds come from (batch 2): ResNet conv5's 3x3 512 -> 512
   at 16 x 16 and ResNet50 V2's 2048 -> 256 get products in training, not at 64 x 64 nor at

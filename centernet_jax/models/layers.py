@@ -316,6 +316,17 @@ POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS = 1e7
 # neither won by more than 1.17x, the k*k products mostly.
 IM2COL_MAX_INPUT_CHANNELS = 4
 
+# ...except for stems with a kernel of at least this size and at most
+# LIBRARY_STEM_MAX_OUTPUT_CHANNELS outputs (the ResNet V1 and V2 7x7 stride-2 stems, 3 -> 64),
+# which keep the library's weight gradient: on the Intel Xeon of 2026-12-05 (AVX-512, AMX) it
+# ran 1.55x (one core 1.53x) faster there than the one product with its window copies, 2.1x
+# at 3 -> 32, even at 5x5 3 -> 64 and slower at 3 -> 96 and 3 -> 128 (the Hourglass stem) and
+# for 3x3 kernels (scratch timings, batch 2, 256 x 256 outputs). Train step at batch 2:
+# ResNet50 V1 FPN 1918 -> 1875 ms (1.02x), ResNet50 V2 2042 -> 1959 ms (1.04x)
+# (docs/benchmarks.md, "The training step against the OD API's, op by op").
+LIBRARY_STEM_MIN_KERNEL = 7
+LIBRARY_STEM_MAX_OUTPUT_CHANNELS = 64
+
 # In training (the forward pass of the custom VJP and the input gradient) a convolution is
 # matrix products over its kernel taps, `sum_ij window_ij @ W_ij` and its transpose, instead of
 # the library convolution, where XLA:CPU's training options (YNNPACK's convolutions) were
@@ -748,7 +759,8 @@ def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
     `conv_weight_grad_dots` for a 1x1 kernel with a weight gradient of at least
     `POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS` per image (one product), and for any kernel with
     at least `DOTS_MIN_OUTPUT_PIXELS` output pixels per image (approximately, by ceil(H / stride) *
-    ceil(W / stride)) or a weight gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image;
+    ceil(W / stride)) or a weight gradient of at least `DOTS_MIN_WEIGHT_GRAD_FLOPS` per image,
+    except the stems of `LIBRARY_STEM_MIN_KERNEL` and `LIBRARY_STEM_MAX_OUTPUT_CHANNELS`;
     with an input dilation (a transposed convolution) always from
     `dilated_conv_weight_grad_dots`, since XLA:CPU's own runs as a plain loop there; else the
     library's.
@@ -759,9 +771,13 @@ def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
   forward, input_grad, weight_grad = winograd_passes(x_shape, kernel_shape, dtypes, strides,
                                                      pads, lhs_dilation)
   pointwise = tuple(kernel_shape[:2]) == (1, 1)
-  dots = (dilated or out_pixels >= DOTS_MIN_OUTPUT_PIXELS or
-          weight_grad_flops >= DOTS_MIN_WEIGHT_GRAD_FLOPS or
-          (pointwise and weight_grad_flops >= POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS))
+  library_stem = (kernel_shape[2] <= IM2COL_MAX_INPUT_CHANNELS and not dilated and
+                  min(kernel_shape[:2]) >= LIBRARY_STEM_MIN_KERNEL and
+                  kernel_shape[3] <= LIBRARY_STEM_MAX_OUTPUT_CHANNELS)
+  dots = not library_stem and (
+      dilated or out_pixels >= DOTS_MIN_OUTPUT_PIXELS or
+      weight_grad_flops >= DOTS_MIN_WEIGHT_GRAD_FLOPS or
+      (pointwise and weight_grad_flops >= POINTWISE_DOTS_MIN_WEIGHT_GRAD_FLOPS))
   images = x_shape[0] if isinstance(x_shape[0], int) else 1
   stride_1 = tuple(strides) == (1, 1)
   many_pairs = kernel_shape[2] * kernel_shape[3] >= TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS
