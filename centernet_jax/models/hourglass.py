@@ -92,14 +92,15 @@ def _bn(train: bool, dtype: Any, momentum: float, name: str) -> layers.BatchNorm
 
 
 def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding='VALID',
+  """A k x k convolution after a symmetric zero padding of k // 2, as the convolution's own
+  padding: the values of pad + 'VALID', and at stride 1 the padding F(4x4, 3x3) takes
+  (`layers.winograd_passes`)."""
+  pad = kernel // 2
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((pad, pad), (pad, pad)),
                  use_bias=False, kernel_init=nn.initializers.glorot_uniform(), dtype=dtype,
                  param_dtype=jnp.float32, conv_general_dilated=layers.conv_general_dilated,
                  name=name)
-
-
-def _pad(x: jnp.ndarray, p: int) -> jnp.ndarray:
-  return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
 
 
 class ConvBlock(nn.Module):
@@ -113,8 +114,7 @@ class ConvBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = _conv(self.features, self.kernel, self.stride, self.dtype, 'conv')(
-        _pad(x, self.kernel // 2))
+    x = _conv(self.features, self.kernel, self.stride, self.dtype, 'conv')(x)
     x = _bn(train, self.dtype, self.bn_momentum, 'norm')(x)
     return nn.relu(x) if self.relu else x
 
@@ -131,7 +131,7 @@ class ResidualBlock(nn.Module):
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     y = ConvBlock(self.features, 3, self.stride, relu=True, dtype=self.dtype,
                   bn_momentum=self.bn_momentum, name='conv_block')(x, train)
-    y = _conv(self.features, 3, 1, self.dtype, 'conv')(_pad(y, 1))
+    y = _conv(self.features, 3, 1, self.dtype, 'conv')(y)
     y = _bn(train, self.dtype, self.bn_momentum, 'norm')(y)
     if self.skip_conv:
       x = ConvBlock(self.features, 1, self.stride, relu=False, dtype=self.dtype,

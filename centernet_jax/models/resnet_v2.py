@@ -118,9 +118,10 @@ class ResNetV2(nn.Module):
   bn_momentum: float = BN_MOMENTUM
   create_post_bn: bool = False
 
-  def _conv(self, features: int, kernel: int, stride: int, use_bias: bool, name: str):
+  def _conv(self, features: int, kernel: int, stride: int, use_bias: bool, name: str,
+            padding: Any = 'VALID'):
     return nn.Conv(scaled_channels(features, self.width_multiplier), (kernel, kernel),
-                   strides=(stride, stride), padding='VALID', use_bias=use_bias,
+                   strides=(stride, stride), padding=padding, use_bias=use_bias,
                    kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype,
                    param_dtype=jnp.float32, conv_general_dilated=layers.conv_general_dilated,
                    name=name)
@@ -140,7 +141,9 @@ class ResNetV2(nn.Module):
       shortcut = x
     y = self._conv(filters, 1, 1, False, f'{name}_1_conv')(preact)
     y = nn.relu(self._bn(train, f'{name}_1_bn')(y))
-    y = self._conv(filters, 3, stride, False, f'{name}_2_conv')(_pad(y, 1))
+    # Keras' ZeroPadding2D(1) before a 'valid' convolution, as the convolution's own padding:
+    # the same values, and at stride 1 the padding F(4x4, 3x3) takes (`layers.winograd_passes`).
+    y = self._conv(filters, 3, stride, False, f'{name}_2_conv', padding=((1, 1), (1, 1)))(y)
     y = nn.relu(self._bn(train, f'{name}_2_bn')(y))
     y = self._conv(4 * filters, 1, 1, True, f'{name}_3_conv')(y)
     return shortcut + y
