@@ -839,7 +839,31 @@ def conv_transpose_same_pads(kernel: int, stride: int) -> tuple[int, int]:
   return low, total - low
 
 
-class ConvTranspose2D(nn.Module):
+class _ConvWithBias(nn.Module):
+  """What `ConvTranspose2D` and `Conv` share: Flax's parameters (`kernel`, `bias`), their
+  initializers and dtypes, and the bias `conv_then_batch_norm` reads."""
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  use_bias: bool = True
+  kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+  bias_init: Callable[..., Any] = nn.initializers.zeros_init()
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+
+  def _parameters(self, x, kernel_shape):
+    """(x, kernel, bias or None) in the compute dtype; creates the parameters (kernel first)."""
+    kernel = self.param('kernel', self.kernel_init, kernel_shape, self.param_dtype)
+    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    return nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+
+  def bias_parameter(self) -> jax.Array | None:
+    """The bias `[features]` (None without one); the module must have been called."""
+    return self.variables['params']['bias'] if self.use_bias else None
+
+
+class ConvTranspose2D(_ConvWithBias):
   """Flax's `nn.ConvTranspose(features, kernel_size, strides, padding='SAME',
   transpose_kernel=True)` (Keras' Conv2DTranspose: kernel `[kh, kw, out, in]`, bias `[out]`,
   the same parameter names and shapes), its convolution through `conv_general_dilated` so
@@ -848,24 +872,12 @@ class ConvTranspose2D(nn.Module):
 
   Input `[B, H, W, Cin]` -> `[B, H * sh, W * sw, features]`.
   """
-  features: int
-  kernel_size: tuple[int, int]
-  strides: tuple[int, int]
-  use_bias: bool = True
-  kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
-  bias_init: Callable[..., Any] = nn.initializers.zeros_init()
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, add_bias: bool = True):
     """`add_bias=False` leaves the bias out of the output (for `conv_then_batch_norm`)."""
     kh, kw = self.kernel_size
-    kernel = self.param('kernel', self.kernel_init, (kh, kw, self.features, x.shape[-1]),
-                        self.param_dtype)
-    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
-            if self.use_bias else None)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = self._parameters(x, (kh, kw, self.features, x.shape[-1]))
     # transpose_kernel: the kernel flipped in space, its two channel axes swapped.
     rhs = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
     pads = (conv_transpose_same_pads(kh, self.strides[0]),
@@ -874,12 +886,8 @@ class ConvTranspose2D(nn.Module):
                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     return y if bias is None or not add_bias else y + bias
 
-  def bias_parameter(self) -> jax.Array | None:
-    """The bias `[features]` (None without one); the module must have been called."""
-    return self.variables['params']['bias'] if self.use_bias else None
 
-
-class Conv(nn.Module):
+class Conv(_ConvWithBias):
   """Flax's `nn.Conv(features, kernel_size, strides, padding, use_bias, kernel_init,
   bias_init, dtype, param_dtype, conv_general_dilated=conv_general_dilated)` for 2-D NHWC
   inputs (the same parameter names, shapes and initial values), with one more call argument:
@@ -888,30 +896,15 @@ class Conv(nn.Module):
 
   Input `[B, H, W, Cin]` -> `[B, H', W', features]`.
   """
-  features: int
-  kernel_size: tuple[int, int]
-  strides: tuple[int, int] = (1, 1)
   padding: str | Sequence[tuple[int, int]] = 'SAME'
-  use_bias: bool = True
-  kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
-  bias_init: Callable[..., Any] = nn.initializers.zeros_init()
-  dtype: Any = None
-  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, add_bias: bool = True):
-    kernel = self.param('kernel', self.kernel_init,
-                        tuple(self.kernel_size) + (x.shape[-1], self.features), self.param_dtype)
-    bias = (self.param('bias', self.bias_init, (self.features,), self.param_dtype)
-            if self.use_bias else None)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, kernel, bias = self._parameters(
+        x, tuple(self.kernel_size) + (x.shape[-1], self.features))
     y = conv_general_dilated(x, kernel, tuple(self.strides), self.padding,
                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     return y if bias is None or not add_bias else y + bias
-
-  def bias_parameter(self) -> jax.Array | None:
-    """The bias `[features]` (None without one); the module must have been called."""
-    return self.variables['params']['bias'] if self.use_bias else None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
