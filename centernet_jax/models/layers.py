@@ -29,6 +29,10 @@ docs/benchmarks.md, "Hot paths").
 
 `BatchNorm` is `nn.BatchNorm` with its training gradient written out (fewer passes over the
 activations than autodiff's on XLA:CPU); every backbone builds its batch norms with it.
+`Conv` is `nn.Conv` whose bias can be left out of the output: `conv_then_batch_norm` hands a
+convolution's bias to the batch norm after it in training, where the batch mean removes it
+anyway, which saves a pass over the activations per layer (docs/benchmarks.md, "The training
+step against the OD API's, op by op").
 `block_output` (an optimization barrier on residual block outputs) and `max_pool` (strided
 slices and a written-out gradient) exist for XLA:CPU too: without them it recomputed whole
 residual chains and took the pool's gradient through full-size index arrays
