@@ -19,15 +19,21 @@ answering each with one JSON line on stdout:
   decode  tf.function(postprocess) on the predictions of images[:1]
   train   tf.function: provide_groundtruth + GradientTape(predict + loss) + Adam update,
           at batch 2 (model_lib_v2.eager_train_step without its summaries)
+  profile_train N   N training steps under `tf.profiler`; answers `ops`, each executed op's
+          (name, type) -> milliseconds per step, summed over the executor threads
+          (benchmarks/step_ops.py)
   quit
-Each request runs its function once and reports wall milliseconds (outputs fetched to numpy).
+Each timing request runs its function once and reports wall milliseconds (outputs fetched to
+numpy).
 """
 
 import argparse
 import gc
+import glob
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -139,10 +145,42 @@ def main():
     what = line.strip()
     if what == 'quit':
       break
+    if what.startswith('profile_train'):
+      steps = int(what.split()[1])
+      print(json.dumps({'what': 'profile_train', 'ops': profile_ops(runs['train'], steps)}),
+            flush=True)
+      continue
     gc.collect()  # as our worker does: no collection of the previous call's garbage in the timing
     t0 = time.perf_counter()
     tf.nest.map_structure(lambda t: t.numpy(), runs[what]())
     print(json.dumps({'what': what, 'ms': (time.perf_counter() - t0) * 1e3}), flush=True)
+
+
+def profile_ops(step, steps: int) -> list:
+  """Runs `step` `steps` times under `tf.profiler`; returns [[op name, op type, ms per step]]
+  for every op the executor ran (its threads' events), summed over threads and steps."""
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as logdir:
+    tf.profiler.experimental.start(logdir)
+    for _ in range(steps):
+      step().numpy()
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(os.path.join(logdir, '**', '*.xplane.pb'), recursive=True)[0], 'rb') as f:
+      space.ParseFromString(f.read())
+  totals = {}
+  for plane in space.planes:
+    for line in plane.lines:
+      if not line.name.startswith('tf_Compute'):
+        continue
+      for event in line.events:
+        name = plane.event_metadata[event.metadata_id].name
+        if name == 'ExecutorState::Process':
+          continue
+        totals[name] = totals.get(name, 0.0) + event.duration_ps / 1e9 / steps
+  # TF names an executed op '<op name>:<op type>'.
+  return [[*name.rsplit(':', 1), ms] if ':' in name else [name, name, ms]
+          for name, ms in totals.items()]
 
 
 if __name__ == '__main__':

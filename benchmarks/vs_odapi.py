@@ -223,10 +223,14 @@ class Worker:
         return json.loads(line)
     raise TimeoutError(f'{self.name} worker: no answer in {self.timeout_s} s')
 
-  def measure(self, what: str) -> float:
-    self.proc.stdin.write(what + '\n')
+  def ask(self, request: str) -> dict:
+    """Sends one request line; returns the worker's JSON answer."""
+    self.proc.stdin.write(request + '\n')
     self.proc.stdin.flush()
-    return float(self._reply()['ms'])
+    return self._reply()
+
+  def measure(self, what: str) -> float:
+    return float(self.ask(what)['ms'])
 
   def close(self) -> None:
     if self.proc.poll() is None:
