@@ -93,26 +93,16 @@ def stacked_kernel_tiles_transposed(tiles):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def input_residual_batch_norm_train(x, scale, bias, epsilon, fast_variance):
-  """The `bnx` batch norm: `layers.batch_norm_train` as it was before 2026-12-05, its input as
-  the residual and x_hat recomputed from it in the backward."""
-  y, mean, var, _ = _bnx_forward(x, scale, bias, epsilon, fast_variance)
-  return y, mean, var
-
-
-def _bnx_forward(x, scale, bias, epsilon, fast_variance):
-  x = x.astype(jnp.float32)
-  axes = tuple(range(x.ndim - 1))
-  mean = jnp.mean(x, axes)
-  if fast_variance:
-    var = jnp.maximum(0.0, jnp.mean(x * x, axes) - mean * mean)
-  else:
-    var = jnp.mean(jnp.square(x - mean), axes)
-  inv = jax.lax.rsqrt(var + epsilon)
-  return (x - mean) * (inv * scale) + bias, mean, var, inv
+  """The `bnx` batch norm: `layers.batch_norm_train` as it was before 2026-12-05, the same
+  forward, its input as the residual and x_hat recomputed from it in the backward."""
+  # pylint: disable-next=protected-access
+  return layers._batch_norm_train_forward(x, scale, bias, epsilon, fast_variance)[:3]
 
 
 def _bnx_fwd(x, scale, bias, epsilon, fast_variance):
-  y, mean, var, inv = _bnx_forward(x, scale, bias, epsilon, fast_variance)
+  # pylint: disable-next=protected-access
+  y, mean, var, inv, _ = layers._batch_norm_train_forward(x, scale, bias, epsilon,
+                                                          fast_variance)
   return (y, mean, var), (x, mean, inv, scale)
 
 

@@ -104,7 +104,7 @@ def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.
 
 
 class ConvBlock(nn.Module):
-  """Symmetric pad (k // 2) -> conv k x k (no bias, 'VALID') -> BN -> optional ReLU."""
+  """Conv k x k with a symmetric zero padding of k // 2 (no bias) -> BN -> optional ReLU."""
   features: int
   kernel: int = 3
   stride: int = 1

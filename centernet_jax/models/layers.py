@@ -323,7 +323,7 @@ IM2COL_MAX_INPUT_CHANNELS = 4
 # ...except for stems with a kernel of at least this size and at most
 # LIBRARY_STEM_MAX_OUTPUT_CHANNELS outputs (the ResNet V1 and V2 7x7 stride-2 stems, 3 -> 64),
 # which keep the library's weight gradient: on the Intel Xeon of 2026-12-05 (AVX-512, AMX) it
-# ran 1.55x (one core 1.53x) faster there than the one product with its window copies, 2.1x
+# ran 1.55x (one core 1.52x) faster there than the one product with its window copies, 2.1x
 # at 3 -> 32, even at 5x5 3 -> 64 and slower at 3 -> 96 and 3 -> 128 (the Hourglass stem) and
 # for 3x3 kernels (scratch timings, batch 2, 256 x 256 outputs). Train step at batch 2:
 # ResNet50 V1 FPN 1918 -> 1875 ms (1.02x), ResNet50 V2 2042 -> 1959 ms (1.04x)
@@ -1019,10 +1019,10 @@ def conv_then_batch_norm(conv: nn.Module, batch_norm: BatchNorm, x: jax.Array,
                          train: bool) -> jax.Array:
   """`batch_norm(conv(x))` for a `batch_norm` built with `use_running_average=not train` and
   a `conv` that takes `add_bias` and has `bias_parameter()` (`Conv`, `ConvTranspose2D`,
-  MobileNetV2 FPN's `SeparableConv`). In training the convolution's bias
-  is not added to its output but handed to the batch norm (`BatchNorm`'s `input_bias`), which
-  removes it with the batch mean anyway: one pass over the activations less per layer (about
-  1.06x on the ResNet50 V1 FPN 512 training step; docs/benchmarks.md). Its gradient is then
+  MobileNetV2 FPN's `SeparableConv`). In training the convolution's bias is not added to its
+  output but handed to the batch norm (`BatchNorm`'s `input_bias`), which removes it with the
+  batch mean anyway: one pass over the activations less per layer (the ResNet50 V1 FPN 512
+  training step at batch 2, 1933 -> 1841 ms; docs/benchmarks.md). Its gradient is then
   exactly zero, as it is mathematically; autodiff through the add gave rounding noise."""
   if not train:
     return batch_norm(conv(x))
