@@ -8,7 +8,8 @@ same process, interleaved.
   python benchmarks/conv_models.py --row demo --measure train --batch 8 --repeats 20
 
 A variant is
-`<conv>+<options>[+flaxbn][+chain][+flaxpool][+stackkt][+autodw][+noprod][+bnx][+biasadd]`: conv
+`<conv>+<options>[+flaxbn][+chain][+flaxpool][+stackkt][+autodw][+noprod][+bnx][+biasadd]
+[+nophases]`: conv
 `library` (`lax.conv_general_dilated` in every `nn.Conv`, the code before this change), `dots`
 (the models as they are), `nowino` (the models without F(4x4, 3x3): before 2026-12-03 night),
 `dots64` (also products only at maps of 64 x 64 pixels and more,
@@ -29,7 +30,8 @@ training where `layers.conv_plan` gives tap products (before 2026-12-04 night); 
 the batch norm's input as its training residual (`input_residual_batch_norm_train`, before
 2026-12-05) instead of the centred input; `biasadd` adds the convolutions' biases before their
 batch norms in training too (`layers.conv_then_batch_norm` as the two layers, before
-2026-12-05).
+2026-12-05); `nophases` gives transposed convolutions the library's forward (the convolution
+of the dilated input, before 2026-12-05 evening) instead of `layers.input_dilated_conv_phases`.
 `train` is the jitted `train.make_train_step` (90 classes, 100 box slots, random He-normal
 weights, a batch of random images with 3 boxes each, identity colour ops); `predict` is
 `predict.make_predict_fn` (network + decoder, 100 detections). All variants are compiled first
@@ -137,6 +139,12 @@ def dots_but_library_transposed(lhs, rhs, window_strides, padding, lhs_dilation=
   return DOTS_CONV(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, **kwargs)
 
 
+def library_dilated_forward(x, kernel, lhs_dilation, pads):
+  """The `nophases` forward of a transposed convolution: the library's."""
+  # pylint: disable-next=protected-access
+  return layers._conv_library(x, kernel, (1, 1), pads, lhs_dilation)
+
+
 def lower(fn, args, overrides):
   """Lowers `fn(*args)` with the `layers` attributes in `overrides` (the convolution every
   `nn.Conv` of the models calls, the batch norm class, the bounds: all read when traced) set,
@@ -189,7 +197,7 @@ def main() -> int:
     if conv not in ('library', 'dots', 'dots64', 'deconvlib', 'nowino'):
       raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
     flag_names = ('flaxbn', 'chain', 'flaxpool', 'stackkt', 'autodw', 'noprod', 'bnx',
-                  'biasadd')
+                  'biasadd', 'nophases')
     if not set(flags) <= set(flag_names):
       raise SystemExit(f'--variants: {variant!r} may only end in '
                        + ', '.join(f'"+{f}"' for f in flag_names))
@@ -209,6 +217,8 @@ def main() -> int:
       overrides['batch_norm_train'] = input_residual_batch_norm_train
     if 'biasadd' in flags:
       overrides['conv_then_batch_norm'] = conv_plus_bias_then_batch_norm
+    if 'nophases' in flags:
+      overrides['input_dilated_conv_phases'] = library_dilated_forward
     if 'noprod' in flags:
       overrides['TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS'] = float('inf')
       overrides['TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS'] = float('inf')

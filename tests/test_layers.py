@@ -249,6 +249,33 @@ def test_conv_transpose_matches_flax_values_gradients_and_parameters(hw, cin, fe
   assert 'dot_general' in str(jax.make_jaxpr(jax.grad(loss(ours)))(variables, x))
 
 
+@pytest.mark.parametrize('hw,k,dilation,pads', [
+    ((5, 6), 3, (2, 2), ((1, 2), (1, 2))),   # ConvTranspose2D's 'SAME', stride 2
+    ((6, 5), 3, (2, 2), ((2, 1), (0, 3))),
+    ((4, 4), 4, (2, 2), ((2, 2), (1, 3))),
+    ((4, 5), 3, (3, 2), ((1, 2), (2, 2))),
+    ((5, 5), 5, (2, 3), ((0, 0), (4, 1))),
+    ((3, 4), 1, (2, 2), ((0, 1), (0, 1))),   # phases without a tap: zeros
+    ((6, 6), 3, (2, 2), ((-1, 0), (0, -1))),  # negative padding crops
+])
+def test_input_dilated_conv_phases_is_the_dilated_convolution(hw, k, dilation, pads):
+  """The forward of transposed convolutions on CPU, phase by phase, against the library's
+  convolution of the dilated input; and the whole `ConvTranspose2D` program on CPU compiles
+  without an input-dilated convolution."""
+  rng = np.random.default_rng(k + 10 * dilation[0] + dilation[1])
+  x = jnp.asarray(rng.normal(size=(2,) + hw + (3,)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(k, k, 3, 4)), jnp.float32)
+  ref = jax.lax.conv_general_dilated(x, w, (1, 1), pads, lhs_dilation=dilation,
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  ours = layers.input_dilated_conv_phases(x, w, dilation, pads)
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+  conv = layers.ConvTranspose2D(4, (3, 3), (2, 2))
+  variables = conv.init(jax.random.key(0), x)
+  hlo = jax.jit(conv.apply).lower(variables, x).compile().as_text()
+  assert 'convolution(' in hlo and 'lhs_dilate' not in hlo
+
+
 def test_dilated_weight_grad_dots_can_fail():
   """The parity-class products against the library's transposed convolution; a wrong parity
   (the low padding off by one) is caught."""

@@ -496,6 +496,59 @@ def dilated_conv_weight_grad_dots(x: jax.Array, g: jax.Array, kernel_hw: tuple[i
   return _tap_products(pairs, kernel_hw, cin, cout, x.dtype)
 
 
+def _phase_taps(kernel: int, dilation: int, pad_low: int, phase: int) -> tuple[int, int, int]:
+  """(first tap, number of taps, input offset) of the output pixels `y = s * q + phase` of a
+  stride-1 convolution over an input dilated by s with `pad_low` pixels of padding: tap t meets
+  an input pixel there iff (phase + t - pad_low) is a multiple of s, and then the pixel
+  `q + (phase + t - pad_low) / s`."""
+  first = (pad_low - phase) % dilation
+  return first, len(range(first, kernel, dilation)), (phase + first - pad_low) // dilation
+
+
+def input_dilated_conv_phases(x: jax.Array, kernel: jax.Array, lhs_dilation: tuple[int, int],
+                              pads: Sequence[tuple[int, int]]) -> jax.Array:
+  """A stride-1 NHWC/HWIO convolution of the input dilated by `lhs_dilation` (s - 1 zeros
+  between pixels, then `pads`), the forward of a transposed convolution, without the zeros:
+  the output pixels of one phase (y mod sh, x mod sw) meet the input only through the kernel
+  taps of that phase (`_phase_taps`), so each phase is a plain stride-1 'VALID' convolution of
+  the undilated input, padded or cropped to line up, with those taps; the sh * sw results are
+  interleaved. The same sums as the library's, 1 / (sh * sw) of its multiplications.
+
+  Args:
+    x: the undilated input `[B, H, W, Cin]`.
+    kernel: `[kh, kw, Cin, Cout]`.
+    lhs_dilation: (sh, sw).
+    pads: ((top, bottom), (left, right)) padding of the dilated input, in its pixels (may be
+      negative).
+  Returns:
+    `[B, Ho, Wo, Cout]`, Ho = top + (H - 1) * sh + 1 + bottom - kh + 1 (Wo alike).
+  """
+  (kh, kw), (sh, sw) = kernel.shape[:2], lhs_dilation
+  b, h, w, _ = x.shape
+  cout = kernel.shape[3]
+  ho = pads[0][0] + (h - 1) * sh + 1 + pads[0][1] - kh + 1
+  wo = pads[1][0] + (w - 1) * sw + 1 + pads[1][1] - kw + 1
+  # Every phase computes ceil(Ho / sh) x ceil(Wo / sw) pixels, so that they interleave by a
+  # reshape; the surplus row or column is cropped after.
+  qh, qw = -(-ho // sh), -(-wo // sw)
+  rows = []
+  for py in range(sh):
+    ty, ny, dy = _phase_taps(kh, sh, pads[0][0], py)
+    cols = []
+    for px in range(sw):
+      tx, nx, dx = _phase_taps(kw, sw, pads[1][0], px)
+      if ny == 0 or nx == 0:
+        cols.append(jnp.zeros((b, qh, qw, cout), jnp.result_type(x, kernel)))
+        continue
+      xp = jax.lax.pad(x, jnp.zeros((), x.dtype),
+                       ((0, 0, 0), (-dy, qh + ny - 1 - h + dy, 0),
+                        (-dx, qw + nx - 1 - w + dx, 0), (0, 0, 0)))
+      cols.append(_conv_library(xp, kernel[ty::sh, tx::sw], (1, 1), _NO_PADS))
+    rows.append(jnp.stack(cols, axis=3))  # [B, qh, qw, sw, Cout]
+  y = jnp.stack(rows, axis=2)  # [B, qh, sh, qw, sw, Cout]
+  return y.reshape(b, qh * sh, qw * sw, cout)[:, :ho, :wo]
+
+
 # Winograd's minimal filtering F(4x4, 3x3) (docs/winograd.md): a 3x3 stride-1 convolution
 # computed on 6x6 input tiles that overlap by 2, each giving a 4x4 output tile, with 36
 # products per tile and channel pair instead of 144. Y = A^T [(G w G^T) . (B^T d B)] A per
@@ -697,7 +750,8 @@ def _conv_library(x, kernel, strides, pads, lhs_dilation=(1, 1)):
 class ConvPlan(NamedTuple):
   """How the CPU path computes each pass of one convolution (`conv_general_dilated`):
   'library' (`lax.conv_general_dilated` and its transposes), 'winograd' (F(4x4, 3x3)) or
-  'products' (`conv_tap_products` and its transpose); the weight gradient also 'dots'
+  'products' (`conv_tap_products` and its transpose); the forward also 'phases'
+  (`input_dilated_conv_phases`); the weight gradient also 'dots'
   (`conv_weight_grad_dots` and its dilated form). `forward` is the inference forward,
   `train_forward` the forward of a differentiated call (the custom VJP's forward rule)."""
   forward: str
@@ -713,6 +767,8 @@ LIBRARY_PLAN = ConvPlan('library', 'library', 'library', 'library')
 def _conv_cpu(x, kernel, strides, pads, lhs_dilation, plan):
   if plan.forward == 'winograd':
     return winograd_conv3x3(x, kernel)
+  if plan.forward == 'phases':
+    return input_dilated_conv_phases(x, kernel, lhs_dilation, pads)
   return _conv_library(x, kernel, strides, pads, lhs_dilation)
 
 
@@ -753,6 +809,9 @@ def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
   """The CPU path's plan for a 2-D NHWC/HWIO convolution without kernel dilation or groups
   (input dilation only with window strides 1 and explicit padding):
   - inference forward and input gradient by F(4x4, 3x3) where `winograd_passes` says so;
+  - the forward of an input-dilated convolution (a transposed one) by phases
+    (`input_dilated_conv_phases`), in inference and training: XLA:CPU's own multiplies the
+    zeros of the dilation;
   - else, in training, forward and input gradient as tap products (`conv_tap_products`) for
     a 3x3-or-larger stride-1 kernel with at least `TRAIN_PRODUCTS_MIN_CHANNEL_PAIRS` Cin x Cout
     pairs on at most `TRAIN_PRODUCTS_MAX_PIXELS` output pixels per call, and for a 1x1 kernel
@@ -772,8 +831,8 @@ def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
   dilated = tuple(lhs_dilation) != (1, 1)
   out_pixels = -(-x_shape[1] // strides[0]) * -(-x_shape[2] // strides[1])
   weight_grad_flops = 2.0 * out_pixels * math.prod(kernel_shape)
-  forward, input_grad, weight_grad = winograd_passes(x_shape, kernel_shape, dtypes, strides,
-                                                     pads, lhs_dilation)
+  winograd_forward, input_grad, weight_grad = winograd_passes(
+      x_shape, kernel_shape, dtypes, strides, pads, lhs_dilation)
   pointwise = tuple(kernel_shape[:2]) == (1, 1)
   library_stem = (kernel_shape[2] <= IM2COL_MAX_INPUT_CHANNELS and not dilated and
                   min(kernel_shape[:2]) >= LIBRARY_STEM_MIN_KERNEL and
@@ -790,9 +849,10 @@ def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
   pointwise_products = (pointwise and not dilated and
                         weight_grad_flops >= TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS)
   products_forward = big_kernel or (pointwise_products and (stride_1 or many_pairs))
+  forward = 'winograd' if winograd_forward else 'phases' if dilated else 'library'
   return ConvPlan(
-      forward='winograd' if forward else 'library',
-      train_forward='winograd' if forward else 'products' if products_forward else 'library',
+      forward=forward,
+      train_forward='products' if products_forward else forward,
       input_grad=('winograd' if input_grad else
                   'products' if big_kernel or pointwise_products else 'library'),
       weight_grad='winograd' if weight_grad else 'dots' if dots else 'library')
