@@ -260,8 +260,7 @@ def test_conv_transpose_matches_flax_values_gradients_and_parameters(hw, cin, fe
 ])
 def test_input_dilated_conv_phases_is_the_dilated_convolution(hw, k, dilation, pads):
   """The forward of transposed convolutions on CPU, phase by phase, against the library's
-  convolution of the dilated input; and the whole `ConvTranspose2D` program on CPU compiles
-  without an input-dilated convolution."""
+  convolution of the dilated input."""
   rng = np.random.default_rng(k + 10 * dilation[0] + dilation[1])
   x = jnp.asarray(rng.normal(size=(2,) + hw + (3,)), jnp.float32)
   w = jnp.asarray(rng.normal(size=(k, k, 3, 4)), jnp.float32)
@@ -270,6 +269,13 @@ def test_input_dilated_conv_phases_is_the_dilated_convolution(hw, k, dilation, p
   ours = layers.input_dilated_conv_phases(x, w, dilation, pads)
   assert ours.shape == ref.shape
   np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('hw', [(5, 6), (6, 5), (4, 4), (5, 5)])  # every parity of H and W
+def test_conv_transpose_compiles_without_an_input_dilated_convolution(hw):
+  """The whole `ConvTranspose2D` program on CPU takes the phase forward: no convolution of
+  the dilated input is left in it."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2,) + hw + (3,)), jnp.float32)
   conv = layers.ConvTranspose2D(4, (3, 3), (2, 2))
   variables = conv.init(jax.random.key(0), x)
   hlo = jax.jit(conv.apply).lower(variables, x).compile().as_text()
