@@ -35,17 +35,30 @@ PEAK_TFLOPS = {
 # one element at a time, YNNPACK's vectorizes it, and the decoder's per-pixel class maximum
 # ran 0.5 against 0.7 ms (the whole decoder 7-14 % faster, cold; the predict function at
 # batch 1 and 8 unchanged; docs/benchmarks.md, "Decoder").
-CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_REDUCE'}
+#
+# Both programs also hand XLA:CPU's library calls to oneDNN where its rewriter takes them
+# (`xla_cpu_use_onednn` with `xla_cpu_experimental_onednn_custom_call`): in inference the
+# convolutions, each with its bias add fused in, and the matrix products YNNPACK is not given;
+# in training the weight-gradient products that YNNPACK does not take (contracting the pixels'
+# axis, which XLA's own dot ran at 81-146 GFLOP/s; YNNPACK keeps the others and the
+# convolutions). Same process, interleaved, Intel Xeon with AVX-512: training steps 1.09-1.10x
+# faster (ResNet50 V1 FPN, ResNet50 V2, MobileNetV2 FPN 512; the demo's model 1.01x), predict
+# 0.99-1.15x at batch 1 and 1.02-1.11x at batch 8 (the four 512 rows); with oneDNN and XLA
+# limited to AVX2 (`ONEDNN_MAX_CPU_ISA`, `xla_cpu_max_isa`) the ResNet50 V1 FPN step 1.04x and
+# its predict 1.04x (docs/benchmarks.md, "oneDNN for XLA:CPU's library calls").
+ONEDNN_OPTIONS = {'xla_cpu_use_onednn': True, 'xla_cpu_experimental_onednn_custom_call': True}
+CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_REDUCE',
+                        **ONEDNN_OPTIONS}
 
-# The training step keeps XLA's defaults (YNNPACK's dots on). Those dots were slow only for the
-# library convolutions' weight gradients (XLA rewrites them to dots YNNPACK ran at ~6-9
-# GFLOP/s), which `models.layers.conv_general_dilated` now computes as k*k plain matrix
-# products on CPU; YNNPACK runs those, and the library forward and input-gradient
-# convolutions, faster than XLA's own kernels: ResNet50 V1 FPN 512 train step 1.27x, measured
-# with the products at every map size (now maps of >= 64 x 64 pixels or >= 0.2 GFLOP of
-# weight gradient per image, `layers.conv_general_dilated`; docs/benchmarks.md,
+# The training step keeps XLA's default YNNPACK fusions (its dots on), plus oneDNN (above).
+# Those dots were slow only for the library convolutions' weight gradients (XLA rewrites them
+# to dots YNNPACK ran at ~6-9 GFLOP/s), which `models.layers.conv_general_dilated` now computes
+# as k*k plain matrix products on CPU; YNNPACK runs those, and the library forward and
+# input-gradient convolutions, faster than XLA's own kernels: ResNet50 V1 FPN 512 train step
+# 1.27x, measured with the products at every map size (now maps of >= 64 x 64 pixels or >= 0.2
+# GFLOP of weight gradient per image, `layers.conv_general_dilated`; docs/benchmarks.md,
 # "Hot paths").
-CPU_TRAIN_COMPILER_OPTIONS: dict[str, Any] = {}
+CPU_TRAIN_COMPILER_OPTIONS: dict[str, Any] = dict(ONEDNN_OPTIONS)
 
 
 def _on_cpu(options: dict[str, Any], backend: str | None) -> dict[str, Any] | None:

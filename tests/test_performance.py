@@ -116,9 +116,33 @@ def test_run_init_gives_the_default_compile_values():
   assert performance.init_compiler_options('gpu') is None
 
 
+def test_cpu_compiler_options_give_onednn_the_products_and_convolutions():
+  """On CPU both option sets hand XLA's library calls to oneDNN: a weight-gradient product
+  (contracting the pixels' axis, which YNNPACK does not take) in the training step, and a
+  convolution with its bias in inference. If a jaxlib stopped honouring the flags, the
+  programs would silently lose the speed docs/benchmarks.md measured."""
+  if jax.default_backend() != 'cpu':
+    pytest.skip('XLA:CPU options')
+  # XLA's rewriter leaves small products to its own dot: 1024 x 64 x 64 stays, 4096 goes.
+  x = jnp.ones((4096, 64))
+  g = jnp.ones((4096, 64))
+  product = jax.jit(lambda a, b: a.T @ b).lower(x, g)
+  assert '__onednn$matmul' in product.compile(
+      compiler_options=performance.train_compiler_options()).as_text()
+  assert '__onednn$matmul' not in product.compile().as_text()
+  image = jnp.ones((1, 16, 16, 8))
+  kernel = jnp.ones((3, 3, 8, 16))
+  conv = jax.jit(lambda a, k: jax.lax.conv_general_dilated(
+      a, k, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + 1.0).lower(
+          image, kernel)
+  assert '__onednn$convolution' in conv.compile(
+      compiler_options=performance.compiler_options()).as_text()
+
+
 def test_cpu_compiler_options_reach_the_train_step_and_predict_function():
   """The predict function is compiled with `performance.compiler_options()` on CPU (YNNPACK's
-  dot fusions off), the training step with `train_compiler_options()` (XLA's defaults); a
+  dot fusions off, oneDNN on), the training step with `train_compiler_options()` (XLA's
+  defaults and oneDNN); a
   predict function traced inside another program (the exports) carries none, since JAX
   refuses compiler options on a nested jit."""
   assert performance.compiler_options('cpu') == performance.CPU_COMPILER_OPTIONS
