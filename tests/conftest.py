@@ -11,7 +11,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 # Many tests (and the training processes some of them start) compile the same small programs:
 # a persistent compilation cache, shared by the xdist workers and their subprocesses, compiles
-# each once per machine (the cache key covers the program, the options and the devices).
+# each once per machine (the cache key covers the program, the options and the devices). Programs
+# holding oneDNN calls (the training step, the predict function: `performance.ONEDNN_OPTIONS`)
+# cannot be serialized by XLA:CPU and are compiled in each process (pyproject.toml filters the
+# warning JAX gives for them).
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data_cache', 'jax_test_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
