@@ -40,6 +40,13 @@ TOLERANCES = {
     'target': 1e-5,
     'loss_rel': 1e-5,
 }
+# A head that misses 'head_rel' against TF float32 still passes when its distance from the
+# float64 run of the same TF network is at most this many times TF float32's own distance. Two
+# float32 evaluations summing in different orders (oneDNN's kernels; ours, with F(4x4, 3x3) in
+# Hourglass-104's 3x3 convolutions, docs/winograd.md) land at random distances of the same size
+# from float64, so requiring ours to be the nearer one fails about half the cases for an
+# implementation exactly as accurate as TF's; a wrong layer or weight is off by far more.
+F64_DISTANCE_RATIO = 2.0
 
 
 def _rel(a, b):
@@ -268,7 +275,8 @@ def main():
         # The float64 run of the same TF network (odapi_build.py --float64_reference): how
         # far float32 round-off alone moves TF, against how far we are from float64. A head
         # that misses the tolerance against TF float32 still passes when we are within it of
-        # the float64 result, or closer to the float64 result than TF float32 itself is.
+        # the float64 result, or about as close to it as TF float32 itself is
+        # (F64_DISTANCE_RATIO).
         ref64 = case[f'pred64/{name}']
         ours64, tf64 = _rel(value, ref64), _rel(ref, ref64)
         floor[name] = {'ours_vs_f64': ours64, 'tf32_vs_f64': tf64}
@@ -276,6 +284,9 @@ def main():
           criterion = 'vs TF float64'
         if criterion is None and ours64 <= tf64:
           criterion = 'closer to TF float64 than TF float32 is'
+        if criterion is None and ours64 <= F64_DISTANCE_RATIO * tf64:
+          criterion = (f'within {F64_DISTANCE_RATIO:g}x TF float32\'s own distance from '
+                       'TF float64')
         label += f'; vs TF float64: ours {ours64:.2g}, TF float32 {tf64:.2g}'
       if criterion not in (None, 'vs TF float32'):
         label += f' [passes: {criterion}]'

@@ -29,10 +29,17 @@ Columns (maximum over the case):
 - **heads**: `max|ours - TF| / max|TF|` per raw head output (`[i]` = feature output; the
   hourglass has 2). Tolerance 1e-4. The same TF network also runs in float64
   (`--float64_reference`); a head that misses 1e-4 against TF float32 still passes when it is
-  within 1e-4 of TF float64 or closer to TF float64 than TF's own float32 result is: such heads
-  are marked (†), and the details list both distances. Random deep nets amplify float32
-  round-off (the hourglass stacks ~100 convs twice), so TF float32 itself can be more than 1e-4
-  away from its float64 result there.
+  within 1e-4 of TF float64 or at most 2x as far from TF float64 as TF's own float32 result is
+  (`compare.F64_DISTANCE_RATIO`): such heads are marked (†), and the details list both
+  distances. Random deep nets amplify float32 round-off (the hourglass stacks ~100 convs
+  twice), so TF float32 itself can be more than 1e-4 away from its float64 result there. Two
+  float32 evaluations that sum in different orders land at random distances of that size from
+  float64; until 2026-12-05 the rule was "closer than TF float32", which passes only about half
+  the cases for an implementation exactly as accurate as TF's. Since Hourglass-104's 3x3
+  convolutions run as F(4x4, 3x3) on CPU (docs/winograd.md) ours is about as far from float64
+  as TF float32 is there: on one case (`parity/compare.py` at d124944's parent and at d124944,
+  the commit that gave them F(4x4, 3x3)), the second stack's box offset 1.6e-4 -> 1.9e-4 (TF
+  float32 1.8e-4), box scale 1.3e-5 -> 2.6e-5 (2.5e-5), object center 3.3e-5 -> 5.6e-5 (5.2e-5).
 - Keypoint variants (`*_kpts`): our model is built with the keypoint heads
   (`models.build_model(..., keypoint_spec)`) and their raw outputs are compared; in the
   details, `targets.build_keypoint_targets` vs `CenterNetKeypointTargetAssigner` (heatmap,
