@@ -42,7 +42,7 @@ TOLERANCES = {
 }
 # A head that misses 'head_rel' against TF float32 still passes when its distance from the
 # float64 run of the same TF network is at most this many times TF float32's own distance. Two
-# float32 evaluations summing in different orders (oneDNN's kernels; ours, with F(4x4, 3x3) in
+# float32 evaluations summing in different orders (TF's oneDNN kernels; ours, with F(4x4, 3x3) in
 # Hourglass-104's 3x3 convolutions, docs/winograd.md) land at random distances of the same size
 # from float64, so requiring ours to be the nearer one fails about half the cases for an
 # implementation exactly as accurate as TF's; a wrong layer or weight is off by far more.

@@ -137,14 +137,14 @@ def test_cpu_compiler_options_give_onednn_the_products_and_convolutions():
           image, kernel)
   assert '__onednn$convolution' in conv.compile(
       compiler_options=performance.compiler_options()).as_text()
+  assert '__onednn$convolution' not in conv.compile().as_text()
 
 
 def test_cpu_compiler_options_reach_the_train_step_and_predict_function():
   """The predict function is compiled with `performance.compiler_options()` on CPU (YNNPACK's
   dot fusions off, oneDNN on), the training step with `train_compiler_options()` (XLA's
-  defaults and oneDNN); a
-  predict function traced inside another program (the exports) carries none, since JAX
-  refuses compiler options on a nested jit."""
+  defaults and oneDNN); a predict function traced inside another program (the exports)
+  carries none, since JAX refuses compiler options on a nested jit."""
   assert performance.compiler_options('cpu') == performance.CPU_COMPILER_OPTIONS
   assert performance.compiler_options('gpu') is None
   assert performance.train_compiler_options('cpu') == performance.CPU_TRAIN_COMPILER_OPTIONS
