@@ -16,7 +16,9 @@ A variant is
 `layers.DOTS_MIN_WEIGHT_GRAD_FLOPS` ignored: the rule before 2026-12-02 evening) or
 `deconvlib` (no F(4x4, 3x3), and the library call in transposed convolutions: ResNet50 V2
 before `layers.ConvTranspose2D`); options `ours`
-(`performance.CPU_COMPILER_OPTIONS`, YNNPACK's dot fusions off) or `default` (XLA's); `flaxbn`
+(`performance.CPU_COMPILER_OPTIONS`: YNNPACK's dot fusions off, oneDNN on), `train`
+(`performance.CPU_TRAIN_COMPILER_OPTIONS`: XLA's defaults and oneDNN), `noonednn` (`ours`
+without oneDNN) or `default` (XLA's); `flaxbn`
 puts `nn.BatchNorm` (autodiff's gradient) where the models have `layers.BatchNorm` (its
 written-out training gradient; the models before 2026-12-03 evening); `chain` leaves the
 residual blocks' outputs to XLA's fusion (`layers.block_output` as the identity: the models
@@ -75,6 +77,17 @@ DOTS_CONV = layers.conv_general_dilated
 OUR_BATCH_NORM = layers.BatchNorm
 OUR_BLOCK_OUTPUT = layers.BLOCK_OUTPUT_CPU
 OUR_MAX_POOL = layers.max_pool
+
+
+# The compiler options a variant's second part names. `ours` is what predict compiles with,
+# `train` what the training step compiles with; the other two leave oneDNN out of them.
+OPTIONS = {
+    'ours': performance.CPU_COMPILER_OPTIONS,
+    'train': performance.CPU_TRAIN_COMPILER_OPTIONS,
+    'default': {},
+    'noonednn': {k: v for k, v in performance.CPU_COMPILER_OPTIONS.items()
+                 if k not in performance.ONEDNN_OPTIONS},
+}
 
 
 def flax_max_pool(x, window, strides):
@@ -228,7 +241,7 @@ def main() -> int:
       overrides['WINOGRAD_MIN_CHANNELS'] = float('inf')
     lowered = lower(make_fn(), call_args, overrides)
     compiled[variant] = lowered.compile(
-        compiler_options=dict(performance.CPU_COMPILER_OPTIONS) if options == 'ours' else {})
+        compiler_options=dict(OPTIONS[options]))
     print(f'{variant}: compiled in {time.perf_counter() - start:.0f} s', flush=True)
   outs = {k: jax.device_get(f(*call_args)) for k, f in compiled.items()}
   first, ref = next(iter(outs.items()))
