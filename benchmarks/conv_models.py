@@ -209,6 +209,9 @@ def main() -> int:
     start = time.perf_counter()
     if conv not in ('library', 'dots', 'dots64', 'deconvlib', 'nowino'):
       raise SystemExit(f'--variants: unknown conv {conv!r} in {variant!r}')
+    if options not in OPTIONS:
+      raise SystemExit(f'--variants: unknown options {options!r} in {variant!r} '
+                       f'(one of {", ".join(OPTIONS)})')
     flag_names = ('flaxbn', 'chain', 'flaxpool', 'stackkt', 'autodw', 'noprod', 'bnx',
                   'biasadd', 'nophases')
     if not set(flags) <= set(flag_names):
