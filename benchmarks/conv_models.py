@@ -1,5 +1,5 @@
 r"""Whole models with the library convolution against `layers.conv_general_dilated` (weight
-gradients as matrix products on CPU), each with or without `performance.CPU_COMPILER_OPTIONS`;
+gradients as matrix products on CPU), each under a named set of compiler options (`OPTIONS`);
 same process, interleaved.
 
   python benchmarks/conv_models.py --row r50v1fpn --measure train \
