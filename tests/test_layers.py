@@ -692,3 +692,9 @@ def test_train_products_follow_the_documented_bounds():
   # module's fixture gives every size the weight-gradient products).
   demo = plan((8, 12, 12, 64), (1, 1, 64, 32))
   assert (demo.forward, demo.train_forward, demo.input_grad) == ('library',) * 3
+
+
+def test_upsample_is_repeat():
+  x = jnp.arange(4.0).reshape(1, 2, 2, 1)
+  np.testing.assert_array_equal(layers.upsample_nearest_2x(x)[0, :, :, 0],
+                                [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])

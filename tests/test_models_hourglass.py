@@ -150,9 +150,3 @@ def test_conv_block_symmetric_padding_and_bn_momentum():
   _, new = block.apply(v, x, train=True, mutable=['batch_stats'])
   batch_mean = np.asarray(conv(((1, 1), (1, 1)))).mean(axis=(0, 1, 2))
   np.testing.assert_allclose(new['batch_stats']['norm']['mean'], 0.9 * batch_mean, atol=1e-5)
-
-
-def test_upsample_is_repeat():
-  x = jnp.arange(4.0).reshape(1, 2, 2, 1)
-  np.testing.assert_array_equal(H.upsample_nearest_2x(x)[0, :, :, 0],
-                                [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])

@@ -81,10 +81,6 @@ def flax_module_path(tf_object_path: str) -> Tuple[str, ...]:
   return tuple(out)
 
 
-def upsample_nearest_2x(x: jnp.ndarray) -> jnp.ndarray:
-  """Keras UpSampling2D(2) (nearest): a plain repeat."""
-  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
 
 def _bn(train: bool, dtype: Any, momentum: float, name: str) -> layers.BatchNorm:
   return layers.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=BN_EPSILON,
@@ -178,7 +174,7 @@ class EncoderDecoderBlock(nn.Module):
       inner = _repeated_residual_blocks(down, c_down, self.blocks_per_stage[1], 1, c_down,
                                         'inner_block', **kw)
     decoded = _repeated_residual_blocks(inner, c, n, 1, c_down, 'decoder_block', **kw)
-    return skip + upsample_nearest_2x(decoded)
+    return skip + layers.upsample_nearest_2x(decoded)
 
 
 class DownsampleInput(nn.Module):

@@ -134,6 +134,12 @@ def max_pool(x: jax.Array, window: tuple[int, int], strides: tuple[int, int]) ->
       default=lambda a: nn.max_pool(a, window, strides=strides, padding='VALID'))
 
 
+def upsample_nearest_2x(x: jax.Array) -> jax.Array:
+  """Keras `UpSampling2D(2)` (nearest neighbour), as the FPNs and the hourglass use it:
+  `[B, H, W, C]` -> `[B, 2H, 2W, C]`, every pixel repeated into a 2x2 block."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   """XLA's (and TF's) 'SAME' padding of one spatial axis: (before, after) pixels."""
   out = -(-size // stride)

@@ -194,10 +194,6 @@ class SeparableConv(nn.Module):
     return self.variables['params']['pointwise']['bias']
 
 
-def upsample_nearest_2x(x: jnp.ndarray) -> jnp.ndarray:
-  """Nearest-neighbour 2x upsampling (Keras UpSampling2D(2, 'nearest')): a plain repeat."""
-  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
 
 class MobileNetV2FPN(nn.Module):
   """MobileNetV2 + the OD API CenterNet FPN; returns a one-element list [24-ch stride-4 map].
@@ -228,7 +224,7 @@ class MobileNetV2FPN(nn.Module):
     t = self._conv1x1(FPN_TOP_CHANNELS, 'fpn_top_conv')(taps[5])
     for level, lateral_ch, out_ch in FPN_LEVELS:
       lateral = self._conv1x1(lateral_ch, f'fpn_c{level}_lateral_conv')(taps[level])
-      t = upsample_nearest_2x(t) + lateral
+      t = layers.upsample_nearest_2x(t) + lateral
       if self.use_separable_conv:
         conv = SeparableConv(out_ch, 3, dtype=self.dtype, name=f'fpn_c{level}_conv')
       else:

@@ -118,10 +118,6 @@ def _pad(x: jnp.ndarray, p: int) -> jnp.ndarray:
   return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
 
 
-def upsample_nearest_2x(x: jnp.ndarray) -> jnp.ndarray:
-  """Nearest-neighbour 2x upsampling (Keras UpSampling2D(2, 'nearest')): a plain repeat."""
-  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
 
 class ResNetV1(nn.Module):
   """Keras-application ResNet v1 without top; returns [C2, C3, C4, C5] (strides 4..32).
@@ -230,7 +226,7 @@ class ResNetV1FPN(nn.Module):
     t = self._conv(FPN_TOP_CHANNELS, 1, 'fpn_top_conv')(c5)
     for level, lateral_ch, out_ch in FPN_LEVELS:
       lateral = self._conv(lateral_ch, 1, f'fpn_c{level}_lateral_conv')(taps[level])
-      t = upsample_nearest_2x(t) + lateral
+      t = layers.upsample_nearest_2x(t) + lateral
       bn = layers.BatchNorm(use_running_average=not train, momentum=self.fpn_bn_momentum,
                             epsilon=FPN_BN_EPSILON, dtype=self.dtype, param_dtype=jnp.float32,
                             use_fast_variance=False, name=f'fpn_c{level}_bn')
