@@ -15,33 +15,22 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
-from centernet_jax import experiments
-from centernet_jax import model_variables
-from centernet_jax import models
 from centernet_jax import performance
 from centernet_jax import predict
-from interleaved import ROWS, every_round, medians, time_in_turn
+from interleaved import (ROWS, every_round, medians, predict_inputs, row_config, row_model,
+                         time_in_turn)
 from machine import machine_kind
-
-NUM_CLASSES = 90
 
 
 def programs(row: str, batch: int):
   """(variables, batch dict, {name: compiled predict function}) of one row."""
-  config = experiments.load_config(os.path.join(REPO, 'experiments', ROWS[row] + '.py'))
-  size = int(config.input.size)
-  model = models.build_model(config.model, NUM_CLASSES)
-  variables = model_variables.filled_variables(model, size)
-  images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3))
-  inputs = {'image': jnp.asarray(images, jnp.float32),
-            'true_size': jnp.full((batch, 2), size, jnp.int32),
-            'original_size': jnp.full((batch, 2), size, jnp.int32)}
+  model, variables, size = row_model(row_config(ROWS[row]))
+  inputs = predict_inputs(size, batch)
   fn = predict.make_predict_fn(model, input_size=size, max_detections=100, top_level=False)
   lowered = fn.lower(variables, inputs)
   compiled = {'default': lowered.compile(),

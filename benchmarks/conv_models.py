@@ -57,10 +57,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
-from centernet_jax import experiments
 from centernet_jax import host_memory
-from centernet_jax import model_variables
-from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import performance
 from centernet_jax import predict
@@ -71,7 +68,7 @@ from machine import machine_kind
 
 ROWS = {**interleaved.ROWS,
         'demo': 'demo'}  # `make demo`'s narrow ResNet-18 FPN at 96 px (use --batch 8)
-NUM_CLASSES = 90
+NUM_CLASSES = interleaved.NUM_CLASSES
 MAX_BOXES = 100
 DOTS_CONV = layers.conv_general_dilated
 OUR_BATCH_NORM = layers.BatchNorm
@@ -180,27 +177,23 @@ def main() -> int:
   parser.add_argument('--batch', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=3)
   args = parser.parse_args()
-  config = experiments.load_config(os.path.join(REPO, 'experiments', ROWS[args.row] + '.py'))
+  config = interleaved.row_config(ROWS[args.row])
   # As main runs the row (freed memory kept in training only), before the first computation.
   host_memory.set_up(config, training=args.measure == 'train')
   config.dataset.max_boxes = MAX_BOXES
-  size, b = int(config.input.size), args.batch
-  model = models.build_model(config.model, NUM_CLASSES)
-  variables = model_variables.filled_variables(model, size)
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (b, size, size, 3))
+  model, variables, size = interleaved.row_model(config)
+  b = args.batch
   if args.measure == 'train':
     tx, schedule = optimizer_lib.make_optimizer(config)
     # A new function per variant: jit caches its trace per function, and the conv is read then.
     make_fn = lambda: jax.jit(train.make_train_step(model, tx, schedule, config, NUM_CLASSES))
+    images = np.random.default_rng(0).integers(0, 256, (b, size, size, 3))
     state, batch = interleaved.train_inputs(config, variables, tx, images)
     call_args = (state, batch)
   else:
     make_fn = lambda: predict.make_predict_fn(model, input_size=size, max_detections=100,
                                               top_level=False)
-    call_args = (variables, {'image': jnp.asarray(images, jnp.float32),
-                             'true_size': jnp.full((b, 2), size, jnp.int32),
-                             'original_size': jnp.full((b, 2), size, jnp.int32)})
+    call_args = (variables, interleaved.predict_inputs(size, b))
   print(f'Machine: {machine_kind()}; JAX {jax.__version__} on {jax.default_backend()}; '
         f'{args.row} {args.measure} batch {b}; {args.repeats} interleaved rounds\n', flush=True)
   compiled = {}

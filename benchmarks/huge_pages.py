@@ -46,22 +46,19 @@ def worker(row: str, measures: list[str]) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from centernet_jax import experiments, model_variables, models  # pylint: disable=g-import-not-at-top
   from centernet_jax import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from centernet_jax import performance, predict, train  # pylint: disable=g-import-not-at-top
 
-  config = experiments.load_config(os.path.join(REPO, 'experiments',
-                                                interleaved.ROWS[row] + '.py'))
+  config = interleaved.row_config(interleaved.ROWS[row])
   config.dataset.max_boxes = 100
-  size, b = int(config.input.size), 2
-  model = models.build_model(config.model, 90)
-  variables = model_variables.filled_variables(model, size)
+  model, variables, size = interleaved.row_model(config)
+  b = 2
   rng = np.random.default_rng(0)
   runs = {}
   if 'train' in measures:
     tx, schedule = optimizer_lib.make_optimizer(config)
-    step = jax.jit(train.make_train_step(model, tx, schedule, config, 90), donate_argnums=(0,),
-                   compiler_options=performance.train_compiler_options())
+    step = jax.jit(train.make_train_step(model, tx, schedule, config, interleaved.NUM_CLASSES),
+                   donate_argnums=(0,), compiler_options=performance.train_compiler_options())
     state, batch = interleaved.train_inputs(
         config, jax.tree.map(jnp.copy, variables), tx,  # the step donates the copy
         rng.integers(0, 256, (b, size, size, 3)))

@@ -1,6 +1,7 @@
-"""What the A/B benchmarks share: the zoo rows they build, a training step's inputs and the
-interleaved timer."""
+"""What the A/B benchmarks share: the zoo rows they build (config, model with random weights,
+inputs), a training step's inputs and the interleaved timer."""
 
+import os
 import statistics
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -10,7 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from centernet_jax import colour_augment
+from centernet_jax import experiments
+from centernet_jax import model_variables
+from centernet_jax import models
 from centernet_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The benchmarks' class count: COCO's 90 category ids, as the zoo's models have.
+NUM_CLASSES = 90
 
 # Short names of the zoo experiments (experiments/<name>.py) the benchmarks build at full size.
 ROWS = {
@@ -20,6 +28,29 @@ ROWS = {
     'mnv2fpn': 'centernet_mobilenetv2fpn_512x512_coco17_od',
     'hg104': 'centernet_hg104_512x512_coco17_tpu-8',
 }
+
+
+def row_config(experiment: str):
+  """The config of `experiments/<experiment>.py` (a value of `ROWS`, or `demo`)."""
+  return experiments.load_config(os.path.join(REPO, 'experiments', experiment + '.py'))
+
+
+def row_model(config) -> tuple[Any, dict, int]:
+  """(model, variables, input size S in pixels) of `config` at `NUM_CLASSES` classes, with
+  random He-normal weights (`model_variables.filled_variables`, no `model.init` compiled).
+  The first computation of the process: set malloc up (`host_memory.set_up`) before."""
+  size = int(config.input.size)
+  model = models.build_model(config.model, NUM_CLASSES)
+  return model, model_variables.filled_variables(model, size), size
+
+
+def predict_inputs(size: int, batch: int, seed: int = 0) -> dict[str, jax.Array]:
+  """The predict function's batch: `image` float32 `[batch, S, S, 3]` random whole numbers in
+  0..255, `true_size` and `original_size` int32 `[batch, 2]` all S (pixels, y-first)."""
+  images = np.random.default_rng(seed).integers(0, 256, (batch, size, size, 3))
+  return {'image': jnp.asarray(images, jnp.float32),
+          'true_size': jnp.full((batch, 2), size, jnp.int32),
+          'original_size': jnp.full((batch, 2), size, jnp.int32)}
 
 
 def train_inputs(config, variables, tx, images: np.ndarray):

@@ -36,10 +36,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=wrong-import-position
-from centernet_jax import experiments
 from centernet_jax import host_memory
-from centernet_jax import model_variables
-from centernet_jax import models
 from centernet_jax import optimizer as optimizer_lib
 from centernet_jax import performance
 from centernet_jax import train
@@ -104,17 +101,15 @@ def our_kind(instruction: str, fused: dict[str, str]) -> str:
 
 def profile_ours(variant: str, steps: int) -> tuple[dict, dict, float]:
   """(ms per layer group, ms per kind, median step ms) of our training step."""
-  config = experiments.load_config(os.path.join(REPO, 'experiments',
-                                                interleaved.ROWS[variant] + '.py'))
+  config = interleaved.row_config(interleaved.ROWS[variant])
   host_memory.set_up(config, training=True)
   config.dataset.max_boxes = 100
-  size = int(config.input.size)
-  model = models.build_model(config.model, 90)
-  variables = model_variables.filled_variables(model, size)
+  model, variables, size = interleaved.row_model(config)
   tx, schedule = optimizer_lib.make_optimizer(config)
   images = np.random.default_rng(0).integers(0, 256, (2, size, size, 3))
   state, batch = interleaved.train_inputs(config, variables, tx, images)
-  step = jax.jit(train.make_train_step(model, tx, schedule, config, 90)).lower(
+  step = jax.jit(train.make_train_step(model, tx, schedule, config,
+                                           interleaved.NUM_CLASSES)).lower(
       state, batch).compile(compiler_options=performance.train_compiler_options())
   times = []
   for _ in range(steps + 2):
