@@ -578,6 +578,15 @@ WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_CONV_CHANNELS = (128, 256)
 WINOGRAD_CONV_TILES = (64, 1024)
 WINOGRAD_WEIGHT_GRAD_MIN_TILES = 64
+# The inference forward (no gradient) also on smaller maps and wider convolutions: one of the
+# channel counts up to 2048 and from 16 tiles per call, e.g. conv5's 512 -> 512 at 16 x 16 and
+# ResNet50 V2's first upsampling 3x3, 2048 -> 256 at 16 x 16, per image. On CPU the predict
+# function runs the images in turn, and XLA computes the kernel tiles once per call, outside
+# the images' loop, so the tiles' cost is shared by the batch. AMD EPYC (AVX2), the predict
+# function, same process, interleaved: batch 8 ResNet50 V2 512 1.065x, ResNet50 V1 FPN
+# 1.028x; batch 1 1.018x and 0.986x (docs/benchmarks.md, "Checked on 2026-12-06").
+WINOGRAD_INFERENCE_CONV_CHANNELS = (128, 2048)
+WINOGRAD_INFERENCE_CONV_TILES = (16, 1024)
 
 
 def _combine(coefficients, arrays):
@@ -748,6 +757,24 @@ def winograd_passes(x_shape, kernel_shape, dtypes, strides, pads, lhs_dilation
   return conv, conv, tiles >= WINOGRAD_WEIGHT_GRAD_MIN_TILES
 
 
+def winograd_inference_forward(x_shape, kernel_shape, dtypes, strides, pads,
+                               lhs_dilation) -> bool:
+  """Whether the inference forward (a call outside differentiation) of a convolution goes
+  through F(4x4, 3x3) on CPU: the convolutions `winograd_passes` qualifies, with the wider
+  bounds `WINOGRAD_INFERENCE_CONV_CHANNELS` and `WINOGRAD_INFERENCE_CONV_TILES`. It includes
+  every forward `winograd_passes` gives."""
+  b, h, w, cin = x_shape
+  cout = kernel_shape[-1]
+  if (tuple(kernel_shape[:2]) != (3, 3) or tuple(strides) != (1, 1) or
+      tuple(lhs_dilation) != (1, 1) or tuple(map(tuple, pads)) != ((1, 1), (1, 1)) or
+      any(d != jnp.float32 for d in dtypes) or min(cin, cout) < WINOGRAD_MIN_CHANNELS):
+    return False
+  tiles = (b if isinstance(b, int) else 1) * _winograd_tiles(h) * _winograd_tiles(w)
+  channels, tile_counts = WINOGRAD_INFERENCE_CONV_CHANNELS, WINOGRAD_INFERENCE_CONV_TILES
+  return (channels[0] <= max(cin, cout) <= channels[1] and
+          tile_counts[0] <= tiles <= tile_counts[1])
+
+
 def _conv_library(x, kernel, strides, pads, lhs_dilation=(1, 1)):
   return jax.lax.conv_general_dilated(x, kernel, strides, pads, lhs_dilation=lhs_dilation,
                                       dimension_numbers=_NHWC_HWIO)
@@ -769,20 +796,25 @@ class ConvPlan(NamedTuple):
 LIBRARY_PLAN = ConvPlan('library', 'library', 'library', 'library')
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_cpu(x, kernel, strides, pads, lhs_dilation, plan):
-  if plan.forward == 'winograd':
+def _conv_forward(how, x, kernel, strides, pads, lhs_dilation):
+  """The forward convolution as `ConvPlan`'s `how` says (not 'products')."""
+  if how == 'winograd':
     return winograd_conv3x3(x, kernel)
-  if plan.forward == 'phases':
+  if how == 'phases':
     return input_dilated_conv_phases(x, kernel, lhs_dilation, pads)
   return _conv_library(x, kernel, strides, pads, lhs_dilation)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_cpu(x, kernel, strides, pads, lhs_dilation, plan):
+  return _conv_forward(plan.forward, x, kernel, strides, pads, lhs_dilation)
 
 
 def _conv_cpu_fwd(x, kernel, strides, pads, lhs_dilation, plan):
   if plan.train_forward == 'products':
     y = conv_tap_products(x, kernel, strides, pads)
-  else:  # `conv_plan` gives training the inference forward otherwise
-    y = _conv_cpu(x, kernel, strides, pads, lhs_dilation, plan)
+  else:
+    y = _conv_forward(plan.train_forward, x, kernel, strides, pads, lhs_dilation)
   return y, (x, kernel)
 
 
@@ -814,7 +846,8 @@ def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
               pads: tuple[tuple[int, int], ...], lhs_dilation: tuple[int, int]) -> ConvPlan:
   """The CPU path's plan for a 2-D NHWC/HWIO convolution without kernel dilation or groups
   (input dilation only with window strides 1 and explicit padding):
-  - inference forward and input gradient by F(4x4, 3x3) where `winograd_passes` says so;
+  - inference forward by F(4x4, 3x3) where `winograd_inference_forward` says so; training
+    forward and input gradient where `winograd_passes` says so;
   - the forward of an input-dilated convolution (a transposed one) by phases
     (`input_dilated_conv_phases`), in inference and training: against XLA:CPU's own, 1.2-2x
     faster at ResNet V2's upsampling shapes from 32 x 32 inputs, 0.9-1.2x from 16 x 16 ones,
@@ -856,10 +889,13 @@ def conv_plan(x_shape, kernel_shape, dtypes, strides: tuple[int, int],
   pointwise_products = (pointwise and not dilated and
                         weight_grad_flops >= TRAIN_PRODUCTS_MIN_POINTWISE_FLOPS)
   products_forward = big_kernel or (pointwise_products and (stride_1 or many_pairs))
-  forward = 'winograd' if winograd_forward else 'phases' if dilated else 'library'
+  other = 'phases' if dilated else 'library'
+  inference_winograd = winograd_inference_forward(x_shape, kernel_shape, dtypes, strides, pads,
+                                                  lhs_dilation)
   return ConvPlan(
-      forward=forward,
-      train_forward='products' if products_forward else forward,
+      forward='winograd' if inference_winograd else other,
+      train_forward=('products' if products_forward else
+                     'winograd' if winograd_forward else other),
       input_grad=('winograd' if input_grad else
                   'products' if big_kernel or pointwise_products else 'library'),
       weight_grad='winograd' if weight_grad else 'dots' if dots else 'library')
