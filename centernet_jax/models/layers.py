@@ -739,20 +739,32 @@ def winograd_conv3x3_weight_grad(x: jax.Array, g: jax.Array) -> jax.Array:
   return winograd_kernel_tiles_transposed(du)
 
 
+def _winograd_call_tiles(x_shape, kernel_shape, dtypes, strides, pads, lhs_dilation
+                         ) -> int | None:
+  """The output tiles of one call of a convolution F(4x4, 3x3) can take (float32, 3x3, stride
+  1, no input dilation, one pixel of padding on every side, both channel counts at least
+  `WINOGRAD_MIN_CHANNELS`), or None for any other. A symbolic batch size (a batch-polymorphic
+  export) counts as one image."""
+  b, h, w, cin = x_shape
+  if (tuple(kernel_shape[:2]) != (3, 3) or tuple(strides) != (1, 1) or
+      tuple(lhs_dilation) != (1, 1) or tuple(map(tuple, pads)) != ((1, 1), (1, 1)) or
+      any(d != jnp.float32 for d in dtypes) or
+      min(cin, kernel_shape[-1]) < WINOGRAD_MIN_CHANNELS):
+    return None
+  return (b if isinstance(b, int) else 1) * _winograd_tiles(h) * _winograd_tiles(w)
+
+
 def winograd_passes(x_shape, kernel_shape, dtypes, strides, pads, lhs_dilation
                     ) -> tuple[bool, bool, bool]:
   """Which passes of a convolution (forward, input gradient, weight gradient) go through
   F(4x4, 3x3) on CPU, by the bounds above: only float32 3x3 convolutions with stride 1, no
   input dilation and one pixel of padding on every side qualify. A symbolic batch size (a
   batch-polymorphic export) counts as one image."""
-  b, h, w, cin = x_shape
-  cout = kernel_shape[-1]
-  if (tuple(kernel_shape[:2]) != (3, 3) or tuple(strides) != (1, 1) or
-      tuple(lhs_dilation) != (1, 1) or tuple(map(tuple, pads)) != ((1, 1), (1, 1)) or
-      any(d != jnp.float32 for d in dtypes) or min(cin, cout) < WINOGRAD_MIN_CHANNELS):
+  tiles = _winograd_call_tiles(x_shape, kernel_shape, dtypes, strides, pads, lhs_dilation)
+  if tiles is None:
     return False, False, False
-  tiles = (b if isinstance(b, int) else 1) * _winograd_tiles(h) * _winograd_tiles(w)
-  conv = (WINOGRAD_CONV_CHANNELS[0] <= max(cin, cout) <= WINOGRAD_CONV_CHANNELS[1] and
+  widest = max(kernel_shape[-2:])
+  conv = (WINOGRAD_CONV_CHANNELS[0] <= widest <= WINOGRAD_CONV_CHANNELS[1] and
           WINOGRAD_CONV_TILES[0] <= tiles <= WINOGRAD_CONV_TILES[1])
   return conv, conv, tiles >= WINOGRAD_WEIGHT_GRAD_MIN_TILES
 
@@ -763,15 +775,9 @@ def winograd_inference_forward(x_shape, kernel_shape, dtypes, strides, pads,
   through F(4x4, 3x3) on CPU: the convolutions `winograd_passes` qualifies, with the wider
   bounds `WINOGRAD_INFERENCE_CONV_CHANNELS` and `WINOGRAD_INFERENCE_CONV_TILES`. It includes
   every forward `winograd_passes` gives."""
-  b, h, w, cin = x_shape
-  cout = kernel_shape[-1]
-  if (tuple(kernel_shape[:2]) != (3, 3) or tuple(strides) != (1, 1) or
-      tuple(lhs_dilation) != (1, 1) or tuple(map(tuple, pads)) != ((1, 1), (1, 1)) or
-      any(d != jnp.float32 for d in dtypes) or min(cin, cout) < WINOGRAD_MIN_CHANNELS):
-    return False
-  tiles = (b if isinstance(b, int) else 1) * _winograd_tiles(h) * _winograd_tiles(w)
+  tiles = _winograd_call_tiles(x_shape, kernel_shape, dtypes, strides, pads, lhs_dilation)
   channels, tile_counts = WINOGRAD_INFERENCE_CONV_CHANNELS, WINOGRAD_INFERENCE_CONV_TILES
-  return (channels[0] <= max(cin, cout) <= channels[1] and
+  return (tiles is not None and channels[0] <= max(kernel_shape[-2:]) <= channels[1] and
           tile_counts[0] <= tiles <= tile_counts[1])
 
 
