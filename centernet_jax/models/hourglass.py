@@ -81,7 +81,6 @@ def flax_module_path(tf_object_path: str) -> Tuple[str, ...]:
   return tuple(out)
 
 
-
 def _bn(train: bool, dtype: Any, momentum: float, name: str) -> layers.BatchNorm:
   return layers.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=BN_EPSILON,
                           dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name)

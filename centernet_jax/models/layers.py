@@ -584,7 +584,8 @@ WINOGRAD_WEIGHT_GRAD_MIN_TILES = 64
 # function runs the images in turn, and XLA computes the kernel tiles once per call, outside
 # the images' loop, so the tiles' cost is shared by the batch. AMD EPYC (AVX2), the predict
 # function, same process, interleaved: batch 8 ResNet50 V2 512 1.065x, ResNet50 V1 FPN
-# 1.028x; batch 1 1.018x and 0.986x (docs/benchmarks.md, "Checked on 2026-12-06").
+# 1.028x; batch 1 1.018x and 0.986x (docs/benchmarks.md, "F(4x4, 3x3) for the inference
+# forward").
 WINOGRAD_INFERENCE_CONV_CHANNELS = (128, 2048)
 WINOGRAD_INFERENCE_CONV_TILES = (16, 1024)
 

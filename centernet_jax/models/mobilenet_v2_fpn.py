@@ -194,7 +194,6 @@ class SeparableConv(nn.Module):
     return self.variables['params']['pointwise']['bias']
 
 
-
 class MobileNetV2FPN(nn.Module):
   """MobileNetV2 + the OD API CenterNet FPN; returns a one-element list [24-ch stride-4 map].
 

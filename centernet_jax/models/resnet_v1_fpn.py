@@ -118,7 +118,6 @@ def _pad(x: jnp.ndarray, p: int) -> jnp.ndarray:
   return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
 
 
-
 class ResNetV1(nn.Module):
   """Keras-application ResNet v1 without top; returns [C2, C3, C4, C5] (strides 4..32).
 
