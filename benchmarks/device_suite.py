@@ -14,6 +14,8 @@ its reason and the others still run):
           `--infer_dtype`: end to end at batch 1 (a 640x480 uint8 image on the host -> resize
           and pad on the device -> network -> decoder -> detections on the host) in ms, and
           images/s at batch 32 the same way.
+bfloat16 is `model.dtype=bfloat16` with the base config's other settings, so the heads compute
+in float32 (`model.head_dtype`).
 `--tiny` runs the same code at input 64 with narrow models and 2 timed steps: a CPU check of
 the machinery (tests/test_device_suite.py), not a measurement.
 

@@ -164,12 +164,16 @@ def _conv_input_dtypes(model, variables, images) -> list[str]:
 
 
 def test_head_dtype_float32_under_a_bfloat16_backbone():
+  """By default (`model.head_dtype='float32'`) a bfloat16 model keeps its heads in float32;
+  `head_dtype=''` follows `model.dtype`, all-bfloat16."""
   images = _images(batch=1)
   config = _model_config(18, 0.25, 16, 'bfloat16')
   variables = _init(models.build_model(config, 3), images)
-  all_bf16 = _conv_input_dtypes(models.build_model(config, 3), variables, images)
-  config.head_dtype = 'float32'
   mixed = _conv_input_dtypes(models.build_model(config, 3), variables, images)
+  config.head_dtype = ''
+  all_bf16 = _conv_input_dtypes(models.build_model(config, 3), variables, images)
+  config.head_dtype = 'bfloat16'
+  assert _conv_input_dtypes(models.build_model(config, 3), variables, images) == all_bf16
   num_head_convs = 2 * 3  # 3x3 + 1x1 in each of the three heads
   assert set(all_bf16) == {'bfloat16'}
   assert mixed[:-num_head_convs] == all_bf16[:-num_head_convs]  # the backbone: bfloat16
