@@ -15,6 +15,7 @@ from absl import logging
 from centernet_jax import decoder as decoder_lib
 from centernet_jax import performance
 from centernet_jax import tta as tta_lib
+from centernet_jax.models import layers
 
 
 def keypoint_decode_params(keypoint_spec, config):
@@ -61,7 +62,8 @@ def images_in_turn(fn: Callable[[Any, dict], Any]) -> Callable[[Any, dict], Any]
   caches, eight do not (MobileNetV2 FPN 512 at batch 8: 1.27x; ResNet50 V1 FPN 1.07x,
   inside its spread; benchmarks/predict_loop.py, docs/benchmarks.md "Hot paths"). A batch of
   B images sharded over D devices is laid out as `[B / D, D]` so that each step takes one
-  image from every device's share: no image moves.
+  image from every device's share: no image moves. The B / D steps share their convolutions'
+  kernel tiles (`layers.images_sharing_kernel_tiles`).
   """
 
   def looped(variables, batch):
@@ -71,7 +73,8 @@ def images_in_turn(fn: Callable[[Any, dict], Any]) -> Callable[[Any, dict], Any]
     d = math.gcd(b, jax.device_count()) if isinstance(b, int) else 1
     steps = jax.tree.map(lambda a: jnp.swapaxes(a.reshape((d, b // d) + a.shape[1:]), 0, 1),
                          batch)
-    out = jax.lax.map(lambda one: fn(variables, one), steps)
+    with layers.images_sharing_kernel_tiles(b // d if isinstance(b, int) else 1):
+      out = jax.lax.map(lambda one: fn(variables, one), steps)
     return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1).reshape((b,) + a.shape[2:]), out)
 
   return looped

@@ -339,6 +339,7 @@ def _every_conv_through_winograd(monkeypatch):
   monkeypatch.setattr(layers, 'WINOGRAD_CONV_TILES', (1, 10**9))
   monkeypatch.setattr(layers, 'WINOGRAD_INFERENCE_CONV_CHANNELS', (1, 10**6))
   monkeypatch.setattr(layers, 'WINOGRAD_INFERENCE_CONV_TILES', (1, 10**9))
+  monkeypatch.setattr(layers, 'WINOGRAD_INFERENCE_MIN_SHARED_TILES', 1)
   monkeypatch.setattr(layers, 'WINOGRAD_WEIGHT_GRAD_MIN_TILES', 1)
 
 
@@ -407,35 +408,51 @@ def test_winograd_passes_follow_the_documented_bounds():
 
 def test_winograd_inference_forward_follows_the_documented_bounds():
   """The inference forward also takes F(4x4, 3x3) on the maps and widths `winograd_passes`
-  leaves to the library: conv5_x and ResNet50 V2's first upsampling at 16 x 16, one image;
-  every forward `winograd_passes` gives; never on 8 x 8, past 2048 channels, past 1024 tiles,
-  under 64 channels or in bfloat16. A training plan keeps its own forward (conv5's:
-  test_train_products_follow_the_documented_bounds)."""
+  leaves to the library: conv5_x and ResNet50 V2's first upsampling at 16 x 16, one image per
+  call, when the images of the call share the kernel tiles over 64 tiles or more (8 images in
+  turn: yes; one image alone, or 2 x 16 tiles: no); every forward `winograd_passes` gives;
+  never on 8 x 8, past 2048 channels, past 1024 tiles, under 64 channels or in bfloat16. A
+  training plan keeps its own forward (conv5's: test_train_products_follow_the_documented_bounds)."""
   one = ((1, 1), (1, 1))
   f32 = (jnp.float32, jnp.float32)
   forward = lambda x, k, dtypes=f32: layers.winograd_inference_forward(
       x, k, dtypes, (1, 1), one, (1, 1))
-  assert forward((1, 16, 16, 512), (3, 3, 512, 512))
-  assert forward((1, 16, 16, 2048), (3, 3, 2048, 256))
+  assert not forward((1, 16, 16, 512), (3, 3, 512, 512))  # one image: 16 tiles
+  assert not forward((2, 16, 16, 256), (3, 3, 256, 256))  # 32 tiles
   assert forward((2, 32, 32, 256), (3, 3, 256, 256))
   assert forward((2, 64, 64, 128), (3, 3, 128, 64))
-  assert not forward((1, 8, 8, 512), (3, 3, 512, 512))
-  assert not forward((1, 16, 16, 4096), (3, 3, 4096, 256))
-  assert not forward((2, 128, 128, 64), (3, 3, 64, 256))
-  assert not forward((1, 16, 16, 32), (3, 3, 32, 512))
-  assert not forward((1, 16, 16, 512), (3, 3, 512, 512), dtypes=(jnp.bfloat16,) * 2)
+  with layers.images_sharing_kernel_tiles(8):
+    assert forward((1, 16, 16, 512), (3, 3, 512, 512))
+    assert forward((1, 16, 16, 2048), (3, 3, 2048, 256))
+    assert not forward((1, 8, 8, 512), (3, 3, 512, 512))
+    assert not forward((1, 16, 16, 4096), (3, 3, 4096, 256))
+    assert not forward((2, 128, 128, 64), (3, 3, 64, 256))
+    assert not forward((1, 16, 16, 32), (3, 3, 32, 512))
+    assert not forward((1, 16, 16, 512), (3, 3, 512, 512), dtypes=(jnp.bfloat16,) * 2)
+  with layers.images_sharing_kernel_tiles(4):
+    assert forward((1, 16, 16, 512), (3, 3, 512, 512))  # 4 x 16 = 64 tiles
+  with layers.images_sharing_kernel_tiles(3):
+    assert not forward((1, 16, 16, 512), (3, 3, 512, 512))
+  assert not forward((1, 16, 16, 512), (3, 3, 512, 512))  # the setting ends with its block
+  with pytest.raises(ValueError, match='images must be >= 1'):
+    with layers.images_sharing_kernel_tiles(0):
+      pass
   plan = lambda x, k: layers.conv_plan(x, k, f32, (1, 1), one, (1, 1))
   assert plan((2, 16, 16, 256), (3, 3, 256, 256)) == layers.ConvPlan(
-      'winograd', 'library', 'library', 'dots')
+      'library', 'library', 'library', 'dots')
+  with layers.images_sharing_kernel_tiles(2):
+    assert plan((2, 16, 16, 256), (3, 3, 256, 256)) == layers.ConvPlan(
+        'winograd', 'library', 'library', 'dots')
   assert plan((2, 32, 32, 256), (3, 3, 256, 256)) == layers.ConvPlan(
       'winograd', 'winograd', 'winograd', 'winograd')
 
 
 def test_dense_conv_infers_through_winograd_and_trains_through_the_library():
-  """A convolution inside the inference bounds only (256 -> 256 at 16 x 16, batch 2): its
-  inference output is F(4x4, 3x3)'s (no library convolution lowered, the library's values to
-  F(4x4, 3x3)'s rounding), its differentiated forward and input gradient the library's (two
-  convolutions lowered), with the library's gradients."""
+  """A convolution inside the inference bounds only (256 -> 256 at 16 x 16, batch 2, its
+  kernel tiles shared by 2 such calls): its inference output is F(4x4, 3x3)'s (no library
+  convolution lowered, the library's values to F(4x4, 3x3)'s rounding), its differentiated
+  forward and input gradient the library's (two convolutions lowered), with the library's
+  gradients."""
   rng = np.random.default_rng(21)
   x = jnp.asarray(rng.normal(size=(2, 16, 16, 256)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(3, 3, 256, 256)) / 48, jnp.float32)
@@ -444,10 +461,14 @@ def test_dense_conv_infers_through_winograd_and_trains_through_the_library():
   library = lambda a, k: jax.lax.conv_general_dilated(a, k, (1, 1), 'SAME',
                                                       dimension_numbers=dn)
   ref = library(x, kernel)
-  np.testing.assert_allclose(ours(x, kernel), ref, rtol=0,
-                             atol=2e-5 * float(np.max(np.abs(ref))))
-  assert np.max(np.abs(ours(x, kernel[::-1, ::-1]) - ref)) > 1e-2
-  assert jax.jit(ours).lower(x, kernel).as_text().count('convolution') == 0
+  with layers.images_sharing_kernel_tiles(2):
+    np.testing.assert_allclose(ours(x, kernel), ref, rtol=0,
+                               atol=2e-5 * float(np.max(np.abs(ref))))
+    assert np.max(np.abs(ours(x, kernel[::-1, ::-1]) - ref)) > 1e-2
+    assert jax.jit(ours).lower(x, kernel).as_text().count('convolution') == 0
+  # 32 tiles alone: the library's (a new function: jit's cache does not see the setting).
+  alone = lambda a, k: layers.conv_general_dilated(a, k, (1, 1), 'SAME', dimension_numbers=dn)
+  assert jax.jit(alone).lower(x, kernel).as_text().count('convolution') == 1
   cot = jnp.asarray(rng.normal(size=ref.shape), jnp.float32)
   loss = lambda conv: (lambda a, k: jnp.sum(jnp.sin(conv(a, k)) * cot))
   g_ours = jax.grad(loss(ours), argnums=(0, 1))(x, kernel)
@@ -727,13 +748,16 @@ def test_train_products_follow_the_documented_bounds():
   """`conv_plan` at the shapes the bounds come from (batch 2): ResNet conv5's 3x3 512 -> 512
   at 16 x 16 and ResNet50 V2's 2048 -> 256 get products in training, not at 64 x 64 nor at
   256 x 256 channels; 1x1 kernels from the pointwise bound on, a strided one's forward from the
-  channel-pair bound on; inference takes F(4x4, 3x3) at conv5 (`winograd_inference_forward`)
-  and keeps the library's forward for the 1x1 kernels."""
+  channel-pair bound on; inference takes F(4x4, 3x3) at conv5 where the kernel tiles are shared
+  over 64 tiles (`winograd_inference_forward`) and keeps the library's forward for the 1x1
+  kernels."""
   f32 = (jnp.float32, jnp.float32)
   plan = lambda x, kernel, strides=(1, 1): layers.conv_plan(
       x, kernel, f32, strides, ((kernel[0] // 2,) * 2, (kernel[1] // 2,) * 2), (1, 1))
   conv5 = plan((2, 16, 16, 512), (3, 3, 512, 512))
-  assert conv5 == layers.ConvPlan('winograd', 'products', 'products', 'dots')
+  assert conv5 == layers.ConvPlan('library', 'products', 'products', 'dots')
+  with layers.images_sharing_kernel_tiles(2):  # 2 x 32 tiles share the kernel tiles
+    assert plan((2, 16, 16, 512), (3, 3, 512, 512)) == conv5._replace(forward='winograd')
   assert plan((2, 16, 16, 2048), (3, 3, 2048, 256)).train_forward == 'products'
   assert plan((16, 16, 16, 512), (3, 3, 512, 512)).train_forward == 'library'  # 4096 pixels
   assert plan((2, 64, 64, 512), (3, 3, 512, 512)).input_grad == 'library'

@@ -9,6 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from centernet_jax import decoder
 from centernet_jax import models
 from centernet_jax import predict
+from centernet_jax.models import layers
 from tests import tiny
 
 
@@ -39,6 +40,30 @@ def test_images_in_turn_equals_batched_single_and_sharded():
   got = jax.jit(predict.images_in_turn(_toy_predict))(variables, sharded)
   chex.assert_trees_all_close(got, _toy_predict(variables, batch), atol=1e-6)
   assert got['scores'].sharding.is_equivalent_to(NamedSharding(mesh, P('data')), 2)
+
+
+def test_images_in_turn_shares_the_kernel_tiles_of_its_batch():
+  """The images of a batch run in turn and share F(4x4, 3x3)'s kernel tiles: a 128 -> 128
+  convolution on a 16 x 16 map (16 tiles per image) infers through the library for one image
+  or three (48 shared tiles), through F(4x4, 3x3) (no convolution lowered) for five (80; 5 and
+  3 images run one per step on the 4 test devices), as `layers.winograd_inference_forward`
+  says; the values are the library's either way."""
+  rng = np.random.default_rng(2)
+  kernel = jnp.asarray(rng.normal(size=(3, 3, 128, 128)) / 32, jnp.float32)
+  dn = ('NHWC', 'HWIO', 'NHWC')
+
+  def conv(kernel, batch):
+    return {'y': layers.conv_general_dilated(batch['image'], kernel, (1, 1), 'SAME',
+                                             dimension_numbers=dn)}
+
+  for b, convolutions in ((1, 1), (3, 1), (5, 0)):
+    batch = {'image': jnp.asarray(rng.normal(size=(b, 16, 16, 128)), jnp.float32)}
+    looped = jax.jit(predict.images_in_turn(conv))
+    assert looped.lower(kernel, batch).as_text().count('convolution') == convolutions, b
+    ref = jax.lax.conv_general_dilated(batch['image'], kernel, (1, 1), 'SAME',
+                                       dimension_numbers=dn)
+    np.testing.assert_allclose(looped(kernel, batch)['y'], ref, rtol=0,
+                               atol=2e-5 * float(np.max(np.abs(ref))))
 
 
 def test_predict_fn_loop_equals_one_batched_call(tmp_path):

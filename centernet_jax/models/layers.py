@@ -39,6 +39,8 @@ residual chains and took the pool's gradient through full-size index arrays
 (docs/benchmarks.md, "Residual chains").
 """
 
+import contextlib
+import contextvars
 import functools
 import math
 from typing import Any, Callable, NamedTuple, Sequence
@@ -579,15 +581,40 @@ WINOGRAD_CONV_CHANNELS = (128, 256)
 WINOGRAD_CONV_TILES = (64, 1024)
 WINOGRAD_WEIGHT_GRAD_MIN_TILES = 64
 # The inference forward (no gradient) also on smaller maps and wider convolutions: one of the
-# channel counts up to 2048 and from 16 tiles per call, e.g. conv5's 512 -> 512 at 16 x 16 and
-# ResNet50 V2's first upsampling 3x3, 2048 -> 256 at 16 x 16, per image. On CPU the predict
-# function runs the images in turn, and XLA computes the kernel tiles once per call, outside
-# the images' loop, so the tiles' cost is shared by the batch. AMD EPYC (AVX2), the predict
-# function, same process, interleaved: batch 8 ResNet50 V2 512 1.065x, ResNet50 V1 FPN
-# 1.028x; batch 1 1.018x and 0.986x (docs/benchmarks.md, "F(4x4, 3x3) for the inference
-# forward").
+# channel counts up to 2048 and from 16 tiles per image, e.g. conv5's 512 -> 512 at 16 x 16
+# and ResNet50 V2's first upsampling 3x3, 2048 -> 256 at 16 x 16, when the images of one call
+# share the kernel tiles over at least WINOGRAD_INFERENCE_MIN_SHARED_TILES tiles. On CPU the
+# predict function runs the images in turn, and XLA computes the kernel tiles (4x the kernel's
+# size) once per call, outside the images' loop, so the batch shares their cost. AMD EPYC
+# (AVX2), the predict function, same process, interleaved: batch 8 ResNet50 V2 512 1.065x,
+# ResNet50 V1 FPN 1.028x; batch 1 1.018x and 0.986x, and our batch-1 SavedModel of ResNet50 V1
+# FPN under TensorFlow's XLA 0.93x, so one image alone keeps the library there
+# (docs/benchmarks.md, "F(4x4, 3x3) for the inference forward" and "... shared by a batch").
 WINOGRAD_INFERENCE_CONV_CHANNELS = (128, 2048)
 WINOGRAD_INFERENCE_CONV_TILES = (16, 1024)
+WINOGRAD_INFERENCE_MIN_SHARED_TILES = 64
+
+# How many images share one set of kernel tiles in the inference call being traced: set by
+# `images_sharing_kernel_tiles` around the trace of a loop over a batch's images
+# (`predict.images_in_turn`). A trace-time setting, like `jax.default_matmul_precision`.
+_IMAGES_SHARING_KERNEL_TILES = contextvars.ContextVar('images_sharing_kernel_tiles', default=1)
+
+
+@contextlib.contextmanager
+def images_sharing_kernel_tiles(images: int):
+  """Convolutions traced inside run once per image for `images` (>= 1) images of one call
+  that share their weights, so F(4x4, 3x3)'s kernel tiles, computed once, serve them all
+  (`winograd_inference_forward`). Like the module's bounds, it is read when a convolution is
+  traced, and jit's cache does not key on it: a jitted function traced inside keeps that
+  plan when called outside. `predict.images_in_turn` sets it around a loop body it defines
+  anew in every trace, whose batch size fixes `images`."""
+  if images < 1:
+    raise ValueError(f'images_sharing_kernel_tiles: images must be >= 1, got {images}')
+  token = _IMAGES_SHARING_KERNEL_TILES.set(images)
+  try:
+    yield
+  finally:
+    _IMAGES_SHARING_KERNEL_TILES.reset(token)
 
 
 def _combine(coefficients, arrays):
@@ -774,12 +801,15 @@ def winograd_inference_forward(x_shape, kernel_shape, dtypes, strides, pads,
                                lhs_dilation) -> bool:
   """Whether the inference forward (a call outside differentiation) of a convolution goes
   through F(4x4, 3x3) on CPU: the convolutions `winograd_passes` qualifies, with the wider
-  bounds `WINOGRAD_INFERENCE_CONV_CHANNELS` and `WINOGRAD_INFERENCE_CONV_TILES`. It includes
-  every forward `winograd_passes` gives."""
+  bounds `WINOGRAD_INFERENCE_CONV_CHANNELS` and `WINOGRAD_INFERENCE_CONV_TILES` (tiles per
+  call), where the call's tiles times the images sharing its kernel tiles
+  (`images_sharing_kernel_tiles`, 1 outside it) reach `WINOGRAD_INFERENCE_MIN_SHARED_TILES`.
+  It includes every forward `winograd_passes` gives."""
   tiles = _winograd_call_tiles(x_shape, kernel_shape, dtypes, strides, pads, lhs_dilation)
   channels, tile_counts = WINOGRAD_INFERENCE_CONV_CHANNELS, WINOGRAD_INFERENCE_CONV_TILES
   return (tiles is not None and channels[0] <= max(kernel_shape[-2:]) <= channels[1] and
-          tile_counts[0] <= tiles <= tile_counts[1])
+          tile_counts[0] <= tiles <= tile_counts[1] and
+          tiles * _IMAGES_SHARING_KERNEL_TILES.get() >= WINOGRAD_INFERENCE_MIN_SHARED_TILES)
 
 
 def _conv_library(x, kernel, strides, pads, lhs_dilation=(1, 1)):
