@@ -412,7 +412,8 @@ def test_winograd_inference_forward_follows_the_documented_bounds():
   call, when the images of the call share the kernel tiles over 64 tiles or more (8 images in
   turn: yes; one image alone, or 2 x 16 tiles: no); every forward `winograd_passes` gives;
   never on 8 x 8, past 2048 channels, past 1024 tiles, under 64 channels or in bfloat16. A
-  training plan keeps its own forward (conv5's: test_train_products_follow_the_documented_bounds)."""
+  training plan keeps its own forward (conv5's:
+  test_train_products_follow_the_documented_bounds)."""
   one = ((1, 1), (1, 1))
   f32 = (jnp.float32, jnp.float32)
   forward = lambda x, k, dtypes=f32: layers.winograd_inference_forward(
