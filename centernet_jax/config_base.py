@@ -175,9 +175,10 @@ def base_config() -> ml_collections.ConfigDict:
   # kind (no MFU is logged for a kind it does not list, e.g. CPUs).
   c.peak_tflops_per_device = 0.0
   c.init_checkpoint = ''  # optional orbax checkpoint dir to initialise params from
-  # glibc keeps the host memory freed between steps for reuse (host_memory.py): XLA:CPU
-  # allocates a program's buffers at every call; a process-wide setting of `main` in training
-  # (`--mode eval` leaves malloc alone), on glibc only.
+  # glibc keeps the host memory freed between calls for reuse (host_memory.py): XLA:CPU
+  # allocates a program's buffers at every call. A process-wide setting, on glibc only, made by
+  # `main` (one arena in training; the threads' heaps kept by `--mode eval` and `detect`) and by
+  # `inference.Predictor`.
   c.keep_freed_host_memory = True
 
   # ---- evaluation ----

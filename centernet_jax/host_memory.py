@@ -19,16 +19,29 @@ MALLOC_TRIM_THRESHOLD_=<huge>` environment but set from inside the process (no r
 The cost: the process's resident memory stays at its high-water mark instead of falling
 between steps. A training process reaches that mark every step anyway.
 
-Training only: the one arena makes every thread's small allocations take the same lock, and
-inference, whose buffers are smaller, was slower with it (the predict function at batch 8:
-ResNet50 V1 FPN 512 1767-1773 ms with glibc's defaults against 1975-1978 ms kept, MobileNetV2
-FPN 371-391 against 409-418 ms; docs/benchmarks.md, "Convolutions as tap products in
-training"), so an evaluation-only process keeps glibc's defaults.
+Inference keeps freed memory another way (`keep_freed_inference_memory`). The one arena makes
+every thread's small allocations take the same lock, and the predict function was slower with
+it (batch 8: ResNet50 V1 FPN 512 1767-1773 ms with glibc's defaults against 1975-1978 ms kept,
+MobileNetV2 FPN 371-391 against 409-418 ms; docs/benchmarks.md, "Convolutions as tap products
+in training"). Yet with glibc's defaults the predict function faults in all its temporaries at
+every call (ResNet50 V1 FPN 512 at batch 1: one 132 MiB block, 33.8 k page faults and ~50 ms of
+kernel time per call): XLA:CPU allocates them from the thread that runs the program, whose
+arena's heaps cannot exceed 64 MiB, so glibc maps the block afresh each time. So the predict
+function's temporaries come in blocks of at most `performance.INFERENCE_HEAP_BYTES` (48 MiB,
+XLA's `xla_multiheap_size_constraint_per_heap`), each of which fits in one such heap, and
+inference sets two `mallopt`s, every arena left as it is:
+  * no mmap for large blocks: a block of up to 64 MiB then comes from the thread's heaps;
+  * a top pad of one whole heap (64 MiB): a heap that empties is kept, not unmapped (glibc
+    drops a per-thread heap only when it is empty beyond the pad).
+Measured side by side (docs/benchmarks.md, "The predict function's temporaries in heaps"):
+no page faults left, the ResNet50 V1 FPN 512 predict function at batch 1 1.1x faster. These
+two settings act on every arena whenever they are set, so a library (`inference.Predictor`)
+can set them after JAX has started its threads.
 
-Only glibc has these settings; elsewhere (macOS, musl) `keep_freed_memory` logs and does
-nothing. `main` calls `set_up`, which applies it to a training run when
-`config.keep_freed_host_memory` is set (the base config's default); `--mode eval`, `detect`
-and `inference.Predictor` leave malloc as it is.
+Only glibc has these settings; elsewhere (macOS, musl) both functions log and do nothing.
+`set_up` applies the one that fits the process when `config.keep_freed_host_memory` is set
+(the base config's default): `main` calls it (training, or `--mode eval` and `detect`), and so
+does `inference.Predictor` when it restores a model.
 """
 
 import ctypes
@@ -38,10 +51,14 @@ from absl import logging
 
 # glibc's malloc.h parameter numbers.
 _M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 # mallopt takes an int; glibc stores the trim threshold as a size_t, so -1 is "never trim".
 _NEVER = -1
+# glibc's largest heap of a per-thread arena on 64-bit (HEAP_MAX_SIZE: twice its 32 MiB largest
+# mmap threshold); a top pad this large keeps an emptied heap (module docstring).
+GLIBC_THREAD_HEAP_BYTES = 64 << 20
 
 
 def glibc_version() -> str | None:
@@ -52,32 +69,49 @@ def glibc_version() -> str | None:
     return None
 
 
-def keep_freed_memory() -> bool:
-  """Sets glibc's malloc to keep freed memory for reuse (module docstring). Affects the whole
-  process from this call on; call it before the first JAX computation, so that its threads
-  find the one arena. Returns True when the settings took, False when this is not glibc."""
+def _mallopt(settings: tuple[tuple[str, int, int], ...], what: str) -> bool:
+  """`mallopt(param, value)` for each (name, param, value); False (and a log line) if this is not
+  glibc. Raises OSError naming the setting glibc refuses."""
   version = glibc_version()
   if version is None:
     logging.info('keep_freed_host_memory: not running on glibc; malloc left as it is.')
     return False
   libc = ctypes.CDLL(None)
-  for name, param, value in (('M_ARENA_MAX', _M_ARENA_MAX, 1), ('M_MMAP_MAX', _M_MMAP_MAX, 0),
-                             ('M_TRIM_THRESHOLD', _M_TRIM_THRESHOLD, _NEVER)):
+  for name, param, value in settings:
     if libc.mallopt(param, value) != 1:
       raise OSError(f'keep_freed_host_memory: {version} refused mallopt({name}, {value}).')
-  logging.info('keep_freed_host_memory: %s keeps freed memory (one arena, no mmap, no trim).',
-               version)
+  logging.info('keep_freed_host_memory: %s keeps freed memory (%s).', version, what)
   return True
 
 
+def keep_freed_memory() -> bool:
+  """Sets glibc's malloc to keep freed memory for reuse in training (module docstring). Affects
+  the whole process from this call on; call it before the first JAX computation, so that its
+  threads find the one arena. Returns True when the settings took, False when this is not
+  glibc."""
+  return _mallopt((('M_ARENA_MAX', _M_ARENA_MAX, 1), ('M_MMAP_MAX', _M_MMAP_MAX, 0),
+                   ('M_TRIM_THRESHOLD', _M_TRIM_THRESHOLD, _NEVER)),
+                  'one arena, no mmap, no trim')
+
+
+def keep_freed_inference_memory() -> bool:
+  """Sets glibc's malloc to keep the heaps the predict function's temporaries come from (module
+  docstring): no mmap, a top pad of one per-thread heap. Affects the whole process from this
+  call on, at any time. Returns True when the settings took, False when this is not glibc."""
+  return _mallopt((('M_MMAP_MAX', _M_MMAP_MAX, 0),
+                   ('M_TOP_PAD', _M_TOP_PAD, GLIBC_THREAD_HEAP_BYTES)),
+                  'inference: no mmap, heaps kept')
+
+
 def set_up(config, *, training: bool) -> None:
-  """What a process of this project does with `config.keep_freed_host_memory` (`main`, and the
-  benchmarks that time ours as `main` runs): a training process keeps freed memory when it is
-  set; an evaluation-only one (`training=False`) keeps glibc's defaults (module docstring).
-  Call it before the first JAX computation."""
+  """What a process of this project does with `config.keep_freed_host_memory` (`main`,
+  `inference.Predictor`, and the benchmarks that time ours as those run): when it is set, a
+  training process keeps freed memory in one arena (`keep_freed_memory`), an inference-only one
+  (`training=False`) keeps its threads' heaps (`keep_freed_inference_memory`). Call it before
+  the first JAX computation."""
   if not config.keep_freed_host_memory:
     return
   if training:
     keep_freed_memory()
   else:
-    logging.info('keep_freed_host_memory: not for evaluation alone; malloc left as it is.')
+    keep_freed_inference_memory()

@@ -31,7 +31,9 @@ from PIL import Image
 import tensorflow as tf
 
 from centernet_jax import file_io
+from centernet_jax import host_memory
 from centernet_jax import keypoint_spec as kp_spec_lib
+from centernet_jax import performance
 from centernet_jax import predict
 from centernet_jax import run_files
 from centernet_jax.data import pipeline
@@ -165,6 +167,8 @@ class Predictor:
     self.max_image_pixels = int(config.dataset.max_image_pixels if max_image_pixels is None
                                 else max_image_pixels)
     pipeline.hide_gpus_from_tf()
+    # As `main --mode eval` runs: the predict function's temporaries kept between calls.
+    host_memory.set_up(config, training=False)
     size = self.input_size
     # One traced graph for every image size, the ops evaluation's tf.data map runs.
     self._resize = tf.function(
@@ -198,8 +202,10 @@ class Predictor:
       exported = jax.export.deserialize(bytearray(f.read()))
     kp = label_map.get('keypoints')
     spec = kp_spec_lib.KeypointSpec.from_json_dict(kp) if kp else None
+    # The options `predict.make_predict_fn` compiles with; the artifact carries none.
     call = jax.jit(lambda variables, batch: exported.call(
-        batch['image'], batch['true_size'], batch['original_size']))
+        batch['image'], batch['true_size'], batch['original_size']),
+                   compiler_options=performance.compiler_options())
     return cls(config=run_files.config_from_json(meta['config'], str(path)), label_map=label_map,
                keypoint_spec=spec, predict_fn=call, variables={}, step=int(meta['step']),
                source=str(path), **kwargs)

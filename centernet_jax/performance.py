@@ -47,7 +47,14 @@ PEAK_TFLOPS = {
 # limited to AVX2 (`ONEDNN_MAX_CPU_ISA`, `xla_cpu_max_isa`) the ResNet50 V1 FPN step 1.04x and
 # its predict 1.04x (docs/benchmarks.md, "oneDNN for XLA:CPU's library calls").
 ONEDNN_OPTIONS = {'xla_cpu_use_onednn': True, 'xla_cpu_experimental_onednn_custom_call': True}
+# The inference programs' temporaries in blocks of at most this many bytes instead of one, so
+# that each fits in one heap of the executing thread's malloc arena, which glibc then keeps
+# between calls (host_memory.py, `keep_freed_inference_memory`): under glibc's 64 MiB per-thread
+# heap, above the largest single buffer of the zoo's 512 rows (F(4x4, 3x3)'s 36 MiB tiles of a
+# 256-channel convolution at 128 x 128), which XLA would otherwise log as too large for a heap.
+INFERENCE_HEAP_BYTES = 48 << 20
 CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_REDUCE',
+                        'xla_multiheap_size_constraint_per_heap': INFERENCE_HEAP_BYTES,
                         **ONEDNN_OPTIONS}
 
 # The training step keeps XLA's default YNNPACK fusions (its dots on), plus oneDNN (above).

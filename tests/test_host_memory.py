@@ -9,32 +9,45 @@ import pytest
 
 from centernet_jax import config_base
 from centernet_jax import host_memory
+from centernet_jax import performance
 from tests import helpers
 
-# A child that mallocs, fills and frees a 64 MiB block five times and prints the page faults
-# of the last four rounds (the first maps the memory either way).
+# A child that mallocs, fills and frees a block five times, from the main thread or from a thread
+# of its own (a thread's arena, as XLA:CPU's executing thread), and prints the page faults of the
+# last four rounds (the first maps the memory either way).
 _CHILD = r'''
 import ctypes, json, resource, sys
 from centernet_jax import host_memory
-kept = host_memory.keep_freed_memory() if sys.argv[1] == 'kept' else None
+keep = {'kept': host_memory.keep_freed_memory,
+        'inference': host_memory.keep_freed_inference_memory}.get(sys.argv[1])
+kept = keep() if keep else None
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
-size = 64 << 20
+size = int(sys.argv[2]) << 20
 faults = []
-for _ in range(5):
-  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  block = libc.malloc(size)
-  ctypes.memset(block, 1, size)
-  libc.free(block)
-  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+def rounds():
+  for _ in range(5):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(block)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+if sys.argv[3] == 'thread':
+  import threading
+  t = threading.Thread(target=rounds)
+  t.start()
+  t.join()
+else:
+  rounds()
 print(json.dumps({'kept': kept, 'faults': sum(faults[1:])}))
 '''
 
 
-def _faults(mode: str) -> dict:
-  result = subprocess.run([sys.executable, '-c', _CHILD, mode], env=helpers.subprocess_env(),
-                          capture_output=True, text=True, timeout=120, check=True)
+def _faults(mode: str, mib: int = 64, where: str = 'main') -> dict:
+  result = subprocess.run([sys.executable, '-c', _CHILD, mode, str(mib), where],
+                          env=helpers.subprocess_env(), capture_output=True, text=True,
+                          timeout=120, check=True)
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -48,20 +61,37 @@ def test_freed_blocks_are_reused_without_page_faults():
   assert kept['faults'] < pages // 100, kept
 
 
-def test_not_glibc_leaves_malloc_alone(monkeypatch):
+@pytest.mark.skipif(host_memory.glibc_version() is None, reason='the settings are glibc\'s')
+def test_a_threads_freed_heap_sized_blocks_are_reused_in_inference():
+  # XLA:CPU's executing thread allocates the predict function's temporaries in blocks of at
+  # most performance.INFERENCE_HEAP_BYTES; glibc's defaults map such a block afresh each time.
+  mib = performance.INFERENCE_HEAP_BYTES >> 20
+  assert performance.INFERENCE_HEAP_BYTES < host_memory.GLIBC_THREAD_HEAP_BYTES
+  defaults = _faults('defaults', mib, 'thread')
+  inference = _faults('inference', mib, 'thread')
+  pages = 4 * performance.INFERENCE_HEAP_BYTES // 4096
+  assert defaults['faults'] >= pages // 2, defaults
+  assert inference['kept'] is True
+  assert inference['faults'] < pages // 100, inference
+
+
+@pytest.mark.parametrize('keep', ['keep_freed_memory', 'keep_freed_inference_memory'])
+def test_not_glibc_leaves_malloc_alone(monkeypatch, keep):
   def no_confstr(name):
     raise ValueError(f'unrecognized configuration name {name}')
   monkeypatch.setattr(host_memory.os, 'confstr', no_confstr)
   monkeypatch.setattr(host_memory.ctypes, 'CDLL', lambda *a: pytest.fail('mallopt was called'))
-  assert host_memory.keep_freed_memory() is False
+  assert getattr(host_memory, keep)() is False
 
 
 @pytest.mark.parametrize('keep', [True, False])
 @pytest.mark.parametrize('training', [True, False])
-def test_set_up_follows_the_config_in_training_only(monkeypatch, keep, training):
+def test_set_up_follows_the_config_and_the_kind_of_process(monkeypatch, keep, training):
   calls = []
-  monkeypatch.setattr(host_memory, 'keep_freed_memory', lambda: calls.append(1) or True)
+  monkeypatch.setattr(host_memory, 'keep_freed_memory', lambda: calls.append('train') or True)
+  monkeypatch.setattr(host_memory, 'keep_freed_inference_memory',
+                      lambda: calls.append('inference') or True)
   config = config_base.base_config()
   config.keep_freed_host_memory = keep
   host_memory.set_up(config, training=training)
-  assert calls == ([1] if keep and training else [])
+  assert calls == ([('train' if training else 'inference')] if keep else [])

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from centernet_jax import host_memory
 from centernet_jax import performance
 from centernet_jax import predict
 from centernet_jax import train
@@ -138,6 +139,34 @@ def test_cpu_compiler_options_give_onednn_the_products_and_convolutions():
   assert '__onednn$convolution' in conv.compile(
       compiler_options=performance.compiler_options()).as_text()
   assert '__onednn$convolution' not in conv.compile().as_text()
+
+
+def _temp_allocations(fn, args, options, dump_dir) -> list[int]:
+  """Sizes in bytes of the temporaries' allocations of `fn` compiled with `options`, from XLA's
+  buffer-assignment dump."""
+  jax.jit(fn).lower(*args).compile(compiler_options={**options, 'xla_dump_to': str(dump_dir)})
+  (path,) = glob.glob(os.path.join(str(dump_dir), '*after_optimizations-buffer-assignment.txt'))
+  with open(path) as f:
+    return [int(line.split('size ')[1].split(',')[0]) for line in f
+            if line.startswith('allocation') and 'preallocated-temp' in line]
+
+
+def test_cpu_predict_options_split_the_temporaries_into_heap_sized_blocks(tmp_path):
+  """The predict function's temporaries come in blocks of at most INFERENCE_HEAP_BYTES, each
+  of which glibc can keep in one per-thread heap between calls (host_memory.py); XLA's default
+  is one block (here 120 MiB), which glibc maps afresh at every call."""
+  if jax.default_backend() != 'cpu':
+    pytest.skip('XLA:CPU options')
+  def three_wide_products(x, w):  # three live 40 MiB products
+    a, b, c = (jnp.tanh(x @ w[i]) for i in range(3))
+    return (a @ w[0].T + b @ w[1].T + c @ w[2].T).sum() + (a * b * c).sum()
+  args = (jnp.ones((2048, 8)), jnp.ones((3, 8, 5120)))
+  split = _temp_allocations(three_wide_products, args, performance.compiler_options('cpu'),
+                            tmp_path / 'split')
+  whole = _temp_allocations(three_wide_products, args, {}, tmp_path / 'whole')
+  assert len(whole) == 1 and whole[0] > host_memory.GLIBC_THREAD_HEAP_BYTES, whole
+  assert len(split) > 1 and max(split) <= performance.INFERENCE_HEAP_BYTES, split
+  assert sum(split) >= whole[0]
 
 
 def test_cpu_compiler_options_reach_the_train_step_and_predict_function():
