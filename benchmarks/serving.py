@@ -21,6 +21,9 @@ cores):
   odapi        the OD API's, through the very same client code in its own env;
   predictor    our in-process `inference.Predictor.from_workdir` at batch_size 1 and 8
                (serving_ours.py predictor).
+Both TensorFlow sides start with `performance.tf_cpu_serving_environment()` (XLA's heap option
+and glibc's malloc settings; `--serving_env defaults` leaves the environment as it is), as
+docs/serving.md tells our users to serve on a CPU; the Predictor sets up its own process.
 Each round asks every side in turn for one timed request (A B C A B C ...): `b1` = the 8
 images one call each, `b8` = the 8 images in one call (the OD API side: 8 sequential batch-1
 calls, labelled so). Reported: batch 1 ms per image and batch 8 images/s, medians over
@@ -29,7 +32,7 @@ images/s / OD API's; above 1 we are faster). Wall time of the whole request, out
 numpy, after one warm-up request per side.
 
 `--tiny` (input 64, narrow models, 48x64 images; our sides only) checks the machinery on a
-CPU in seconds (tests/test_benchmarks_serving.py); it measures nothing worth reporting.
+CPU in seconds (run by hand; no test runs it); it measures nothing worth reporting.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ from PIL import Image
 
 from machine import machine_kind
 from vs_odapi import Worker, odapi_python
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from centernet_jax import performance  # pylint: disable=wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -124,6 +130,19 @@ def prepare(variant: str, case: str, args, odapi_py: list[str] | None) -> dict:
   return paths
 
 
+def worker_env(side: str, serving_env: str) -> dict[str, str] | None:
+  """The process environment of a side's worker: with `--serving_env tuned` (the default) both
+  TensorFlow sides (ours and the OD API's SavedModel) start with
+  `performance.tf_cpu_serving_environment()`, as docs/serving.md tells our users to serve, so
+  both get the same malloc settings; the Predictor sets up its own process (host_memory.py)."""
+  if side == 'predictor' or serving_env == 'defaults':
+    return None
+  env = dict(os.environ)
+  for key, value in performance.tf_cpu_serving_environment().items():
+    env[key] = f'{env[key]} {value}' if env.get(key) and key == 'XLA_FLAGS' else value
+  return env
+
+
 def worker_command(side: str, paths: dict, threads: int, odapi_py: list[str] | None
                    ) -> list[str]:
   common = ['--images', paths['images'], '--threads', str(threads)]
@@ -146,7 +165,8 @@ def run_variant(variant: str, args, odapi_py: list[str] | None) -> dict:
     for side in args.sides:
       print(f'[{variant}] starting the {side} worker (load + warm-up) ...', flush=True)
       workers[side] = Worker(side, worker_command(side, paths, args.threads, odapi_py),
-                             os.path.join(case, f'{side}.log'), args.timeout_s)
+                             os.path.join(case, f'{side}.log'), args.timeout_s,
+                             env=worker_env(side, args.serving_env))
     times = {side: {'b1': [], 'b8': []} for side in args.sides}  # ms per request
     for r in range(args.rounds):
       for what in ('b1', 'b8'):
@@ -229,7 +249,10 @@ def header(results: list[dict], args, kind: str, started: str) -> str:
           f'weights{", TINY models (a machinery check, not a measurement)" if args.tiny else ""}'
           f'. Versions: {versions or "?"}. Command: `python benchmarks/serving.py --variants '
           f'{",".join(args.variants)} --rounds {args.rounds} --threads {args.threads} --sides '
-          f'{",".join(args.sides)}{" --tiny" if args.tiny else ""}`')
+          f'{",".join(args.sides)} --serving_env {args.serving_env}'
+          f'{" --tiny" if args.tiny else ""}`. TensorFlow sides\' environment: '
+          + ('performance.tf_cpu_serving_environment() on both' if args.serving_env == 'tuned'
+             else 'as started'))
 
 
 def main() -> int:
@@ -240,6 +263,9 @@ def main() -> int:
   parser.add_argument('--threads', type=int, default=os.cpu_count(),
                       help='TF intra-op = inter-op threads of every side (default: every core)')
   parser.add_argument('--seed', type=int, default=0, help='images and OD API weights')
+  parser.add_argument('--serving_env', default='tuned', choices=('tuned', 'defaults'),
+                      help='tuned: both TensorFlow sides start with '
+                           'performance.tf_cpu_serving_environment(); defaults: as started')
   parser.add_argument('--tiny', action='store_true',
                       help='input 64, narrow models, 48x64 images: a check of the machinery')
   parser.add_argument('--out_dir', default=os.path.join(REPO, 'runs', 'bench_serving'))

@@ -28,7 +28,9 @@ model, variables of the SavedModel; the optimizer state is never read).
   `detection_keypoints` [N, K, J, 2] (y, x) normalized to the image and
   `detection_keypoint_scores` [N, K, J]. The resize and pad run inside the graph with the
   pipeline's own function (`pipeline.resize_and_pad`: keep-aspect legacy bilinear without
-  half-pixel centers, zero pad bottom/right), so preprocessing equals evaluation's.
+  half-pixel centers, zero pad bottom/right), so preprocessing equals evaluation's. On a CPU,
+  start the serving process with `performance.tf_cpu_serving_environment()` (logged by the
+  export): TensorFlow's XLA then keeps the program's temporaries between calls, as ours does.
 - `onnx`: `DIR/model.onnx` (opset `ONNX_OPSET`), batch N fixed (`--batch`, default 1):
   inputs `image` float32 [N, S, S, 3], `true_size` and `original_size` int32 [N, 2], exactly
   the jax artifact's (the client resizes and pads as docs/export.md "host-side resize" says);
@@ -73,7 +75,7 @@ from jax.extend.mlir.dialects import stablehlo as jax_stablehlo
 import jax.numpy as jnp
 import jax2onnx
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 import tensorflow as tf
 # Not TF's public API, but what jax2tf itself calls: the XlaCallModule op, and the StableHLO
 # version this TF reads.
@@ -82,6 +84,7 @@ from tensorflow.compiler.tf2xla.python import xla as tfxla
 
 from centernet_jax import file_io
 from centernet_jax import inference
+from centernet_jax import performance
 from centernet_jax import predict
 from centernet_jax import run_files
 from centernet_jax import train_step
@@ -374,6 +377,10 @@ def export_saved_model(run: run_files.InferenceRun, output: str, batch: int | No
   pipeline.hide_gpus_from_tf()
   module = _Serving(run, batch)
   tf.saved_model.save(module, output, signatures={'serving_default': module.serve})
+  env = performance.tf_cpu_serving_environment()
+  logging.info('Serving %s on a CPU: start the TensorFlow process with %s (docs/serving.md, '
+               '"Serving our SavedModel on a CPU").', output,
+               ' '.join(f'{k}={v}' for k, v in env.items()))
   return output
 
 

@@ -44,10 +44,10 @@ print(json.dumps({'kept': kept, 'faults': sum(faults[1:])}))
 '''
 
 
-def _faults(mode: str, mib: int = 64, where: str = 'main') -> dict:
+def _faults(mode: str, mib: int = 64, where: str = 'main', env: dict | None = None) -> dict:
   result = subprocess.run([sys.executable, '-c', _CHILD, mode, str(mib), where],
-                          env=helpers.subprocess_env(), capture_output=True, text=True,
-                          timeout=120, check=True)
+                          env={**helpers.subprocess_env(), **(env or {})}, capture_output=True,
+                          text=True, timeout=120, check=True)
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -73,6 +73,17 @@ def test_a_threads_freed_heap_sized_blocks_are_reused_in_inference():
   assert defaults['faults'] >= pages // 2, defaults
   assert inference['kept'] is True
   assert inference['faults'] < pages // 100, inference
+
+
+@pytest.mark.skipif(host_memory.glibc_version() is None, reason='the settings are glibc\'s')
+def test_the_tf_serving_environment_keeps_a_threads_heap_sized_blocks():
+  # glibc ignores a misspelt tunable silently: the environment must act as the mallopts do.
+  env = performance.tf_cpu_serving_environment()
+  assert env['XLA_FLAGS'] == ('--xla_multiheap_size_constraint_per_heap='
+                              f'{performance.INFERENCE_HEAP_BYTES}')
+  tuned = _faults('defaults', performance.INFERENCE_HEAP_BYTES >> 20, 'thread',
+                  env={'GLIBC_TUNABLES': env['GLIBC_TUNABLES']})
+  assert tuned['faults'] < 4 * performance.INFERENCE_HEAP_BYTES // 4096 // 100, tuned
 
 
 @pytest.mark.parametrize('keep', ['keep_freed_memory', 'keep_freed_inference_memory'])
