@@ -33,8 +33,9 @@ inference sets two `mallopt`s, every arena left as it is:
   * no mmap for large blocks: a block of up to 64 MiB then comes from the thread's heaps;
   * a top pad of one whole heap (64 MiB): a heap that empties is kept, not unmapped (glibc
     drops a per-thread heap only when it is empty beyond the pad).
-Measured side by side (docs/benchmarks.md, "The predict function's temporaries in heaps"):
-no page faults left, the ResNet50 V1 FPN 512 predict function at batch 1 1.1x faster. These
+Measured side by side (docs/benchmarks.md, "The predict function's temporaries in kept heaps"):
+no page faults left, the predict function at batch 1 1.05x (ResNet50 V1 FPN 512) and 1.08x
+(MobileNetV2 FPN 512) faster, at batch 8 1.00-1.02x. These
 two settings act on every arena whenever they are set, so a library (`inference.Predictor`)
 can set them after JAX has started its threads.
 
