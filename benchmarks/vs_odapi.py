@@ -32,9 +32,10 @@ garbage (both sides alike, as `timeit` keeps the collector out of its timings). 
 workers of a variant are up, `WARMUP_ROUNDS` untimed rounds run first (in the log only).
 Our side is two processes, each set up as `main` sets up that kind of run: one answers `train`
 with glibc keeping the host memory XLA:CPU frees (`config.keep_freed_host_memory`,
-host_memory.py), the other the inference measures with malloc as it is, as `main --mode eval`,
-`detect` and `inference.Predictor` run (until 2026-12-04 night one process answered all four
-with the training setting, which costs inference ~10 % at batch 8). `--ours
+host_memory.py), the other the inference measures with inference's setting (the threads'
+heaps kept, since 2026-12-06; malloc as it was before), as `main --mode eval`, `detect` and
+`inference.Predictor` run (until 2026-12-04 night one process answered all four with the
+training setting, which costs inference ~10 % at batch 8). `--ours
 main,glibc_defaults` adds a side of ours without the setting (`OUR_SETTINGS`), asked in the
 same rounds (its rows say so).
 """
