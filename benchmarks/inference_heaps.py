@@ -5,7 +5,7 @@ every call (glibc's defaults, the code before), side by side in one run.
 
 Per row, two long-lived worker processes of this script:
   one block    the predict function compiled with `performance.CPU_COMPILER_OPTIONS` less
-               `xla_multiheap_size_constraint_per_heap` (XLA:CPU's temporaries in one
+               `performance.INFERENCE_HEAP_OPTIONS` (XLA:CPU's temporaries in one
                allocation), glibc's malloc as it starts;
   heaps kept   as `main --mode eval`, `detect` and `inference.Predictor` run now: the options
                as they are (temporaries in blocks of at most `performance.INFERENCE_HEAP_BYTES`)
@@ -36,7 +36,6 @@ sys.path.insert(0, REPO)
 import interleaved  # pylint: disable=wrong-import-position
 
 SETTINGS = ('one block', 'heaps kept')
-HEAP_OPTION = 'xla_multiheap_size_constraint_per_heap'
 
 
 def worker(row: str, setting: str, batches: list[int]) -> None:
@@ -49,7 +48,8 @@ def worker(row: str, setting: str, batches: list[int]) -> None:
     if not host_memory.keep_freed_inference_memory():
       raise SystemExit('inference_heaps: the setting is glibc\'s; this is not glibc')
   else:
-    options.pop(HEAP_OPTION)
+    for key in performance.INFERENCE_HEAP_OPTIONS:
+      options.pop(key)
   config = interleaved.row_config(interleaved.ROWS[row])
   model, variables, size = interleaved.row_model(config)
   fn = predict.make_predict_fn(model, input_size=size, max_detections=100, top_level=False)

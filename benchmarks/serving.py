@@ -52,11 +52,10 @@ from PIL import Image
 from machine import machine_kind
 from vs_odapi import Worker, odapi_python
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from centernet_jax import performance  # pylint: disable=wrong-import-position
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+from centernet_jax import performance  # pylint: disable=wrong-import-position
 VARIANTS = ('r50v1fpn', 'mnv2fpn')  # serving_ours.EXPERIMENTS, parity/odapi_build.VARIANTS
 SIDES = ('saved_model', 'odapi', 'predictor')
 NUM_IMAGES = 8  # serving_worker.BATCH

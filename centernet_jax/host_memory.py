@@ -95,13 +95,25 @@ def keep_freed_memory() -> bool:
                   'one arena, no mmap, no trim')
 
 
+# Inference's settings (module docstring): (mallopt name, its parameter, value, the same
+# setting's GLIBC_TUNABLES name for a process started with it).
+_INFERENCE_SETTINGS = (('M_MMAP_MAX', _M_MMAP_MAX, 0, 'glibc.malloc.mmap_max'),
+                       ('M_TOP_PAD', _M_TOP_PAD, GLIBC_THREAD_HEAP_BYTES,
+                        'glibc.malloc.top_pad'))
+
+
 def keep_freed_inference_memory() -> bool:
   """Sets glibc's malloc to keep the heaps the predict function's temporaries come from (module
   docstring): no mmap, a top pad of one per-thread heap. Affects the whole process from this
   call on, at any time. Returns True when the settings took, False when this is not glibc."""
-  return _mallopt((('M_MMAP_MAX', _M_MMAP_MAX, 0),
-                   ('M_TOP_PAD', _M_TOP_PAD, GLIBC_THREAD_HEAP_BYTES)),
+  return _mallopt(tuple(setting[:3] for setting in _INFERENCE_SETTINGS),
                   'inference: no mmap, heaps kept')
+
+
+def inference_glibc_tunables() -> str:
+  """`keep_freed_inference_memory`'s settings as a GLIBC_TUNABLES value, for a process this
+  project does not start (`performance.tf_cpu_serving_environment`)."""
+  return ':'.join(f'{tunable}={value}' for _, _, value, tunable in _INFERENCE_SETTINGS)
 
 
 def set_up(config, *, training: bool) -> None:

@@ -55,9 +55,9 @@ ONEDNN_OPTIONS = {'xla_cpu_use_onednn': True, 'xla_cpu_experimental_onednn_custo
 # heap, above the largest single buffer of the zoo's 512 rows (F(4x4, 3x3)'s 36 MiB tiles of a
 # 256-channel convolution at 128 x 128), which XLA would otherwise log as too large for a heap.
 INFERENCE_HEAP_BYTES = 48 << 20
+INFERENCE_HEAP_OPTIONS = {'xla_multiheap_size_constraint_per_heap': INFERENCE_HEAP_BYTES}
 CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_REDUCE',
-                        'xla_multiheap_size_constraint_per_heap': INFERENCE_HEAP_BYTES,
-                        **ONEDNN_OPTIONS}
+                        **INFERENCE_HEAP_OPTIONS, **ONEDNN_OPTIONS}
 
 # The training step keeps XLA's default YNNPACK fusions (its dots on), plus oneDNN (above).
 # Those dots were slow only for the library convolutions' weight gradients (XLA rewrites them
@@ -78,9 +78,8 @@ def tf_cpu_serving_environment() -> dict[str, str]:
   variables give it the same (MobileNetV2 FPN 512, batch 1 under TF 2.21: 106 -> 96 ms, no page
   faults left; docs/serving.md, "Serving our SavedModel on a CPU"). glibc ignores the tunables
   elsewhere; merge XLA_FLAGS with any the process already has."""
-  return {'XLA_FLAGS': f'--xla_multiheap_size_constraint_per_heap={INFERENCE_HEAP_BYTES}',
-          'GLIBC_TUNABLES': 'glibc.malloc.mmap_max=0:'
-                            f'glibc.malloc.top_pad={host_memory.GLIBC_THREAD_HEAP_BYTES}'}
+  return {'XLA_FLAGS': ' '.join(f'--{k}={v}' for k, v in INFERENCE_HEAP_OPTIONS.items()),
+          'GLIBC_TUNABLES': host_memory.inference_glibc_tunables()}
 
 
 def _on_cpu(options: dict[str, Any], backend: str | None) -> dict[str, Any] | None:
